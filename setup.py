@@ -1,0 +1,55 @@
+"""Build the native extensions: Cython for per-call paths, pybind11 for coarse calls.
+
+See DESIGN.md, "Binding choice".  Every extension compiles the shared C++
+core in csrc/ (headers, no Python.h) as C++17 with -O3 and no -march=native,
+so a wheel runs on any CPU of its platform.  DEBUG=1 builds -O0 -g.
+"""
+import os
+
+from Cython.Build import cythonize
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("DEBUG", "") not in ("", "0")
+OPT = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
+CXXFLAGS = ["-std=c++17", "-fvisibility=hidden", "-Wall", *OPT]
+CSRC = "csrc"
+
+
+def cython_ext(name, *, sources=()):
+    """A Cython extension faultkit.<name> from src/faultkit/<name>.pyx plus C++ sources."""
+    return Extension(
+        f"faultkit.{name}",
+        [f"src/faultkit/{name}.pyx", *sources],
+        include_dirs=[CSRC],
+        language="c++",
+        extra_compile_args=CXXFLAGS,
+    )
+
+
+def pybind_ext(name, *, sources=()):
+    """A pybind11 extension faultkit.<name> from src/faultkit/<name>.cpp plus C++ sources."""
+    return Pybind11Extension(
+        f"faultkit.{name}",
+        [f"src/faultkit/{name}.cpp", *sources],
+        include_dirs=[CSRC],
+        cxx_std=17,
+        extra_compile_args=CXXFLAGS,
+    )
+
+
+CYTHON_EXTENSIONS = [
+    cython_ext("_hash"),
+]
+PYBIND_EXTENSIONS = []
+
+setup(
+    ext_modules=cythonize(
+        CYTHON_EXTENSIONS,
+        include_path=[CSRC, "src"],
+        compiler_directives={"language_level": "3", "embedsignature": True},
+        build_dir="build/cython",  # generated C++ stays out of src/
+        gdb_debug=DEBUG,
+    )
+    + PYBIND_EXTENSIONS,
+)

@@ -1,0 +1,43 @@
+"""faultkit: detect, contain, recover from and balance around failures, at C speed.
+
+The public API is re-exported here; submodules are named by pillar
+(``faultkit.ring``, ``faultkit.detect``, ``faultkit.contain``,
+``faultkit.recover``).
+"""
+
+from faultkit._hash import hash64, hash64_many
+from faultkit.errors import (
+    BulkheadFullError,
+    CheckpointLockedError,
+    CircuitOpenError,
+    CorruptCheckpointError,
+    EmptyRingError,
+    FaultkitError,
+    IsolationRefusedError,
+    NoCheckpointError,
+    NoLiveNodeError,
+)
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("faultkit")
+except Exception:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0+unknown"
+
+__all__ = [
+    "__version__",
+    # hashing
+    "hash64",
+    "hash64_many",
+    # errors
+    "FaultkitError",
+    "EmptyRingError",
+    "NoLiveNodeError",
+    "NoCheckpointError",
+    "CorruptCheckpointError",
+    "CheckpointLockedError",
+    "CircuitOpenError",
+    "BulkheadFullError",
+    "IsolationRefusedError",
+]

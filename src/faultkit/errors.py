@@ -1,0 +1,59 @@
+"""The faultkit exception tree: one base class, narrow subclasses.
+
+Every error faultkit raises on purpose is a ``FaultkitError`` or one of the
+builtin exceptions a Python programmer expects for the case (``TypeError``
+for a wrong type, ``ValueError`` for a bad value, ``KeyError`` for an unknown
+name).  Subclasses that are also "lookup" or "value" errors inherit from that
+builtin too, so callers can catch either.
+"""
+
+__all__ = [
+    "FaultkitError",
+    "EmptyRingError",
+    "NoLiveNodeError",
+    "NoCheckpointError",
+    "CorruptCheckpointError",
+    "CheckpointLockedError",
+    "CircuitOpenError",
+    "BulkheadFullError",
+    "IsolationRefusedError",
+]
+
+
+class FaultkitError(Exception):
+    """Base class of every faultkit-specific error."""
+
+
+# Balance
+class EmptyRingError(FaultkitError, LookupError):
+    """A lookup on a balancer that has no nodes."""
+
+
+class NoLiveNodeError(FaultkitError, LookupError):
+    """A lookup on a balancer whose nodes are all marked down."""
+
+
+# Recover
+class NoCheckpointError(FaultkitError, LookupError):
+    """Recovery found no valid checkpoint."""
+
+
+class CorruptCheckpointError(FaultkitError, ValueError):
+    """A checkpoint failed its checksum, framing or version checks."""
+
+
+class CheckpointLockedError(FaultkitError):
+    """Another writer holds the checkpoint directory's lock."""
+
+
+# Contain
+class CircuitOpenError(FaultkitError):
+    """A call was refused because its circuit breaker is open."""
+
+
+class BulkheadFullError(FaultkitError):
+    """A call was refused because its bulkhead is at capacity."""
+
+
+class IsolationRefusedError(FaultkitError):
+    """Isolating a domain would exceed the cap on how much may be isolated."""

@@ -1,0 +1,30 @@
+"""The faultkit command runs as a real process and does what it prints."""
+import subprocess
+import sys
+
+import faultkit as fk
+from faultkit.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "faultkit", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_demo_runs_and_prints_real_hashes():
+    r = run("demo", "--keys", "1000")
+    assert r.returncode == 0, r.stderr
+    assert f"{fk.hash64('user:42'):#018x}" in r.stdout
+    assert "1,000 distinct values" in r.stdout
+
+
+def test_bad_arguments_exit_2_with_a_message():
+    r = run("demo", "--keys", "-5")
+    assert r.returncode == 2 and "must be positive, got -5" in r.stderr
+    r = run("nosuch")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_bench_without_directory_is_a_clean_error(tmp_path, capsys):
+    assert main(["bench", "--path", str(tmp_path / "missing")]) == 2
+    assert "no benchmark directory" in capsys.readouterr().err
