@@ -40,6 +40,7 @@ def pybind_ext(name, *, sources=()):
 
 CYTHON_EXTENSIONS = [
     cython_ext("_hash"),
+    cython_ext("_detect"),
 ]
 PYBIND_EXTENSIONS = []
 

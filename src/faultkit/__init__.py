@@ -6,6 +6,7 @@ The public API is re-exported here; submodules are named by pillar
 """
 
 from faultkit._hash import hash64, hash64_many
+from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -30,6 +31,10 @@ __all__ = [
     # hashing
     "hash64",
     "hash64_many",
+    # detect
+    "TimeoutDetector",
+    "PhiAccrualDetector",
+    "Event",
     # errors
     "FaultkitError",
     "EmptyRingError",

@@ -1,0 +1,478 @@
+// Heartbeat table: N monitored components as a structure of arrays, with the
+// deadlines at which each one crosses its suspect and dead thresholds
+// precomputed at every heartbeat, so that a scan is a pass over deadlines.
+//
+// No Python.h, no clock: every call that needs the time takes `now` (seconds,
+// any epoch).  Callers validate ids and times (see validate_many); the
+// per-call entry points check ids too and report instead of trusting them.
+//
+// Two families of detectors share the table:
+//   HB_TIMEOUT     dead `timeout` seconds after the last heartbeat, suspect
+//                  `suspect_after` seconds after it (optional).
+//   HB_PHI_WINDOW  phi accrual (Hayashibara et al. 2004) as Akka implements it
+//                  (akka-remote PhiAccrualFailureDetector.scala): the mean and
+//                  standard deviation of the last `max_samples` inter-arrival
+//                  intervals, kept as running sums exactly as Akka does.
+//   HB_PHI_EWMA    phi accrual over an exponentially weighted mean and
+//                  variance: O(1) memory per component instead of a window.
+//
+// Phi is monotone in the elapsed time, so the elapsed time at which it reaches
+// a threshold has a closed form per component: mean + pause + y* x std, where
+// y* solves phi(y*) = threshold once per detector (phi_crossing_y).  Scans
+// then compare `now` with deadlines and never evaluate phi.
+//
+// Scans skip whole blocks of BLOCK components by a per-block lower bound of
+// their next deadlines (bmin_).  A heartbeat only lowers a bound (min), so a
+// bound may be stale-low, never stale-high; a scan visits a block only when
+// its bound is <= now, and recomputes the bound exactly while there.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace faultkit {
+
+enum : uint8_t {
+    HB_ALIVE = 0,
+    HB_SUSPECT = 1,
+    HB_DEAD = 2,
+    HB_IDLE = 3,    // added, no heartbeat yet: reported alive, phi 0 (as Akka)
+    HB_FREE = 255,  // removed; the id may be reused by a later add
+};
+
+enum : int { HB_TIMEOUT = 0, HB_PHI_WINDOW = 1, HB_PHI_EWMA = 2 };
+
+// Akka's phi: -log10(1 - F(time_diff)) with F the logistic approximation of
+// the normal CDF, 1 / (1 + exp(-y (1.5976 + 0.070566 y^2))), y = (t - mean) /
+// std (Bowling et al. 2009; max absolute error 1.4e-4 at |y| = 3.16).  The two
+// branches are Akka's, kept operation for operation.
+inline double akka_phi(double time_diff, double mean, double std_dev) noexcept {
+    const double y = (time_diff - mean) / std_dev;
+    const double e = std::exp(-y * (1.5976 + 0.070566 * y * y));
+    if (time_diff > mean) return -std::log10(e / (1.0 + e));
+    return -std::log10(1.0 - 1.0 / (1.0 + e));
+}
+
+// The y at which Akka's phi reaches `threshold` (> 0).  Algebraically
+// phi(y) = log10(1 + exp(g(y))) with g(y) = y (1.5976 + 0.070566 y^2), so
+// phi(y) = T  <=>  g(y) = ln(10^T - 1), a strictly increasing cubic: Newton
+// from a bracket, then bisection polish.  Called once per detector.
+inline double phi_crossing_y(double threshold) noexcept {
+    const double c = std::log(std::expm1(threshold * std::log(10.0)));
+    auto g = [](double y) { return y * (1.5976 + 0.070566 * y * y); };
+    double lo = -1.0, hi = 1.0;
+    while (g(lo) > c) lo *= 2.0;
+    while (g(hi) < c) hi *= 2.0;
+    for (int i = 0; i < 200 && hi - lo > 0.0; ++i) {
+        const double mid = 0.5 * (lo + hi);
+        if (mid == lo || mid == hi) break;
+        (g(mid) < c ? lo : hi) = mid;
+    }
+    return hi;
+}
+
+struct HbConfig {
+    int mode = HB_TIMEOUT;
+    // timeout mode (seconds after the last heartbeat); suspect <= 0: no stage
+    double timeout = 5.0;
+    double suspect_after = 0.0;
+    // phi modes; suspect_threshold <= 0: no suspect stage
+    double threshold = 8.0;
+    double suspect_threshold = 0.0;
+    double min_std = 0.1;
+    double pause = 3.0;
+    double first_estimate = 1.0;
+    uint32_t max_samples = 1000;
+    double alpha = 0.0;  // EWMA weight of the newest interval, in (0, 1]
+};
+
+struct HbEvent {
+    int64_t id;
+    uint8_t old_state;
+    uint8_t new_state;
+    double at;  // the crossing time (scan) or the heartbeat time (recovery)
+};
+
+class HeartbeatTable {
+public:
+    static constexpr size_t BLOCK = 256;
+    static constexpr double INF = std::numeric_limits<double>::infinity();
+
+    explicit HeartbeatTable(const HbConfig& cfg) : cfg_(cfg) {
+        has_suspect_ = cfg.mode == HB_TIMEOUT ? cfg.suspect_after > 0.0
+                                              : cfg.suspect_threshold > 0.0;
+        if (cfg.mode != HB_TIMEOUT) {
+            y_dead_ = phi_crossing_y(cfg.threshold);
+            y_suspect_ = has_suspect_ ? phi_crossing_y(cfg.suspect_threshold) : y_dead_;
+            const double e = cfg.first_estimate, sd = e / 4.0;
+            seed_lo_ = e - sd;
+            seed_hi_ = e + sd;
+        }
+    }
+
+    // ---- membership -----------------------------------------------------
+    int64_t add() {
+        int64_t id;
+        if (!free_.empty()) {
+            id = free_.back();
+            free_.pop_back();
+        } else {
+            id = static_cast<int64_t>(state_.size());
+            grow(state_.size() + 1);
+        }
+        reset(static_cast<size_t>(id));
+        state_[id] = HB_IDLE;
+        ++count_;
+        return id;
+    }
+
+    bool remove(int64_t id) {
+        if (!in_use(id)) return false;
+        reset(static_cast<size_t>(id));
+        state_[id] = HB_FREE;
+        free_.push_back(id);
+        --count_;
+        // Drop its pending recovery events: the id may be reused.
+        pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
+                                      [id](const HbEvent& e) { return e.id == id; }),
+                       pending_.end());
+        return true;
+    }
+
+    size_t slots() const noexcept { return state_.size(); }
+    size_t count() const noexcept { return count_; }
+    bool in_use(int64_t id) const noexcept {
+        return id >= 0 && static_cast<size_t>(id) < state_.size() && state_[id] != HB_FREE;
+    }
+
+    // ---- heartbeats -----------------------------------------------------
+    // 0: recorded; 1: ignored, older than the last heartbeat; -1: bad id.
+    // An `incarnation` above the stored one means the sender restarted: its
+    // statistics start afresh, as for a new component (Akka's firstHeartbeat).
+    int heartbeat(int64_t id, double now, int64_t incarnation = -1) {
+        if (!in_use(id)) return -1;
+        const size_t i = static_cast<size_t>(id);
+        if (state_[i] != HB_IDLE && now < last_[i]) return 1;
+        bool fresh = false;
+        if (incarnation >= 0 && static_cast<uint64_t>(incarnation) > incarnation_[i]) {
+            incarnation_[i] = static_cast<uint64_t>(incarnation);
+            fresh = true;
+        }
+        beat(i, now, fresh);
+        return 0;
+    }
+
+    // Index of the first invalid entry, or n if all are valid: an id not in
+    // use (kind 1) or a time that is NaN, infinite or negative (kind 2).
+    size_t validate_many(const int64_t* ids, const double* times, size_t n,
+                         int* kind) const noexcept {
+        for (size_t k = 0; k < n; ++k) {
+            if (!in_use(ids[k])) { *kind = 1; return k; }
+            if (!(times[k] >= 0.0) || times[k] == INF) { *kind = 2; return k; }
+        }
+        *kind = 0;
+        return n;
+    }
+
+    // Apply validated heartbeats in order; returns how many were ignored as
+    // older than their component's last heartbeat.
+    size_t heartbeat_many(const int64_t* ids, const double* times, size_t n) {
+        size_t stale = 0;
+        // Random ids miss the cache on every array a heartbeat touches; asking
+        // for the lines PREFETCH heartbeats ahead overlaps those misses.
+        constexpr size_t PREFETCH = 16;
+        if (cfg_.mode == HB_TIMEOUT) {
+            // Fast path: an alive component's deadlines only move later, so
+            // its block bound stays valid and the heartbeat is one store.
+            for (size_t k = 0; k < n; ++k) {
+                if (k + PREFETCH < n) {
+                    const size_t j = static_cast<size_t>(ids[k + PREFETCH]);
+                    prefetch(&last_[j]);
+                    prefetch(&state_[j]);
+                }
+                const size_t i = static_cast<size_t>(ids[k]);
+                const double t = times[k];
+                if (state_[i] == HB_ALIVE) {
+                    if (t < last_[i]) ++stale;
+                    else last_[i] = t;
+                } else if (state_[i] != HB_IDLE && t < last_[i]) {
+                    ++stale;
+                } else {
+                    beat(i, t, false);
+                }
+            }
+            return stale;
+        }
+        for (size_t k = 0; k < n; ++k) {
+            if (k + PREFETCH < n) {
+                const size_t j = static_cast<size_t>(ids[k + PREFETCH]);
+                prefetch(&last_[j]);
+                prefetch(&state_[j]);
+                prefetch(&off_[j]);
+                prefetch(&mom_[j]);
+                if (cfg_.mode == HB_PHI_WINDOW) prefetch(&win_[j]);
+            }
+            const size_t i = static_cast<size_t>(ids[k]);
+            if (state_[i] != HB_IDLE && times[k] < last_[i]) { ++stale; continue; }
+            beat(i, times[k], false);
+        }
+        return stale;
+    }
+
+    // ---- scan -----------------------------------------------------------
+    // Appends, in id order per block, every state change due at `now`:
+    // pending recoveries first, then alive->suspect->dead crossings, each at
+    // its crossing time.
+    void scan(double now, std::vector<HbEvent>& out) {
+        out.insert(out.end(), pending_.begin(), pending_.end());
+        pending_.clear();
+        const size_t n = state_.size(), nb = bmin_.size();
+        for (size_t b = 0; b < nb; ++b) {
+            if (!(bmin_[b] <= now)) continue;
+            const size_t end = std::min(n, (b + 1) * BLOCK);
+            double m = INF;
+            for (size_t i = b * BLOCK; i < end; ++i) {
+                double d = next_deadline(i);
+                if (d <= now) {
+                    if (state_[i] == HB_ALIVE && has_suspect_) {
+                        out.push_back({static_cast<int64_t>(i), HB_ALIVE, HB_SUSPECT, d});
+                        state_[i] = HB_SUSPECT;
+                        d = next_deadline(i);
+                    }
+                    if (d <= now) {
+                        out.push_back({static_cast<int64_t>(i), state_[i], HB_DEAD, d});
+                        state_[i] = HB_DEAD;
+                        d = INF;
+                    }
+                }
+                m = std::min(m, d);
+            }
+            bmin_[b] = m;
+        }
+    }
+
+    // ---- queries --------------------------------------------------------
+    uint8_t state(int64_t id) const noexcept { return in_use(id) ? state_[id] : HB_FREE; }
+    double last(int64_t id) const noexcept { return last_[id]; }
+    uint64_t incarnation(int64_t id) const noexcept { return incarnation_[id]; }
+
+    // Current mean and standard deviation (min_std applied) of the intervals.
+    void stats(size_t i, double* mean, double* std_dev) const noexcept {
+        double var;
+        if (cfg_.mode == HB_PHI_WINDOW) {
+            const double n = static_cast<double>(win_[i].size());
+            *mean = mom_[i].a / n;
+            var = mom_[i].b / n - *mean * *mean;
+        } else {
+            *mean = mom_[i].a;
+            var = mom_[i].b;
+        }
+        // Akka's sums are integer milliseconds, so its variance is never
+        // negative; in floating point it can be by rounding: clamp at 0.
+        *std_dev = std::max(std::sqrt(std::max(var, 0.0)), cfg_.min_std);
+    }
+
+    // Akka's phi of component `id` at `now`; 0 before its first heartbeat.
+    double phi(int64_t id, double now) const noexcept {
+        const size_t i = static_cast<size_t>(id);
+        if (state_[i] == HB_IDLE || state_[i] == HB_FREE || cfg_.mode == HB_TIMEOUT) return 0.0;
+        double mean, sd;
+        stats(i, &mean, &sd);
+        return akka_phi(now - last_[i], mean + cfg_.pause, sd);
+    }
+
+    // phi of every slot (NaN for removed ids) into out[0, slots()).
+    void phi_all(double now, double* out) const noexcept {
+        const size_t n = state_.size();
+        for (size_t i = 0; i < n; ++i)
+            out[i] = state_[i] == HB_FREE ? std::numeric_limits<double>::quiet_NaN()
+                                          : phi(static_cast<int64_t>(i), now);
+    }
+
+    // 1 for alive (or not yet heard from), 0 for suspect, dead or removed.
+    void alive_mask(uint8_t* out) const noexcept {
+        const size_t n = state_.size();
+        for (size_t i = 0; i < n; ++i)
+            out[i] = state_[i] == HB_ALIVE || state_[i] == HB_IDLE;
+    }
+
+    // The deadlines component `id` crosses next: suspect (== dead without a
+    // suspect stage) and dead; +inf before its first heartbeat.
+    double suspect_deadline(int64_t id) const noexcept {
+        const size_t i = static_cast<size_t>(id);
+        if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
+        return cfg_.mode == HB_TIMEOUT ? last_[i] + (has_suspect_ ? cfg_.suspect_after : cfg_.timeout)
+                                       : last_[i] + off_[i].a;
+    }
+    double dead_deadline(int64_t id) const noexcept {
+        const size_t i = static_cast<size_t>(id);
+        if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
+        return cfg_.mode == HB_TIMEOUT ? last_[i] + cfg_.timeout : last_[i] + off_[i].b;
+    }
+
+    // Bytes held, capacity included (the windows' heap blocks counted by their
+    // capacity; allocator overhead not included).
+    size_t memory_bytes() const noexcept {
+        size_t b = last_.capacity() * sizeof(double) + state_.capacity()
+                 + incarnation_.capacity() * sizeof(uint64_t)
+                 + bmin_.capacity() * sizeof(double) + free_.capacity() * sizeof(int64_t)
+                 + off_.capacity() * sizeof(Pair) + mom_.capacity() * sizeof(Pair)
+                 + head_.capacity() * sizeof(uint32_t)
+                 + win_.capacity() * sizeof(std::vector<double>)
+                 + pending_.capacity() * sizeof(HbEvent);
+        for (const auto& w : win_) b += w.capacity() * sizeof(double);
+        return b;
+    }
+
+    double crossing_y_dead() const noexcept { return y_dead_; }
+    double crossing_y_suspect() const noexcept { return y_suspect_; }
+
+private:
+    static void prefetch(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(p, 1, 1);
+#else
+        (void)p;
+#endif
+    }
+
+    bool phi_mode() const noexcept { return cfg_.mode != HB_TIMEOUT; }
+
+    void grow(size_t n) {
+        last_.resize(n, 0.0);
+        state_.resize(n, HB_FREE);
+        incarnation_.resize(n, 0);
+        bmin_.resize((n + BLOCK - 1) / BLOCK, INF);
+        if (phi_mode()) {
+            off_.resize(n, Pair{INF, INF});
+            mom_.resize(n, Pair{0.0, 0.0});
+        }
+        if (cfg_.mode == HB_PHI_WINDOW) {
+            head_.resize(n, 0);
+            win_.resize(n);
+        }
+    }
+
+    void reset(size_t i) {
+        last_[i] = 0.0;
+        incarnation_[i] = 0;
+        if (cfg_.mode == HB_PHI_WINDOW) {
+            std::vector<double>().swap(win_[i]);  // give the window's memory back
+            head_[i] = 0;
+        }
+    }
+
+    void seed_stats(size_t i) {
+        if (cfg_.mode == HB_PHI_WINDOW) {
+            win_[i].clear();
+            head_[i] = 0;
+            mom_[i].a = 0.0;
+            mom_[i].b = 0.0;
+            push_interval(i, seed_lo_);
+            push_interval(i, seed_hi_);
+        } else if (cfg_.mode == HB_PHI_EWMA) {
+            const double sd = cfg_.first_estimate / 4.0;
+            mom_[i].a = cfg_.first_estimate;  // EWMA mean
+            mom_[i].b = sd * sd;            // EWMA variance
+        }
+    }
+
+    // Akka's HeartbeatHistory :+ (running sums; drop the oldest when full).
+    void push_interval(size_t i, double x) {
+        if (cfg_.mode == HB_PHI_EWMA) {
+            const double a = cfg_.alpha, d = x - mom_[i].a;
+            mom_[i].a += a * d;
+            mom_[i].b = (1.0 - a) * (mom_[i].b + a * d * d);
+            return;
+        }
+        std::vector<double>& w = win_[i];
+        if (w.size() < cfg_.max_samples) {
+            if (w.size() == w.capacity())  // grow by doubling, capped at the window
+                w.reserve(std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * w.capacity())));
+            w.push_back(x);
+        } else {
+            const double old = w[head_[i]];
+            mom_[i].a = mom_[i].a - old;
+            mom_[i].b = mom_[i].b - old * old;
+            w[head_[i]] = x;
+            head_[i] = head_[i] + 1 == cfg_.max_samples ? 0 : head_[i] + 1;
+            mom_[i].a = mom_[i].a + x;
+            mom_[i].b = mom_[i].b + x * x;
+            return;
+        }
+        mom_[i].a = mom_[i].a + x;
+        mom_[i].b = mom_[i].b + x * x;
+    }
+
+    // Akka's isAvailable at `now` (phi(now) < threshold) given the current
+    // stats: decided on y (the same division phi does), and by phi itself
+    // only within a hair of y*, so the decision is phi's to the last bit.
+    bool available(size_t i, double now, double mean, double sd) const noexcept {
+        const double t = now - last_[i], m = mean + cfg_.pause;
+        const double y = (t - m) / sd, tol = 1e-9 * (1.0 + std::fabs(y_dead_));
+        if (y < y_dead_ - tol) return true;
+        if (y > y_dead_ + tol) return false;
+        return akka_phi(t, m, sd) < cfg_.threshold;
+    }
+
+    void beat(size_t i, double now, bool fresh) {
+        const uint8_t old = state_[i];
+        if (phi_mode()) {
+            double mean, sd;
+            if (old == HB_IDLE || fresh) {
+                seed_stats(i);
+                stats(i, &mean, &sd);
+            } else {
+                stats(i, &mean, &sd);
+                // an interval observed while not available is not a sample
+                if (available(i, now, mean, sd)) {
+                    push_interval(i, now - last_[i]);
+                    stats(i, &mean, &sd);
+                }
+            }
+            const double m = mean + cfg_.pause;
+            const double d = m + y_dead_ * sd;
+            off_[i] = Pair{has_suspect_ ? m + y_suspect_ * sd : d, d};
+        }
+        last_[i] = now;
+        state_[i] = HB_ALIVE;
+        if (old == HB_SUSPECT || old == HB_DEAD)
+            pending_.push_back({static_cast<int64_t>(i), old, HB_ALIVE, now});
+        // The new deadline may be earlier than the block's bound: lower it.
+        double& bm = bmin_[i / BLOCK];
+        const double nd = next_deadline(i);
+        if (nd < bm) bm = nd;
+    }
+
+    double next_deadline(size_t i) const noexcept {
+        const uint8_t s = state_[i];
+        if (s == HB_ALIVE) return suspect_deadline(static_cast<int64_t>(i));
+        if (s == HB_SUSPECT) return dead_deadline(static_cast<int64_t>(i));
+        return INF;
+    }
+
+    HbConfig cfg_;
+    bool has_suspect_ = false;
+    double y_dead_ = 0.0, y_suspect_ = 0.0, seed_lo_ = 0.0, seed_hi_ = 0.0;
+    size_t count_ = 0;
+
+    std::vector<double> last_;           // time of the last heartbeat
+    std::vector<uint8_t> state_;         // HB_ALIVE .. HB_FREE
+    std::vector<uint64_t> incarnation_;  // highest sender incarnation seen
+    std::vector<double> bmin_;           // per-block lower bound of next deadlines
+    std::vector<int64_t> free_;          // removed ids, reused by add()
+    std::vector<HbEvent> pending_;       // recoveries since the last scan
+    // phi modes, each a pair so a heartbeat touches one cache line for it:
+    // off_ = (suspect, dead) deadline offsets from last_; mom_ = the interval
+    // statistics (window: running sum and sum of squares; EWMA: mean, variance)
+    struct Pair { double a, b; };
+    std::vector<Pair> off_, mom_;
+    std::vector<uint32_t> head_;              // window: index of the oldest sample once full
+    std::vector<std::vector<double>> win_;    // window: the samples
+};
+
+}  // namespace faultkit
