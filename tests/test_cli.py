@@ -28,3 +28,11 @@ def test_bad_arguments_exit_2_with_a_message():
 def test_bench_without_directory_is_a_clean_error(tmp_path, capsys):
     assert main(["bench", "--path", str(tmp_path / "missing")]) == 2
     assert "no benchmark directory" in capsys.readouterr().err
+
+
+def test_demo_tours_the_detectors():
+    r = run("demo", "--keys", "1000")
+    assert r.returncode == 0, r.stderr
+    assert "db-1 alive -> suspect at t=2" in r.stdout
+    assert "db-1 dead -> alive at t=6 (its heartbeat)" in r.stdout
+    assert "phi(n1, t=23.523) = 8.000" in r.stdout

@@ -30,7 +30,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out(f"  hash64_many over {len(keys):,} keys: {dt * 1e3:.1f} ms "
         f"({dt / max(len(keys), 1) * 1e9:.0f} ns a key); "
         f"{len(set(hashes.tolist())):,} distinct values")
+    _demo_detect(args)
     return 0
+
+
+def _demo_detect(args: argparse.Namespace) -> None:
+    """Detect: replay heartbeats through both detectors (an injected clock, no sleeping)."""
+    import numpy as np
+
+    out = print
+    out("\ndetect (heartbeats replayed with explicit times; nothing sleeps)")
+    det = fk.TimeoutDetector(timeout=5.0, suspect_after=2.0)
+    for name in ("db-1", "db-2"):
+        det.add(name)
+        det.heartbeat(name, now=0.0)
+    det.heartbeat("db-2", now=4.0)
+    for ev in det.scan(now=5.5):
+        out(f"  timeout 5 s: {ev.name} {ev.old} -> {ev.new} at t={ev.at:g}")
+    det.heartbeat("db-1", now=6.0)
+    for ev in det.scan(now=6.0):
+        why = " (its heartbeat)" if ev.new == "alive" else ""
+        out(f"  timeout 5 s: {ev.name} {ev.old} -> {ev.new} at t={ev.at:g}{why}")
+
+    phi = fk.PhiAccrualDetector(suspect_threshold=3.0)  # Akka Cluster's defaults
+    phi.add("n1")
+    for t in range(20):
+        phi.heartbeat("n1", now=float(t))
+    s, d = phi.deadlines("n1")
+    out(f"  phi accrual (threshold 8, Akka defaults): after 1 s heartbeats, n1 would be "
+        f"suspect at t={s:.3f}, dead at t={d:.3f}")
+    for t in (21.0, 23.0, s, d):
+        out(f"    phi(n1, t={t:.3f}) = {phi.phi('n1', now=t) + 0.0:.3f}")
+
+    n = args.keys
+    big = fk.TimeoutDetector(timeout=5.0)
+    ids = big.add_many(range(n))
+    times = np.random.default_rng(0).uniform(0.0, 1.0, n)
+    t0 = time.perf_counter()
+    big.heartbeat_many(ids, times)
+    t1 = time.perf_counter()
+    events = big.scan(now=3.0)
+    t2 = time.perf_counter()
+    out(f"  {n:,} components: heartbeat_many {(t1 - t0) * 1e3:.1f} ms, "
+        f"scan with nothing expiring {(t2 - t1) * 1e6:.0f} us ({len(events)} events), "
+        f"{big.memory_bytes() / n:.0f} bytes a component")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
