@@ -41,6 +41,8 @@ def pybind_ext(name, *, sources=()):
 CYTHON_EXTENSIONS = [
     cython_ext("_hash"),
     cython_ext("_detect"),
+    # Balance: consistent hashing (ring, ketama, jump, rendezvous, Maglev)
+    cython_ext("_ring", sources=["csrc/faultkit/ring.cc"]),
 ]
 PYBIND_EXTENSIONS = []
 

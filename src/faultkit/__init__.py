@@ -7,6 +7,9 @@ The public API is re-exported here; submodules are named by pillar
 
 from faultkit._hash import hash64, hash64_many
 from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
+
+# Balance
+from faultkit.ring import HashRing
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -35,6 +38,8 @@ __all__ = [
     "TimeoutDetector",
     "PhiAccrualDetector",
     "Event",
+    # balance
+    "HashRing",
     # errors
     "FaultkitError",
     "EmptyRingError",

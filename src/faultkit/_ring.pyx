@@ -1,0 +1,471 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Consistent-hash ring lookups: the per-call Cython shell over csrc/faultkit/ring.h."""
+from cython.operator cimport dereference as deref
+from libc.math cimport isfinite, llround
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+from libcpp.memory cimport shared_ptr
+from libcpp.vector cimport vector
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
+from faultkit.ring cimport (
+    RingPoint, RingTable, ring_node_points, ring_sort, ring_from_sorted, ring_merge, ring_remap,
+)
+from faultkit._keys cimport hash_key, str_utf8
+
+import numpy as np
+
+from faultkit.errors import EmptyRingError, NoLiveNodeError
+
+# Virtual nodes per unit of weight: 160, as in libketama's successors
+# (uhashring, hash_ring) and Envoy's ring_hash default minimum ring size
+# arithmetic; keeps max/mean load near 1.1 for 100 equal nodes.
+DEFAULT_VNODES = 160
+# At most this many points on one ring: positions are uint32 and a larger
+# ring has no balance benefit (2^26 points ~ 768 MiB of tables).
+cdef enum:
+    MAX_POINTS = 1 << 26
+
+
+cdef uint64_t _seed_value(object seed) except? 0:
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, not {type(seed).__name__}")
+    if seed < 0 or seed > 0xFFFFFFFFFFFFFFFF:
+        raise ValueError(f"seed {seed!r} is outside [0, 2**64 - 1]")
+    return <uint64_t>seed
+
+
+cdef const char* _node_bytes(object node, Py_ssize_t* size) except NULL:
+    """The bytes a node name hashes as: str as UTF-8, bytes as is."""
+    if isinstance(node, str):
+        return str_utf8(node, size)
+    if isinstance(node, bytes):
+        size[0] = PyBytes_GET_SIZE(node)
+        return PyBytes_AS_STRING(node)
+    raise TypeError(f"a node must be a str or bytes, not {type(node).__name__}")
+
+
+cdef double _weight_value(object weight, object node) except -1.0:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(
+            f"weight of node {node!r} must be a number, not {type(weight).__name__}")
+    cdef double w = weight
+    if not isfinite(w) or w <= 0.0:
+        raise ValueError(f"weight of node {node!r} must be finite and > 0, got {weight!r}")
+    return w
+
+
+cdef list _weights_for(list nodes, object weights):
+    """Weights aligned with nodes from None, a dict node -> weight (missing
+    nodes weigh 1.0) or a sequence of the same length."""
+    cdef Py_ssize_t i
+    if weights is None:
+        return [1.0] * len(nodes)
+    if isinstance(weights, dict):
+        unknown = [k for k in weights if k not in set(nodes)]
+        if unknown:
+            raise KeyError(f"weights given for unknown node(s): {unknown[:5]!r}")
+        return [_weight_value(weights.get(n, 1.0), n) for n in nodes]
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise TypeError(
+            f"weights must be a dict or a sequence of numbers, not {type(weights).__name__}")
+    if len(weights) != len(nodes):
+        raise ValueError(f"{len(weights)} weights for {len(nodes)} nodes")
+    return [_weight_value(weights[i], nodes[i]) for i in range(len(nodes))]
+
+
+cdef list _node_list(object nodes, str what):
+    if isinstance(nodes, (str, bytes)):
+        raise TypeError(f"{what} must be a collection of nodes, not a single {type(nodes).__name__}")
+    try:
+        return list(nodes)
+    except TypeError:
+        raise TypeError(f"{what} must be an iterable of nodes, not {type(nodes).__name__}") from None
+
+
+cdef class HashRing:
+    """A consistent-hash ring of XXH3-64 points (Karger et al. 1997).
+
+    ``HashRing(nodes=(), *, vnodes=160, weights=None, seed=0)``.  Each node
+    (a ``str`` or ``bytes`` name) gets ``max(1, round(vnodes * weight))``
+    points; point ``j`` of node ``name`` is ``xxh3_64(j as 8 LE bytes,
+    seed=xxh3_64(name, seed))``.  A key (``str``/bytes-like/``int``, hashed as
+    :func:`faultkit.hash64` does with ``seed``) belongs to the node of the
+    first point at or after its hash, wrapping past 2**64 - 1.
+
+    ``weights`` is a dict ``node -> weight`` (missing nodes weigh 1.0) or a
+    sequence aligned with ``nodes``; weights are finite floats > 0.
+
+    Membership changes merge or filter the sorted point arrays (no other
+    node is re-hashed) and swap in the new immutable table, so lookups in
+    other threads see the old ring or the new one, never a mix.  Nodes marked
+    down stay on the ring; lookups walk on to the next live node, so only the
+    down node's keys move, and they move back when it is marked up.
+    """
+    cdef shared_ptr[RingTable] _table
+    cdef shared_ptr[vector[uint8_t]] _alive   # one byte per node, 1 = up
+    cdef Py_ssize_t _n_down
+    cdef list _nodes
+    cdef list _weights
+    cdef dict _index
+    cdef uint64_t _seed
+    cdef int _vnodes
+
+    def __cinit__(self):
+        self._table.reset(new RingTable())
+        self._alive.reset(new vector[uint8_t]())
+        self._n_down = 0
+        self._nodes = []
+        self._weights = []
+        self._index = {}
+
+    def __init__(self, nodes=(), *, vnodes=DEFAULT_VNODES, weights=None, seed=0):
+        if isinstance(vnodes, bool) or not isinstance(vnodes, int):
+            raise TypeError(f"vnodes must be an int, not {type(vnodes).__name__}")
+        if vnodes < 1 or vnodes > (1 << 20):
+            raise ValueError(f"vnodes must be in [1, 2**20], got {vnodes!r}")
+        self._vnodes = vnodes
+        self._seed = _seed_value(seed)
+        node_list = _node_list(nodes, "nodes")
+        self._add_many(node_list, _weights_for(self._check_new(node_list), weights))
+
+    # -- lookups ---------------------------------------------------------
+
+    cdef inline const uint8_t* _alive_ptr(self) noexcept:
+        if self._n_down == 0:
+            return NULL
+        return deref(self._alive).data()
+
+    cdef int _check_lookup(self) except -1:
+        if self._table.get().size() == 0:
+            raise EmptyRingError("lookup on a ring with no nodes")
+        if self._n_down == len(self._nodes):
+            raise NoLiveNodeError(f"all {len(self._nodes)} nodes are marked down")
+        return 0
+
+    def get(self, key):
+        """The node that owns ``key``: the first live node at or after its hash."""
+        cdef uint64_t h = hash_key(key, self._seed)
+        cdef RingTable* t = self._table.get()
+        cdef int32_t o
+        if self._n_down == 0 and t.size() != 0:
+            return self._nodes[t.owner(h)]
+        self._check_lookup()
+        o = t.live_owner(h, deref(self._alive).data())
+        return self._nodes[o]
+
+    def get_hash(self, uint64_t h):
+        """The node that owns the pre-computed 64-bit hash ``h`` (as in :meth:`get_many`)."""
+        self._check_lookup()
+        return self._nodes[self._table.get().live_owner(h, self._alive_ptr())]
+
+    def get_n(self, key, n):
+        """``n`` distinct live nodes for ``key``, in ring order from its hash
+        (replica placement).  ``ValueError`` if fewer than ``n`` are live."""
+        cdef uint64_t h = hash_key(key, self._seed)
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        live = len(self._nodes) - self._n_down
+        if n < 0:
+            raise ValueError(f"n must be in [0, {live}] (live nodes), got {n!r}")
+        if n == 0:
+            return []
+        self._check_lookup()
+        if n > live:
+            raise ValueError(f"n must be in [0, {live}] (live nodes), got {n!r}")
+        cdef vector[int32_t] out = vector[int32_t](<size_t>n)
+        cdef vector[uint8_t] seen
+        cdef uint8_t* seen_ptr = NULL
+        if n > 8:
+            seen.resize(len(self._nodes), 0)
+            seen_ptr = seen.data()
+        cdef int32_t found = self._table.get().live_owners_n(
+            h, self._alive_ptr(), <int32_t>n, out.data(), seen_ptr)
+        if found != n:  # cannot happen: every live node has a point
+            raise RuntimeError(f"found {found} of {n} live nodes")
+        return [self._nodes[out[i]] for i in range(found)]
+
+    def get_many(self, keys, *, out=None):
+        """Owners of many keys as a ``numpy.ndarray[int32]`` of indices into
+        :attr:`nodes`.  ``keys`` is a list/tuple of keys (hashed as
+        :meth:`get` does) or a 1-D ``numpy.ndarray[uint64]`` of pre-computed
+        hashes (``faultkit.hash64_many(keys, seed)``); the lookup runs without
+        the GIL.  ``out``: optional C-contiguous int32 array of the same length."""
+        cdef uint64_t[::1] hashes
+        cdef const uint64_t[::1] given
+        cdef Py_ssize_t n, i
+        if isinstance(keys, np.ndarray):
+            if keys.ndim != 1 or keys.dtype != np.uint64:
+                raise TypeError(
+                    f"a hash array must be 1-D uint64, not {keys.ndim}-D {keys.dtype}")
+            given = np.ascontiguousarray(keys)
+            n = given.shape[0]
+        elif isinstance(keys, (list, tuple)):
+            n = len(keys)
+            hashes = np.empty(n, dtype=np.uint64)
+            for i in range(n):
+                if i >= len(keys):
+                    raise RuntimeError("keys changed size during get_many")
+                hashes[i] = hash_key(keys[i], self._seed)
+            given = hashes
+        else:
+            raise TypeError(
+                f"keys must be a list, tuple or numpy uint64 array, not {type(keys).__name__}")
+        cdef int32_t[::1] res = _out_array(out, n)
+        if n == 0:
+            return res.base if out is None else out
+        self._check_lookup()
+        # Hold the table and the alive bytes for the GIL-free loop: a
+        # concurrent add/remove/mark swaps in new ones and cannot free these.
+        cdef shared_ptr[RingTable] table = self._table
+        cdef shared_ptr[vector[uint8_t]] alive = self._alive
+        cdef const uint8_t* alive_ptr = self._alive_ptr()
+        with nogil:
+            table.get().live_owner_many(&given[0], <size_t>n, alive_ptr, &res[0])
+        return res.base if out is None else out
+
+    # -- membership ------------------------------------------------------
+
+    cdef list _check_new(self, list nodes):
+        """Raise unless every node is a str/bytes name, new and not repeated."""
+        cdef Py_ssize_t size
+        seen = set()
+        for node in nodes:
+            _node_bytes(node, &size)
+            if node in self._index or node in seen:
+                raise ValueError(f"node {node!r} is already on the ring")
+            seen.add(node)
+        return nodes
+
+    cdef _add_many(self, list nodes, list weights):
+        cdef vector[RingPoint] pts
+        cdef Py_ssize_t size, i, base = len(self._nodes)
+        cdef const char* data
+        cdef int64_t count, total = self._table.get().size()
+        cdef list counts = []
+        if not nodes:
+            return
+        for i in range(len(nodes)):
+            count = max(1, llround(self._vnodes * <double>weights[i]))
+            total += count
+            if count > MAX_POINTS or total > MAX_POINTS:
+                raise ValueError(
+                    f"weight {weights[i]!r} of node {nodes[i]!r} gives the ring more than "
+                    f"{MAX_POINTS} points")
+            counts.append(count)
+        if base + len(nodes) > (1 << 30):
+            raise ValueError("more than 2**30 nodes")
+        for i in range(len(nodes)):
+            data = _node_bytes(nodes[i], &size)
+            ring_node_points(data, <size_t>size, self._seed, <uint32_t>counts[i],
+                             <int32_t>(base + i), pts)
+        ring_sort(pts, False)
+        cdef shared_ptr[RingTable] table
+        if base == 0:
+            table.reset(ring_from_sorted(pts))
+        else:
+            table.reset(ring_merge(deref(self._table.get()), pts, False))
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](deref(self._alive)))
+        deref(alive).resize(base + len(nodes), 1)
+        new_nodes = self._nodes + nodes
+        new_weights = self._weights + weights
+        new_index = dict(self._index)
+        for i in range(len(nodes)):
+            new_index[nodes[i]] = base + i
+        self._publish(table, alive, new_nodes, new_weights, new_index)
+
+    cdef _publish(self, shared_ptr[RingTable] table, shared_ptr[vector[uint8_t]] alive,
+                  list nodes, list weights, dict index):
+        """Swap in a new state.  No Python code runs between the assignments
+        (the old objects live on in the locals until return), so a thread
+        holding the GIL sees all of the old state or all of the new."""
+        old = (self._nodes, self._weights, self._index)
+        self._table = table
+        self._alive = alive
+        self._nodes = nodes
+        self._weights = weights
+        self._index = index
+        self._n_down = 0
+        cdef Py_ssize_t i
+        cdef vector[uint8_t]* a = alive.get()
+        for i in range(<Py_ssize_t>a.size()):
+            self._n_down += a[0][i] == 0
+        del old
+
+    def add(self, node, weight=1.0):
+        """Add ``node`` with ``weight`` (default 1.0).  ``ValueError`` if it is
+        already on the ring.  O(points) merge; no other node is re-hashed."""
+        self._add_many(self._check_new([node]), [_weight_value(weight, node)])
+
+    def add_many(self, nodes, weights=None):
+        """Add several nodes in one merge (``weights`` as in the constructor)."""
+        node_list = self._check_new(_node_list(nodes, "nodes"))
+        self._add_many(node_list, _weights_for(node_list, weights))
+
+    def remove(self, node):
+        """Remove ``node`` (``KeyError`` if absent); its keys move to the nodes after it."""
+        self.remove_many([node])
+
+    def remove_many(self, nodes):
+        """Remove several nodes in one pass over the points."""
+        node_list = _node_list(nodes, "nodes")
+        drop = set()
+        for node in node_list:
+            if node not in self._index:
+                raise KeyError(f"node {node!r} is not on the ring")
+            drop.add(self._index[node])
+        if not drop:
+            return
+        cdef Py_ssize_t n = len(self._nodes), i, k = 0
+        cdef vector[int32_t] remap = vector[int32_t](<size_t>n)
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](new vector[uint8_t]())
+        new_nodes = []
+        new_weights = []
+        for i in range(n):
+            if i in drop:
+                remap[i] = -1
+                continue
+            remap[i] = <int32_t>k
+            k += 1
+            new_nodes.append(self._nodes[i])
+            new_weights.append(self._weights[i])
+            deref(alive).push_back(deref(self._alive)[i])
+        cdef shared_ptr[RingTable] table
+        table.reset(ring_remap(deref(self._table.get()), remap.data(), <int32_t>n))
+        if table.get() == NULL:
+            raise RuntimeError("ring table has an owner outside its node list")
+        self._publish(table, alive, new_nodes, new_weights,
+                      {node: i for i, node in enumerate(new_nodes)})
+
+    # -- failover --------------------------------------------------------
+
+    cdef _set_many(self, object nodes, uint8_t up):
+        cdef list idx = [self._node_index(node) for node in _node_list(nodes, "nodes")]
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](deref(self._alive)))
+        cdef Py_ssize_t i, n_down = 0
+        for i in idx:
+            deref(alive)[i] = up
+        for i in range(<Py_ssize_t>deref(alive).size()):
+            n_down += deref(alive)[i] == 0
+        self._alive = alive
+        self._n_down = n_down
+
+    cdef Py_ssize_t _node_index(self, object node) except -1:
+        try:
+            return self._index[node]
+        except (KeyError, TypeError):
+            raise KeyError(f"node {node!r} is not on the ring") from None
+
+    def mark_down(self, node):
+        """Route around ``node`` (``KeyError`` if absent) without changing the ring."""
+        self._set_many((node,), 0)
+
+    def mark_up(self, node):
+        """Route to ``node`` again: its keys move back to it."""
+        self._set_many((node,), 1)
+
+    def mark_down_many(self, nodes):
+        """Mark several nodes down in one update."""
+        self._set_many(nodes, 0)
+
+    def mark_up_many(self, nodes):
+        """Mark several nodes up in one update."""
+        self._set_many(nodes, 1)
+
+    def set_alive(self, mask):
+        """Set every node's state from a bool array aligned with :attr:`nodes`."""
+        arr = np.asarray(mask)
+        if arr.dtype != np.bool_ or arr.ndim != 1:
+            raise TypeError(f"mask must be a 1-D bool array, not {arr.ndim}-D {arr.dtype}")
+        if arr.shape[0] != len(self._nodes):
+            raise ValueError(f"mask has {arr.shape[0]} entries for {len(self._nodes)} nodes")
+        cdef const uint8_t[::1] m = np.ascontiguousarray(arr).view(np.uint8)
+        cdef Py_ssize_t i, n = m.shape[0], n_down = 0
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](<size_t>n))
+        for i in range(n):
+            deref(alive)[i] = m[i] != 0
+            n_down += m[i] == 0
+        self._alive = alive
+        self._n_down = n_down
+
+    def alive_mask(self):
+        """A new bool array: True where the node at that index of :attr:`nodes` is up."""
+        cdef Py_ssize_t n = len(self._nodes)
+        res = np.ones(n, dtype=np.bool_)
+        cdef uint8_t[::1] r = res.view(np.uint8)
+        cdef Py_ssize_t i
+        for i in range(n):
+            r[i] = deref(self._alive)[i] != 0
+        return res
+
+    def is_up(self, node):
+        """Whether ``node`` is marked up (``KeyError`` if absent)."""
+        return deref(self._alive)[self._node_index(node)] != 0
+
+    # -- introspection ---------------------------------------------------
+
+    def distribution(self):
+        """Share of the keyspace (floats summing to 1, or all 0 when nothing is
+        up) each node serves now, down nodes' arcs going to their successors."""
+        cdef Py_ssize_t n = len(self._nodes)
+        res = np.zeros(n, dtype=np.float64)
+        cdef double[::1] r = res
+        if n:
+            self._table.get().distribution(self._alive_ptr(), <int32_t>n, &r[0])
+        return dict(zip(self._nodes, res.tolist()))
+
+    @property
+    def nodes(self):
+        """The nodes, in order: index i is node i in every array (``get_many``, masks)."""
+        return list(self._nodes)
+
+    @property
+    def weights(self):
+        """``{node: weight}``."""
+        return dict(zip(self._nodes, self._weights))
+
+    @property
+    def vnodes(self):
+        """Points per unit of weight."""
+        return self._vnodes
+
+    @property
+    def seed(self):
+        """The XXH3 seed of points and keys."""
+        return self._seed
+
+    @property
+    def num_points(self):
+        """Points on the ring."""
+        return self._table.get().size()
+
+    def index(self, node):
+        """The index of ``node`` in :attr:`nodes` (``KeyError`` if absent)."""
+        return self._node_index(node)
+
+    def __len__(self):
+        return len(self._nodes)
+
+    def __contains__(self, node):
+        try:
+            return node in self._index
+        except TypeError:
+            return False
+
+    def __repr__(self):
+        return (f"HashRing({len(self._nodes)} nodes, {self._table.get().size()} points, "
+                f"{self._n_down} down)")
+
+
+cdef int32_t[::1] _out_array(object out, Py_ssize_t n):
+    if out is None:
+        return np.empty(n, dtype=np.int32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.ndim != 1:
+        raise TypeError("out must be a 1-D numpy int32 array")
+    if out.shape[0] != n:
+        raise ValueError(f"out has length {out.shape[0]}, expected {n}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    return out
