@@ -10,6 +10,9 @@ from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 
 # Balance
 from faultkit.ring import HashRing
+
+# Contain
+from faultkit.contain import Bulkhead, CircuitBreaker
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -40,6 +43,9 @@ __all__ = [
     "Event",
     # balance
     "HashRing",
+    # contain
+    "CircuitBreaker",
+    "Bulkhead",
     # errors
     "FaultkitError",
     "EmptyRingError",

@@ -1,0 +1,213 @@
+"""Bulkhead: the cap holds under many threads and tasks (counted), waiting, handoff."""
+import asyncio
+import math
+import threading
+
+import pytest
+
+import faultkit as fk
+from faultkit.contain import Bulkhead
+
+
+class InFlight:
+    """Counts calls inside the protected section and remembers the maximum."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.max = 0
+        self.done = 0
+
+    def enter(self):
+        with self.lock:
+            self.now += 1
+            self.max = max(self.max, self.now)
+
+    def leave(self):
+        with self.lock:
+            self.now -= 1
+            self.done += 1
+
+
+def test_threads_never_exceed_the_cap():
+    cap, n_threads, calls = 4, 32, 50
+    bh = Bulkhead(cap, max_wait=math.inf)
+    count = InFlight()
+    ready = threading.Barrier(n_threads, timeout=30)
+
+    @bh
+    def work():
+        count.enter()
+        for _ in range(200):  # a little work; threads switch meanwhile
+            pass
+        count.leave()
+
+    def worker():
+        ready.wait()
+        for _ in range(calls):
+            work()
+
+    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count.max <= cap
+    assert count.done == n_threads * calls
+    assert bh.in_flight == 0 and bh.refused == 0
+
+
+def test_full_bulkhead_refuses_at_once_and_the_cap_is_reached():
+    cap = 3
+    bh = Bulkhead(cap)
+    inside = threading.Barrier(cap + 1, timeout=30)  # cap workers + the test
+    leave = threading.Event()
+    count = InFlight()
+
+    def hold():
+        with bh:
+            count.enter()
+            inside.wait()
+            leave.wait(30)
+            count.leave()
+
+    threads = [threading.Thread(target=hold) for _ in range(cap)]
+    for t in threads:
+        t.start()
+    inside.wait()  # all cap workers are inside at once
+    assert count.now == cap and bh.in_flight == cap and bh.available == 0
+    with pytest.raises(fk.BulkheadFullError, match="3 of 3 calls in flight"):
+        bh.call(lambda: None)
+    leave.set()
+    for t in threads:
+        t.join()
+    assert bh.in_flight == 0 and bh.refused == 1
+    assert bh.call(lambda x: x + 1, 1) == 2
+
+
+def test_a_waiting_thread_gets_the_slot_handed_over():
+    bh = Bulkhead(1, max_wait=math.inf)
+    order = []
+    bh.acquire()
+    waiter = threading.Thread(target=lambda: bh.call(order.append, "waiter"))
+    waiter.start()
+    while bh.waiting == 0:  # until the waiter has queued
+        threading.Event().wait(0.001)
+    bh.release()
+    waiter.join(30)
+    assert order == ["waiter"] and bh.in_flight == 0
+
+
+def test_max_wait_expires_with_bulkhead_full():
+    bh = Bulkhead(1, max_wait=0.01)
+    with bh:
+        with pytest.raises(fk.BulkheadFullError, match="after waiting 0.01 s"):
+            bh.acquire()
+    assert bh.in_flight == 0 and bh.waiting == 0
+
+
+def test_tasks_never_exceed_the_cap_and_reach_it():
+    cap, n = 5, 200
+    bh = Bulkhead(cap, max_wait=math.inf)
+    count = InFlight()
+
+    @bh
+    async def work():
+        count.enter()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        count.leave()
+        return 1
+
+    async def main():
+        return sum(await asyncio.gather(*(work() for _ in range(n))))
+
+    assert asyncio.run(main()) == n
+    assert count.max == cap and count.done == n and bh.in_flight == 0
+
+
+def test_tasks_refused_at_once_without_max_wait():
+    bh = Bulkhead(5)
+    count = InFlight()
+
+    async def work():
+        async with bh:
+            count.enter()
+            await asyncio.sleep(0)
+            count.leave()
+
+    async def main():
+        return await asyncio.gather(*(work() for _ in range(50)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    refused = [r for r in results if isinstance(r, fk.BulkheadFullError)]
+    assert len(refused) == 45 and count.done == 5 and count.max == 5
+    assert bh.refused == 45 and bh.in_flight == 0
+
+
+def test_async_call_and_timeout_and_cancellation():
+    bh = Bulkhead(1, max_wait=0.01)
+
+    async def value(x):
+        return x
+
+    async def main():
+        assert await bh.call(value, 3) == 3
+        await bh.acquire_async()
+        with pytest.raises(fk.BulkheadFullError):
+            await bh.acquire_async()
+        waiting = asyncio.ensure_future(Bulkhead.call_async(bh, value, 4))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        bh.release()
+        assert bh.in_flight == 0 and bh.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_an_async_waiter_gets_a_slot_released_by_a_thread():
+    bh = Bulkhead(1, max_wait=math.inf)
+    go = threading.Event()
+    held = threading.Event()
+
+    def holder():
+        with bh:
+            held.set()
+            go.wait(30)
+
+    async def main():
+        t = threading.Thread(target=holder)
+        t.start()
+        await asyncio.get_running_loop().run_in_executor(None, held.wait, 30)
+        task = asyncio.ensure_future(bh.call_async(asyncio.sleep, 0, "task"))
+        while bh.waiting == 0:
+            await asyncio.sleep(0)
+        go.set()
+        result = await task
+        t.join(30)
+        return result
+
+    assert asyncio.run(main()) == "task"
+    assert bh.in_flight == 0
+
+
+@pytest.mark.parametrize("args, error", [
+    ((0,), ValueError), ((-1,), ValueError), ((2.0,), TypeError), ((True,), TypeError),
+    ((1, -0.5), ValueError), ((1, float("nan")), ValueError), ((1, "1"), TypeError),
+])
+def test_bad_arguments(args, error):
+    with pytest.raises(error):
+        Bulkhead(*args)
+
+
+def test_release_without_acquire_and_bad_decoration():
+    bh = Bulkhead(2)
+    with pytest.raises(RuntimeError, match="without a matching acquire"):
+        bh.release()
+    with pytest.raises(TypeError):
+        bh(3)
+    with pytest.raises(ZeroDivisionError):
+        bh.call(lambda: 1 / 0)
+    assert bh.in_flight == 0
