@@ -1,5 +1,6 @@
 """The ``faultkit`` command: ``faultkit demo`` tours the library with real calls;
-``faultkit bench`` runs the benchmark suite against the peer libraries.
+``faultkit bench`` runs the benchmark suite against the peer libraries;
+``faultkit monitor`` / ``faultkit beat`` receive / send heartbeats over UDP.
 
 Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 :func:`build_parser`; the pillars add theirs there.
@@ -94,6 +95,95 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _make_detector(args: argparse.Namespace):
+    if args.detector == "timeout":
+        return fk.TimeoutDetector(args.timeout, args.suspect_after)
+    return fk.PhiAccrualDetector(
+        args.threshold, suspect_threshold=args.suspect_threshold,
+        acceptable_heartbeat_pause=args.acceptable_pause,
+        first_heartbeat_estimate=args.first_estimate, min_std_deviation=args.min_std)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Receive heartbeats on --bind and print every state change as it happens."""
+    import asyncio
+
+    from faultkit.transport import HeartbeatReceiver, load_key
+
+    try:
+        key = load_key(args.key_file)
+        det = _make_detector(args)
+    except (OSError, ValueError, TypeError) as e:
+        print(f"faultkit monitor: {e}", file=sys.stderr)
+        return 2
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    det.add_listener(lambda ev: say(f"{ev.at:.3f} {ev.name} {ev.old} -> {ev.new}"))
+
+    async def run() -> None:
+        receiver = HeartbeatReceiver(det, args.bind, key=key,
+                                     on_join=lambda n: say(f"{time.monotonic():.3f} {n} joined"))
+        host, port = await receiver.start()
+        say(f"listening on {host}:{port} ({det!r})")
+        try:
+            while True:
+                await asyncio.sleep(args.scan_interval)
+                det.scan()
+        finally:
+            receiver.close()
+
+    try:
+        asyncio.run(run())
+    except OSError as e:
+        print(f"faultkit monitor: cannot bind {args.bind}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    """Send heartbeats for --name to --target every --interval seconds, until stopped."""
+    import asyncio
+
+    from faultkit.transport import HeartbeatSender, load_key
+
+    try:
+        key = load_key(args.key_file)
+        sender = HeartbeatSender(args.name, args.target, args.interval, key=key,
+                                 incarnation=args.incarnation)
+    except (OSError, ValueError, TypeError) as e:
+        print(f"faultkit beat: {e}", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        await sender.start()
+        print(f"beating {', '.join(sender.names)} -> {args.target} every {sender.interval:g} s "
+              f"(incarnation {sender.incarnation})", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            sender.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="faultkit", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"faultkit {fk.__version__}")
@@ -108,6 +198,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", default="benchmarks", help="benchmark directory (default ./benchmarks)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("monitor", help="receive heartbeats over UDP and print state changes")
+    p.add_argument("--bind", default="127.0.0.1:7946", help="host:port to listen on (port 0: any)")
+    p.add_argument("--key-file", required=True, help="file holding the shared HMAC key (>= 16 bytes)")
+    p.add_argument("--detector", choices=("timeout", "phi"), default="timeout")
+    p.add_argument("--timeout", type=_positive_float, default=5.0,
+                   help="timeout detector: dead after this many silent seconds (default 5)")
+    p.add_argument("--suspect-after", type=_positive_float, default=None,
+                   help="timeout detector: suspect after this many silent seconds")
+    p.add_argument("--threshold", type=_positive_float, default=8.0, help="phi: dead threshold (8)")
+    p.add_argument("--suspect-threshold", type=_positive_float, default=None,
+                   help="phi: suspect threshold")
+    p.add_argument("--acceptable-pause", type=float, default=3.0,
+                   help="phi: acceptable heartbeat pause, seconds (3)")
+    p.add_argument("--first-estimate", type=_positive_float, default=1.0,
+                   help="phi: first heartbeat interval estimate, seconds (1)")
+    p.add_argument("--min-std", type=_positive_float, default=0.1,
+                   help="phi: minimum standard deviation, seconds (0.1)")
+    p.add_argument("--scan-interval", type=_positive_float, default=0.1,
+                   help="seconds between scans (0.1)")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("beat", help="send heartbeats over UDP")
+    p.add_argument("--name", required=True, action="append",
+                   help="component name (repeat for several in one datagram)")
+    p.add_argument("--target", default="127.0.0.1:7946", help="monitor's host:port")
+    p.add_argument("--key-file", required=True, help="file holding the shared HMAC key (>= 16 bytes)")
+    p.add_argument("--interval", type=_positive_float, default=1.0,
+                   help="seconds between heartbeats (default 1, Akka's heartbeat-interval)")
+    p.add_argument("--incarnation", type=int, default=None,
+                   help="incarnation number (default: start time in ms)")
+    p.set_defaults(func=cmd_beat)
     return parser
 
 
