@@ -4,8 +4,10 @@ Written from the algorithms' descriptions, sharing no code with the package:
 XXH3 comes from python-xxhash, sorting and search from the standard library.
 """
 import bisect
+import hashlib
 import math
 
+import numpy as np
 import xxhash
 
 MASK64 = (1 << 64) - 1
@@ -74,3 +76,57 @@ class RefRing:
 def _round_half_away(x):
     """C's llround: halves away from zero."""
     return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
+
+
+# -- ketama ----------------------------------------------------------------
+
+def ketama_hashi(data: bytes, replica: int = 0) -> int:
+    """libketama's hash: MD5 digest bytes 4r..4r+3 as a little-endian uint32."""
+    d = hashlib.md5(data).digest()
+    return int.from_bytes(d[4 * replica:4 * replica + 4], "little")
+
+
+class RefLibketama:
+    """A line-by-line port of libketama's ketama.c (ketama_create_continuum
+    and ketama_get_server), float32 arithmetic included.  ``servers`` is a
+    list of (address, memory).  Equal points: the server listed last first
+    (qsort leaves their order unspecified; faultkit fixes it this way)."""
+
+    def __init__(self, servers):
+        numservers = len(servers)
+        totalmemory = sum(m for _, m in servers)
+        pts = []
+        for i, (addr, memory) in enumerate(servers):
+            pct = np.float32(memory) / np.float32(totalmemory)
+            # floorf(pct * 40.0 * (float)numservers): double product, float argument
+            ks = math.floor(np.float32(float(pct) * 40.0 * float(np.float32(numservers))))
+            for k in range(ks):
+                name = (addr.encode() if isinstance(addr, str) else addr) + b"-%d" % k
+                for h in range(4):
+                    pts.append((ketama_hashi(name, h), -i, addr))
+        pts.sort()
+        self.points = [p for p, _, _ in pts]
+        self.servers = [a for _, _, a in pts]
+
+    def get_server_hash(self, h: int):
+        """ketama_get_server's divide and conquer, verbatim."""
+        mcs = self.points
+        highp = len(mcs)
+        maxp, lowp = highp, 0
+        while True:
+            midp = (lowp + highp) // 2
+            if midp == maxp:
+                return self.servers[0]
+            midval = mcs[midp]
+            midval1 = 0 if midp == 0 else mcs[midp - 1]
+            if midval1 < h <= midval:
+                return self.servers[midp]
+            if midval < h:
+                lowp = midp + 1
+            else:
+                highp = midp - 1
+            if lowp > highp:
+                return self.servers[0]
+
+    def get_server(self, key: str):
+        return self.get_server_hash(ketama_hashi(key.encode()))

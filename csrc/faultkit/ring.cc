@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
+#include "faultkit/md5.h"
 #include "faultkit/xxh3.h"
 
 namespace faultkit {
@@ -115,6 +117,25 @@ void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t
     const uint64_t node_seed = xxh3_64(name, name_len, seed);
     out.reserve(out.size() + count);
     for (uint32_t j = 0; j < count; ++j) out.push_back({xxh3_64_u64(j, node_seed), owner});
+}
+
+void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes, int32_t owner,
+                             std::vector<RingPoint>& out) {
+    std::string buf(name, name_len);
+    buf.push_back('-');
+    const size_t prefix = buf.size();
+    out.reserve(out.size() + size_t{hashes} * 4);
+    uint8_t d[16];
+    for (uint32_t k = 0; k < hashes; ++k) {
+        buf.resize(prefix);
+        buf += std::to_string(k);
+        md5(buf.data(), buf.size(), d);
+        for (int h = 0; h < 4; ++h) {
+            const uint64_t p = uint64_t{d[4 * h]} | (uint64_t{d[4 * h + 1]} << 8) |
+                               (uint64_t{d[4 * h + 2]} << 16) | (uint64_t{d[4 * h + 3]} << 24);
+            out.push_back({p << 32, owner});
+        }
+    }
 }
 
 void ring_sort(std::vector<RingPoint>& pts, bool high_owner_first) {

@@ -126,6 +126,13 @@ private:
 void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                       int32_t owner, std::vector<RingPoint>& out);
 
+// Points of one node for a ketama (libketama-compatible) ring: for k in
+// [0, hashes), MD5("<name>-<k>") gives four 32-bit points (digest bytes
+// 4i..4i+3, little-endian), stored as point << 32 so 64-bit lookups keep
+// ketama's order.  Appended to out with `owner`.
+void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes, int32_t owner,
+                             std::vector<RingPoint>& out);
+
 // Sort points by point, ties by owner (ascending, or descending when
 // high_owner_first: ketama's "last node written wins" rule).
 void ring_sort(std::vector<RingPoint>& pts, bool high_owner_first);

@@ -26,8 +26,14 @@ cdef extern from "faultkit/ring.h" namespace "faultkit" nogil:
 
     void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                           int32_t owner, vector[RingPoint]& out) except +
+    void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes,
+                                 int32_t owner, vector[RingPoint]& out) except +
     void ring_sort(vector[RingPoint]& pts, bint high_owner_first) except +
     RingTable* ring_from_sorted(const vector[RingPoint]& pts) except +
     RingTable* ring_merge(const RingTable& old, const vector[RingPoint]& added,
                           bint high_owner_first) except +
     RingTable* ring_remap(const RingTable& old, const int32_t* remap, int32_t n_nodes) except +
+
+cdef extern from "faultkit/md5.h" namespace "faultkit" nogil:
+    void md5(const void* data, size_t length, uint8_t* digest) noexcept
+    uint32_t ketama_hash(const void* data, size_t length) noexcept

@@ -1,4 +1,4 @@
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -8,6 +8,7 @@ Node = Union[str, bytes]
 Weights = Union[Mapping[Node, float], Sequence[float], None]
 
 DEFAULT_VNODES: int
+KETAMA_HASHES: int
 
 class HashRing:
     def __init__(
@@ -18,6 +19,14 @@ class HashRing:
         weights: Weights = None,
         seed: int = 0,
     ) -> None: ...
+    @classmethod
+    def ketama(
+        cls,
+        nodes: Iterable[Node] = (),
+        *,
+        weights: Weights = None,
+        compat: Literal["libketama", "uhashring"] = "libketama",
+    ) -> "HashRing": ...
     def get(self, key: Key) -> Node: ...
     def get_hash(self, h: int) -> Node: ...
     def get_n(self, key: Key, n: int) -> List[Node]: ...
@@ -50,5 +59,7 @@ class HashRing:
     def seed(self) -> int: ...
     @property
     def num_points(self) -> int: ...
+    @property
+    def compat(self) -> Optional[str]: ...
     def __len__(self) -> int: ...
     def __contains__(self, node: object) -> bool: ...

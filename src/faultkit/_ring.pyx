@@ -1,15 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Consistent-hash ring lookups: the per-call Cython shell over csrc/faultkit/ring.h."""
 from cython.operator cimport dereference as deref
-from libc.math cimport isfinite, llround
+from libc.math cimport isfinite, llround, floorf
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libcpp.memory cimport shared_ptr
 from libcpp.vector cimport vector
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from faultkit.ring cimport (
-    RingPoint, RingTable, ring_node_points, ring_sort, ring_from_sorted, ring_merge, ring_remap,
+    RingPoint, RingTable, ring_node_points, ring_ketama_node_points, ring_sort, ring_from_sorted,
+    ring_merge, ring_remap, md5, ketama_hash,
 )
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from faultkit._keys cimport hash_key, str_utf8
 
 import numpy as np
@@ -24,6 +26,74 @@ DEFAULT_VNODES = 160
 # ring has no balance benefit (2^26 points ~ 768 MiB of tables).
 cdef enum:
     MAX_POINTS = 1 << 26
+
+# libketama: 40 MD5 hashes per server (scaled by its weight share), each
+# giving 4 points, so 160 points per server of average weight (ketama.c).
+KETAMA_HASHES = 40
+
+cdef enum Mode:
+    MODE_XXH3 = 0
+    MODE_KETAMA = 1      # libketama: float32 weight formula, first point >= hash
+    MODE_UHASHRING = 2   # uhashring's ketama: integer formula, first point > hash
+
+
+cdef uint32_t _ketama_key_hash(object key) except? 0:
+    """libketama's key hash (MD5, first 4 bytes LE) of a key's bytes: str as
+    UTF-8, bytes-like as is, int as its decimal string (as uhashring's str(key))."""
+    cdef Py_ssize_t size
+    cdef const char* data
+    cdef Py_buffer view
+    cdef uint32_t h
+    if isinstance(key, str):
+        data = str_utf8(key, &size)
+        return ketama_hash(data, <size_t>size)
+    if isinstance(key, bytes):
+        return ketama_hash(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key))
+    if isinstance(key, int):
+        text = str(int(key)).encode()
+        return ketama_hash(PyBytes_AS_STRING(text), <size_t>PyBytes_GET_SIZE(text))
+    if PyObject_CheckBuffer(key):
+        PyObject_GetBuffer(key, &view, PyBUF_SIMPLE)
+        try:
+            h = ketama_hash(view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return h
+    raise TypeError(f"key must be str, bytes-like or int, not {type(key).__name__}")
+
+
+def _md5(data):
+    """MD5 digest of bytes (the C++ core's, for tests against hashlib)."""
+    cdef const unsigned char[::1] view = data
+    cdef unsigned char digest[16]
+    md5(&view[0] if view.shape[0] else NULL, <size_t>view.shape[0], digest)
+    return bytes(digest[:16])
+
+
+cdef list _ketama_counts(list weights, int mode, int hashes):
+    """MD5 hashes per server (4 points each) by the compat mode's formula."""
+    cdef Py_ssize_t n = len(weights)
+    cdef float pct, total_f
+    cdef double x
+    if mode == MODE_UHASHRING:
+        # uhashring: (vnodes * len(nodes) * weight) // weight_sum, in Python numbers
+        total = 0
+        for w in weights:
+            total += w
+        return [int((hashes * n * w) // total) for w in weights]
+    # libketama ketama.c: pct = (float)memory / (float)totalmemory;
+    # ks = floorf(pct * 40.0 * (float)numservers), the product in double and
+    # rounded to float by floorf's parameter.
+    total = 0.0
+    for w in weights:
+        total += w
+    total_f = <float>total
+    counts = []
+    for w in weights:
+        pct = (<float>w) / total_f
+        x = (<double>pct) * (<double>hashes) * (<double>(<float>n))
+        counts.append(int(floorf(<float>x)))
+    return counts
 
 
 cdef uint64_t _seed_value(object seed) except? 0:
@@ -109,6 +179,8 @@ cdef class HashRing:
     cdef dict _index
     cdef uint64_t _seed
     cdef int _vnodes
+    cdef int _mode
+    cdef uint64_t _key_offset   # ketama keys: hash << 32, + 1 for "first point > hash"
 
     def __cinit__(self):
         self._table.reset(new RingTable())
@@ -117,6 +189,8 @@ cdef class HashRing:
         self._nodes = []
         self._weights = []
         self._index = {}
+        self._mode = MODE_XXH3
+        self._key_offset = 0
 
     def __init__(self, nodes=(), *, vnodes=DEFAULT_VNODES, weights=None, seed=0):
         if isinstance(vnodes, bool) or not isinstance(vnodes, int):
@@ -128,6 +202,54 @@ cdef class HashRing:
         node_list = _node_list(nodes, "nodes")
         self._add_many(node_list, _weights_for(self._check_new(node_list), weights))
 
+    @classmethod
+    def ketama(cls, nodes=(), *, weights=None, compat="libketama"):
+        """A ring bit-compatible with libketama (MD5 points, 40 hashes x 4
+        points per server scaled by its weight share): every key maps to the
+        server libketama's ``ketama_get_server`` returns for the same servers
+        and weights.
+
+        ``compat="libketama"`` (default) uses ketama.c's formulas: hashes per
+        server ``floorf(pct * 40.0 * numservers)`` with ``pct`` a float32
+        share, and a key goes to the first point >= its hash.
+        ``compat="uhashring"`` matches ``uhashring.HashRing(nodes,
+        hash_fn="ketama")``: ``(40 * n * weight) // weight_sum`` in Python
+        numbers, the first point > the hash, and on equal points the node
+        listed last wins.  The two differ only for a key whose hash equals a
+        point exactly and for weight shares where float32 rounding crosses an
+        integer.  Keys hash as MD5 of their bytes (str as UTF-8, int as its
+        decimal string); ``get_many`` takes arrays of these 32-bit hashes.
+        Adding or removing a server rebuilds the ring (ketama's formula
+        depends on the server count and the weight sum).
+        """
+        if compat not in ("libketama", "uhashring"):
+            raise ValueError(f"compat must be 'libketama' or 'uhashring', got {compat!r}")
+        cdef HashRing ring = cls.__new__(cls)
+        ring._vnodes = KETAMA_HASHES
+        ring._seed = 0
+        if compat == "libketama":
+            ring._mode = MODE_KETAMA
+            ring._key_offset = 0
+        else:
+            ring._mode = MODE_UHASHRING
+            ring._key_offset = 1
+        node_list = _node_list(nodes, "nodes")
+        ring._add_many(node_list, _weights_for(ring._check_new(node_list), weights))
+        return ring
+
+    cdef inline uint64_t _hash(self, object key) except? 0:
+        if self._mode == MODE_XXH3:
+            return hash_key(key, self._seed)
+        return ((<uint64_t>_ketama_key_hash(key)) << 32) + self._key_offset
+
+    cdef uint64_t _given_hash(self, uint64_t h) except? 0:
+        """A caller's pre-computed hash as a ring position."""
+        if self._mode == MODE_XXH3:
+            return h
+        if h > 0xFFFFFFFF:
+            raise ValueError(f"a ketama hash is 32-bit, got {h}")
+        return (h << 32) + self._key_offset
+
     # -- lookups ---------------------------------------------------------
 
     cdef inline const uint8_t* _alive_ptr(self) noexcept:
@@ -137,31 +259,38 @@ cdef class HashRing:
 
     cdef int _check_lookup(self) except -1:
         if self._table.get().size() == 0:
-            raise EmptyRingError("lookup on a ring with no nodes")
+            raise EmptyRingError(f"lookup on a ring with no points ({len(self._nodes)} nodes)")
         if self._n_down == len(self._nodes):
             raise NoLiveNodeError(f"all {len(self._nodes)} nodes are marked down")
         return 0
 
     def get(self, key):
         """The node that owns ``key``: the first live node at or after its hash."""
-        cdef uint64_t h = hash_key(key, self._seed)
+        cdef uint64_t h
+        if self._mode == MODE_XXH3:
+            h = hash_key(key, self._seed)
+        else:
+            h = self._hash(key)
         cdef RingTable* t = self._table.get()
-        cdef int32_t o
         if self._n_down == 0 and t.size() != 0:
             return self._nodes[t.owner(h)]
+        return self._nodes[self._live_owner(h)]
+
+    cdef Py_ssize_t _live_owner(self, uint64_t h) except -1:
         self._check_lookup()
-        o = t.live_owner(h, deref(self._alive).data())
-        return self._nodes[o]
+        cdef int32_t o = self._table.get().live_owner(h, self._alive_ptr())
+        if o < 0:  # only a ketama ring can have live nodes with no points
+            raise NoLiveNodeError("no live node has a point on the ring")
+        return o
 
     def get_hash(self, uint64_t h):
-        """The node that owns the pre-computed 64-bit hash ``h`` (as in :meth:`get_many`)."""
-        self._check_lookup()
-        return self._nodes[self._table.get().live_owner(h, self._alive_ptr())]
+        """The node that owns a pre-computed hash ``h`` (as in :meth:`get_many`)."""
+        return self._nodes[self._live_owner(self._given_hash(h))]
 
     def get_n(self, key, n):
         """``n`` distinct live nodes for ``key``, in ring order from its hash
         (replica placement).  ``ValueError`` if fewer than ``n`` are live."""
-        cdef uint64_t h = hash_key(key, self._seed)
+        cdef uint64_t h = self._hash(key)
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         live = len(self._nodes) - self._n_down
@@ -180,8 +309,8 @@ cdef class HashRing:
             seen_ptr = seen.data()
         cdef int32_t found = self._table.get().live_owners_n(
             h, self._alive_ptr(), <int32_t>n, out.data(), seen_ptr)
-        if found != n:  # cannot happen: every live node has a point
-            raise RuntimeError(f"found {found} of {n} live nodes")
+        if found != n:  # only a ketama ring can have live nodes with no points
+            raise ValueError(f"only {found} live nodes have points on the ring, asked for {n}")
         return [self._nodes[out[i]] for i in range(found)]
 
     def get_many(self, keys, *, out=None):
@@ -199,13 +328,18 @@ cdef class HashRing:
                     f"a hash array must be 1-D uint64, not {keys.ndim}-D {keys.dtype}")
             given = np.ascontiguousarray(keys)
             n = given.shape[0]
+            if self._mode != MODE_XXH3:
+                hashes = np.empty(n, dtype=np.uint64)
+                for i in range(n):
+                    hashes[i] = self._given_hash(given[i])
+                given = hashes
         elif isinstance(keys, (list, tuple)):
             n = len(keys)
             hashes = np.empty(n, dtype=np.uint64)
             for i in range(n):
                 if i >= len(keys):
                     raise RuntimeError("keys changed size during get_many")
-                hashes[i] = hash_key(keys[i], self._seed)
+                hashes[i] = self._hash(keys[i])
             given = hashes
         else:
             raise TypeError(
@@ -221,6 +355,10 @@ cdef class HashRing:
         cdef const uint8_t* alive_ptr = self._alive_ptr()
         with nogil:
             table.get().live_owner_many(&given[0], <size_t>n, alive_ptr, &res[0])
+        if alive_ptr != NULL:
+            for i in range(n):
+                if res[i] < 0:  # only a ketama ring can have live nodes with no points
+                    raise NoLiveNodeError("no live node has a point on the ring")
         return res.base if out is None else out
 
     # -- membership ------------------------------------------------------
@@ -242,7 +380,14 @@ cdef class HashRing:
         cdef const char* data
         cdef int64_t count, total = self._table.get().size()
         cdef list counts = []
+        cdef shared_ptr[RingTable] table
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](deref(self._alive)))
+        deref(alive).resize(base + len(nodes), 1)
         if not nodes:
+            return
+        if self._mode != MODE_XXH3:
+            self._ketama_rebuild(self._nodes + nodes, self._weights + weights, alive)
             return
         for i in range(len(nodes)):
             count = max(1, llround(self._vnodes * <double>weights[i]))
@@ -259,20 +404,34 @@ cdef class HashRing:
             ring_node_points(data, <size_t>size, self._seed, <uint32_t>counts[i],
                              <int32_t>(base + i), pts)
         ring_sort(pts, False)
-        cdef shared_ptr[RingTable] table
         if base == 0:
             table.reset(ring_from_sorted(pts))
         else:
             table.reset(ring_merge(deref(self._table.get()), pts, False))
-        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
-            new vector[uint8_t](deref(self._alive)))
-        deref(alive).resize(base + len(nodes), 1)
         new_nodes = self._nodes + nodes
         new_weights = self._weights + weights
         new_index = dict(self._index)
         for i in range(len(nodes)):
             new_index[nodes[i]] = base + i
         self._publish(table, alive, new_nodes, new_weights, new_index)
+
+    cdef _ketama_rebuild(self, list nodes, list weights, shared_ptr[vector[uint8_t]] alive):
+        """Build the whole ketama continuum for nodes/weights and publish it."""
+        cdef list counts = _ketama_counts(weights, self._mode, self._vnodes)
+        cdef vector[RingPoint] pts
+        cdef Py_ssize_t i, size
+        cdef const char* data
+        if len(nodes) > (1 << 30) or sum(counts) * 4 > MAX_POINTS:
+            raise ValueError(f"a ketama ring of {len(nodes)} nodes exceeds {MAX_POINTS} points")
+        for i in range(len(nodes)):
+            data = _node_bytes(nodes[i], &size)
+            ring_ketama_node_points(data, <size_t>size, <uint32_t>counts[i], <int32_t>i, pts)
+        # On equal points the node listed last comes first (uhashring keeps
+        # the last writer; libketama's qsort leaves ties unspecified).
+        ring_sort(pts, True)
+        cdef shared_ptr[RingTable] table
+        table.reset(ring_from_sorted(pts))
+        self._publish(table, alive, nodes, weights, {node: i for i, node in enumerate(nodes)})
 
     cdef _publish(self, shared_ptr[RingTable] table, shared_ptr[vector[uint8_t]] alive,
                   list nodes, list weights, dict index):
@@ -330,6 +489,9 @@ cdef class HashRing:
             new_nodes.append(self._nodes[i])
             new_weights.append(self._weights[i])
             deref(alive).push_back(deref(self._alive)[i])
+        if self._mode != MODE_XXH3:
+            self._ketama_rebuild(new_nodes, new_weights, alive)
+            return
         cdef shared_ptr[RingTable] table
         table.reset(ring_remap(deref(self._table.get()), remap.data(), <int32_t>n))
         if table.get() == NULL:
@@ -428,13 +590,18 @@ cdef class HashRing:
 
     @property
     def vnodes(self):
-        """Points per unit of weight."""
+        """Points per unit of weight (a ketama ring: MD5 hashes per average server, 4 points each)."""
         return self._vnodes
 
     @property
     def seed(self):
-        """The XXH3 seed of points and keys."""
+        """The XXH3 seed of points and keys (0 for a ketama ring)."""
         return self._seed
+
+    @property
+    def compat(self):
+        """``None`` for an XXH3 ring, else the ketama flavour: ``"libketama"`` or ``"uhashring"``."""
+        return (None, "libketama", "uhashring")[self._mode]
 
     @property
     def num_points(self):
@@ -455,7 +622,8 @@ cdef class HashRing:
             return False
 
     def __repr__(self):
-        return (f"HashRing({len(self._nodes)} nodes, {self._table.get().size()} points, "
+        kind = "HashRing" if self._mode == MODE_XXH3 else f"HashRing.ketama[{self.compat}]"
+        return (f"{kind}({len(self._nodes)} nodes, {self._table.get().size()} points, "
                 f"{self._n_down} down)")
 
 

@@ -1,0 +1,99 @@
+// MD5 (RFC 1321), for ketama-compatible rings only: libketama places points
+// and hashes keys with MD5, so bit-compatibility needs it.  Not for security.
+// Header-only, portable C++17, no Python, no allocation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace faultkit {
+namespace md5_detail {
+
+inline uint32_t rotl(uint32_t x, int c) noexcept { return (x << c) | (x >> (32 - c)); }
+
+inline uint32_t load_le32(const uint8_t* p) noexcept {
+    return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+
+// Per-round shift amounts and the sine-derived constants K[i] =
+// floor(2^32 * |sin(i + 1)|) of RFC 1321, section 3.4.
+inline constexpr int kShift[64] = {
+    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
+    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
+inline constexpr uint32_t kSine[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
+
+inline void compress(uint32_t state[4], const uint8_t block[64]) noexcept {
+    uint32_t m[16];
+    for (int i = 0; i < 16; ++i) m[i] = load_le32(block + 4 * i);
+    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    for (int i = 0; i < 64; ++i) {
+        uint32_t f;
+        int g;
+        if (i < 16) {
+            f = (b & c) | (~b & d);
+            g = i;
+        } else if (i < 32) {
+            f = (d & b) | (~d & c);
+            g = (5 * i + 1) & 15;
+        } else if (i < 48) {
+            f = b ^ c ^ d;
+            g = (3 * i + 5) & 15;
+        } else {
+            f = c ^ (b | ~d);
+            g = (7 * i) & 15;
+        }
+        const uint32_t next = b + rotl(a + f + kSine[i] + m[g], kShift[i]);
+        a = d;
+        d = c;
+        c = b;
+        b = next;
+    }
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+}
+
+}  // namespace md5_detail
+
+// The 16-byte MD5 digest of `len` bytes at `data` (null allowed when len is 0).
+inline void md5(const void* data, size_t len, uint8_t digest[16]) noexcept {
+    using namespace md5_detail;
+    uint32_t state[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
+    const uint8_t* in = static_cast<const uint8_t*>(data);
+    size_t full = len / 64;
+    for (size_t i = 0; i < full; ++i) compress(state, in + 64 * i);
+    // Final block(s): the tail, a 0x80 byte, zeros, and the bit length (LE).
+    uint8_t tail[128] = {0};
+    const size_t rest = len - 64 * full;
+    if (rest) std::memcpy(tail, in + 64 * full, rest);
+    tail[rest] = 0x80;
+    const size_t tail_len = rest < 56 ? 64 : 128;
+    const uint64_t bits = static_cast<uint64_t>(len) * 8;
+    for (int i = 0; i < 8; ++i) tail[tail_len - 8 + i] = static_cast<uint8_t>(bits >> (8 * i));
+    compress(state, tail);
+    if (tail_len == 128) compress(state, tail + 64);
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) digest[4 * i + j] = static_cast<uint8_t>(state[i] >> (8 * j));
+}
+
+// libketama's key hash: the first four digest bytes as a little-endian
+// uint32 (ketama_hashi in libketama's ketama.c).
+inline uint32_t ketama_hash(const void* data, size_t len) noexcept {
+    uint8_t d[16];
+    md5(data, len, d);
+    return md5_detail::load_le32(d);
+}
+
+}  // namespace faultkit
