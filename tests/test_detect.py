@@ -200,7 +200,7 @@ def test_backwards_times_raise():
     det = TimeoutDetector(1.0)
     det.add("a")
     det.heartbeat("a", 5.0)
-    with pytest.raises(ValueError, match="before the last heartbeat"):
+    with pytest.raises(ValueError, match="before its last heartbeat"):
         det.heartbeat("a", 4.0)
     assert det.last_heartbeat("a") == 5.0
     det.scan(10.0)

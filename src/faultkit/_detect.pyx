@@ -67,6 +67,10 @@ cdef class HeartbeatTable:
     # Set while a method runs without the GIL: another thread calling in then
     # (and growing the arrays under it) gets RuntimeError instead of a crash.
     cdef int busy
+    # Set by faultkit.detect (bind): its name -> id dict and clock, so the
+    # per-call heartbeat_name path runs without a Python-level frame.
+    cdef dict names
+    cdef object clock
 
     def __cinit__(self, str mode, *, double timeout=5.0, double suspect_after=0.0,
                   double threshold=8.0, double suspect_threshold=0.0, double min_std=0.1,
@@ -122,6 +126,43 @@ cdef class HeartbeatTable:
                 raise IndexError(f"id {id} is not in the table")
             raise ValueError(
                 f"heartbeat time {now!r} is before the last heartbeat at {self.t.last(id)!r}")
+
+    def bind(self, dict names, clock):
+        """Share ``names`` (name -> id) and ``clock`` with :meth:`heartbeat_name`."""
+        self.names = names
+        self.clock = clock
+
+    def heartbeat_name(self, name, now=None, *, incarnation=None):
+        """Record a heartbeat from component ``name`` at ``now`` (default: the clock).
+
+        KeyError for an unknown name; ValueError for a NaN, infinite or
+        negative time, or one earlier than its last heartbeat (nothing is
+        recorded).  A larger ``incarnation`` than seen before means the
+        component restarted: its interval statistics start afresh.
+        """
+        cdef object i
+        cdef double t
+        cdef int64_t inc = -1
+        cdef int r
+        if self.names is None:
+            raise RuntimeError("no names bound to this table")
+        i = self.names.get(name)
+        if i is None:
+            raise KeyError(name)
+        t = self.clock() if now is None else now
+        if not isfinite(t) or t < 0.0:
+            raise ValueError(f"time must be finite and >= 0, got {t!r}")
+        if incarnation is not None:
+            if type(incarnation) is not int or not 0 <= incarnation < 2**63:
+                raise ValueError(f"incarnation must be an int in [0, 2**63), got {incarnation!r}")
+            inc = incarnation
+        _free(self.busy)
+        r = self.t.heartbeat(<int64_t>i, t, inc)
+        if r != 0:
+            if r < 0:
+                raise IndexError(f"id {i} of {name!r} is not in the table")
+            raise ValueError(f"heartbeat time {t!r} of {name!r} is before its last "
+                             f"heartbeat at {self.t.last(<int64_t>i)!r}")
 
     def heartbeat_many(self, ids, times):
         """Validate every (id, time), then record them in order; returns how many were stale.

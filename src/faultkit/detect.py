@@ -91,6 +91,11 @@ class _Detector:
         self._names: list[Optional[Hashable]] = []
         self._last_scan = 0.0
         self._listeners: list[Callable[[Event], Any]] = []
+        # The per-call hot path: the native table looks the name up in our
+        # dict itself, so a heartbeat costs one call (see heartbeat below,
+        # which documents it and which this instance attribute stands in for).
+        table.bind(self._ids, clock)
+        self.heartbeat = table.heartbeat_name
 
     # ---- membership ----------------------------------------------------
     def add(self, name: Hashable) -> int:
