@@ -43,6 +43,7 @@ CYTHON_EXTENSIONS = [
     cython_ext("_detect"),
     # Balance: consistent hashing (ring, ketama, jump, rendezvous, Maglev)
     cython_ext("_ring", sources=["csrc/faultkit/ring.cc"]),
+    cython_ext("_balance", sources=["csrc/faultkit/balance.cc"]),
     # Contain: circuit breaker state machine
     cython_ext("_breaker"),
 ]

@@ -130,3 +130,81 @@ class RefLibketama:
 
     def get_server(self, key: str):
         return self.get_server_hash(ketama_hashi(key.encode()))
+
+
+# -- rendezvous and Maglev ---------------------------------------------------
+
+class RefRendezvous:
+    """Weighted HRW, logarithmic method: score_i = -w_i / ln(u_i),
+    u_i = (top 52 bits of xxh3(h as 8 LE bytes, seed=xxh3(name_i, seed)) + 0.5) / 2^52;
+    highest live score wins, the lower index on a tie."""
+
+    def __init__(self, nodes, weights=None, seed=0):
+        self.nodes = list(nodes)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.nodes)
+        self.seed = seed
+        self.node_hash = [xxhash.xxh3_64_intdigest(_name_bytes(n), seed) for n in self.nodes]
+        self.alive = [True] * len(self.nodes)
+
+    def scores(self, h):
+        out = []
+        for i, (nh, w) in enumerate(zip(self.node_hash, self.weights)):
+            bits = xxhash.xxh3_64_intdigest(h.to_bytes(8, "little"), nh) >> 12
+            u = (bits + 0.5) / 2**52
+            out.append((-w / math.log(u), -i))
+        return out
+
+    def ranking(self, h):
+        sc = self.scores(h)
+        order = sorted((i for i in range(len(self.nodes)) if self.alive[i]),
+                       key=lambda i: sc[i], reverse=True)
+        return [self.nodes[i] for i in order]
+
+    def get(self, key):
+        return self.ranking(key_hash(key, self.seed))[0]
+
+
+SKIP_SEED_XOR = 0x5851F42D
+
+
+class RefMaglev:
+    """Maglev's table population (NSDI 2016, Pseudocode 1) with Envoy's
+    weighting: in round r a live node takes a turn only if r * w/w_max >= its
+    running target, which then grows by 1."""
+
+    def __init__(self, nodes, weights=None, table_size=65537, seed=0, alive=None):
+        m = table_size
+        self.nodes = list(nodes)
+        weights = list(weights) if weights is not None else [1.0] * len(self.nodes)
+        alive = alive if alive is not None else [True] * len(self.nodes)
+        live = [i for i in range(len(self.nodes)) if alive[i]]
+        offset = {i: xxhash.xxh3_64_intdigest(_name_bytes(self.nodes[i]), seed) % m for i in live}
+        skip = {i: xxhash.xxh3_64_intdigest(_name_bytes(self.nodes[i]), seed ^ SKIP_SEED_XOR)
+                % (m - 1) + 1 for i in live}
+        wmax = max((weights[i] for i in live), default=1.0)
+        norm = {i: weights[i] / wmax for i in live}
+        target = {i: 0.0 for i in live}
+        nxt = {i: 0 for i in live}
+        table = [-1] * m
+        filled = 0
+        rnd = 0
+        while live and filled < m:
+            rnd += 1
+            for i in live:
+                if filled == m:
+                    break
+                if rnd * norm[i] < target[i]:
+                    continue
+                target[i] += 1.0
+                c = (offset[i] + nxt[i] * skip[i]) % m
+                while table[c] >= 0:
+                    nxt[i] += 1
+                    c = (offset[i] + nxt[i] * skip[i]) % m
+                table[c] = i
+                nxt[i] += 1
+                filled += 1
+        self.table = table
+        self.seed = seed
+
+    def get(self, key):
+        return self.nodes[self.table[key_hash(key, self.seed) % len(self.table)]]

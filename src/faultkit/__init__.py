@@ -9,7 +9,7 @@ from faultkit._hash import hash64, hash64_many
 from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 
 # Balance
-from faultkit.ring import HashRing
+from faultkit.ring import HashRing, Maglev, Rendezvous, jump_hash
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker
@@ -43,6 +43,9 @@ __all__ = [
     "Event",
     # balance
     "HashRing",
+    "Rendezvous",
+    "Maglev",
+    "jump_hash",
     # contain
     "CircuitBreaker",
     "Bulkhead",

@@ -152,7 +152,146 @@ cdef list _node_list(object nodes, str what):
         raise TypeError(f"{what} must be an iterable of nodes, not {type(nodes).__name__}") from None
 
 
-cdef class HashRing:
+cdef class _Balancer:
+    """Membership and failover state shared by every balancer: the node list
+    (index i is node i in every array), weights, and one alive byte per node.
+    Subclasses keep their lookup tables in sync (``_alive_changed``)."""
+
+    def __cinit__(self):
+        self._alive.reset(new vector[uint8_t]())
+        self._n_down = 0
+        self._nodes = []
+        self._weights = []
+        self._index = {}
+
+    cdef const uint8_t* _alive_ptr(self) noexcept:
+        if self._n_down == 0:
+            return NULL
+        return deref(self._alive).data()
+
+    cdef list _check_new(self, list nodes):
+        """Raise unless every node is a str/bytes name, new and not repeated."""
+        cdef Py_ssize_t size
+        seen = set()
+        for node in nodes:
+            _node_bytes(node, &size)
+            if node in self._index or node in seen:
+                raise ValueError(f"node {node!r} is already on the ring")
+            seen.add(node)
+        return nodes
+
+    cdef _set_members(self, shared_ptr[vector[uint8_t]] alive, list nodes, list weights,
+                      dict index):
+        """Install a new member list (the caller keeps the old objects alive
+        until it returns, so no Python code runs between the assignments)."""
+        cdef Py_ssize_t i, n_down = 0
+        cdef vector[uint8_t]* a = alive.get()
+        for i in range(<Py_ssize_t>a.size()):
+            n_down += a[0][i] == 0
+        self._alive = alive
+        self._nodes = nodes
+        self._weights = weights
+        self._index = index
+        self._n_down = n_down
+
+    cdef _alive_changed(self):
+        """Called after the alive bytes change; tables that depend on them rebuild."""
+        pass
+
+    cdef _set_many(self, object nodes, uint8_t up):
+        cdef list idx = [self._node_index(node) for node in _node_list(nodes, "nodes")]
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](deref(self._alive)))
+        cdef Py_ssize_t i, n_down = 0
+        for i in idx:
+            deref(alive)[i] = up
+        for i in range(<Py_ssize_t>deref(alive).size()):
+            n_down += deref(alive)[i] == 0
+        self._alive = alive
+        self._n_down = n_down
+        self._alive_changed()
+
+    cdef Py_ssize_t _node_index(self, object node) except -1:
+        try:
+            return self._index[node]
+        except (KeyError, TypeError):
+            raise KeyError(f"node {node!r} is not on the ring") from None
+
+    def mark_down(self, node):
+        """Route around ``node`` (``KeyError`` if absent) without changing the ring."""
+        self._set_many((node,), 0)
+
+    def mark_up(self, node):
+        """Route to ``node`` again: its keys move back to it."""
+        self._set_many((node,), 1)
+
+    def mark_down_many(self, nodes):
+        """Mark several nodes down in one update."""
+        self._set_many(nodes, 0)
+
+    def mark_up_many(self, nodes):
+        """Mark several nodes up in one update."""
+        self._set_many(nodes, 1)
+
+    def set_alive(self, mask):
+        """Set every node's state from a bool array aligned with :attr:`nodes`."""
+        arr = np.asarray(mask)
+        if arr.dtype != np.bool_ or arr.ndim != 1:
+            raise TypeError(f"mask must be a 1-D bool array, not {arr.ndim}-D {arr.dtype}")
+        if arr.shape[0] != len(self._nodes):
+            raise ValueError(f"mask has {arr.shape[0]} entries for {len(self._nodes)} nodes")
+        cdef const uint8_t[::1] m = np.ascontiguousarray(arr).view(np.uint8)
+        cdef Py_ssize_t i, n = m.shape[0], n_down = 0
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](<size_t>n))
+        for i in range(n):
+            deref(alive)[i] = m[i] != 0
+            n_down += m[i] == 0
+        self._alive = alive
+        self._n_down = n_down
+        self._alive_changed()
+
+    def alive_mask(self):
+        """A new bool array: True where the node at that index of :attr:`nodes` is up."""
+        cdef Py_ssize_t n = len(self._nodes)
+        res = np.ones(n, dtype=np.bool_)
+        cdef uint8_t[::1] r = res.view(np.uint8)
+        cdef Py_ssize_t i
+        for i in range(n):
+            r[i] = deref(self._alive)[i] != 0
+        return res
+
+    def is_up(self, node):
+        """Whether ``node`` is marked up (``KeyError`` if absent)."""
+        return deref(self._alive)[self._node_index(node)] != 0
+
+    # -- introspection ---------------------------------------------------
+
+    @property
+    def nodes(self):
+        """The nodes, in order: index i is node i in every array (``get_many``, masks)."""
+        return list(self._nodes)
+
+    @property
+    def weights(self):
+        """``{node: weight}``."""
+        return dict(zip(self._nodes, self._weights))
+
+    def index(self, node):
+        """The index of ``node`` in :attr:`nodes` (``KeyError`` if absent)."""
+        return self._node_index(node)
+
+    def __len__(self):
+        return len(self._nodes)
+
+    def __contains__(self, node):
+        try:
+            return node in self._index
+        except TypeError:
+            return False
+
+
+cdef class HashRing(_Balancer):
     """A consistent-hash ring of XXH3-64 points (Karger et al. 1997).
 
     ``HashRing(nodes=(), *, vnodes=160, weights=None, seed=0)``.  Each node
@@ -172,11 +311,6 @@ cdef class HashRing:
     down node's keys move, and they move back when it is marked up.
     """
     cdef shared_ptr[RingTable] _table
-    cdef shared_ptr[vector[uint8_t]] _alive   # one byte per node, 1 = up
-    cdef Py_ssize_t _n_down
-    cdef list _nodes
-    cdef list _weights
-    cdef dict _index
     cdef uint64_t _seed
     cdef int _vnodes
     cdef int _mode
@@ -184,11 +318,6 @@ cdef class HashRing:
 
     def __cinit__(self):
         self._table.reset(new RingTable())
-        self._alive.reset(new vector[uint8_t]())
-        self._n_down = 0
-        self._nodes = []
-        self._weights = []
-        self._index = {}
         self._mode = MODE_XXH3
         self._key_offset = 0
 
@@ -251,11 +380,6 @@ cdef class HashRing:
         return (h << 32) + self._key_offset
 
     # -- lookups ---------------------------------------------------------
-
-    cdef inline const uint8_t* _alive_ptr(self) noexcept:
-        if self._n_down == 0:
-            return NULL
-        return deref(self._alive).data()
 
     cdef int _check_lookup(self) except -1:
         if self._table.get().size() == 0:
@@ -363,17 +487,6 @@ cdef class HashRing:
 
     # -- membership ------------------------------------------------------
 
-    cdef list _check_new(self, list nodes):
-        """Raise unless every node is a str/bytes name, new and not repeated."""
-        cdef Py_ssize_t size
-        seen = set()
-        for node in nodes:
-            _node_bytes(node, &size)
-            if node in self._index or node in seen:
-                raise ValueError(f"node {node!r} is already on the ring")
-            seen.add(node)
-        return nodes
-
     cdef _add_many(self, list nodes, list weights):
         cdef vector[RingPoint] pts
         cdef Py_ssize_t size, i, base = len(self._nodes)
@@ -440,15 +553,7 @@ cdef class HashRing:
         holding the GIL sees all of the old state or all of the new."""
         old = (self._nodes, self._weights, self._index)
         self._table = table
-        self._alive = alive
-        self._nodes = nodes
-        self._weights = weights
-        self._index = index
-        self._n_down = 0
-        cdef Py_ssize_t i
-        cdef vector[uint8_t]* a = alive.get()
-        for i in range(<Py_ssize_t>a.size()):
-            self._n_down += a[0][i] == 0
+        self._set_members(alive, nodes, weights, index)
         del old
 
     def add(self, node, weight=1.0):
@@ -499,73 +604,6 @@ cdef class HashRing:
         self._publish(table, alive, new_nodes, new_weights,
                       {node: i for i, node in enumerate(new_nodes)})
 
-    # -- failover --------------------------------------------------------
-
-    cdef _set_many(self, object nodes, uint8_t up):
-        cdef list idx = [self._node_index(node) for node in _node_list(nodes, "nodes")]
-        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
-            new vector[uint8_t](deref(self._alive)))
-        cdef Py_ssize_t i, n_down = 0
-        for i in idx:
-            deref(alive)[i] = up
-        for i in range(<Py_ssize_t>deref(alive).size()):
-            n_down += deref(alive)[i] == 0
-        self._alive = alive
-        self._n_down = n_down
-
-    cdef Py_ssize_t _node_index(self, object node) except -1:
-        try:
-            return self._index[node]
-        except (KeyError, TypeError):
-            raise KeyError(f"node {node!r} is not on the ring") from None
-
-    def mark_down(self, node):
-        """Route around ``node`` (``KeyError`` if absent) without changing the ring."""
-        self._set_many((node,), 0)
-
-    def mark_up(self, node):
-        """Route to ``node`` again: its keys move back to it."""
-        self._set_many((node,), 1)
-
-    def mark_down_many(self, nodes):
-        """Mark several nodes down in one update."""
-        self._set_many(nodes, 0)
-
-    def mark_up_many(self, nodes):
-        """Mark several nodes up in one update."""
-        self._set_many(nodes, 1)
-
-    def set_alive(self, mask):
-        """Set every node's state from a bool array aligned with :attr:`nodes`."""
-        arr = np.asarray(mask)
-        if arr.dtype != np.bool_ or arr.ndim != 1:
-            raise TypeError(f"mask must be a 1-D bool array, not {arr.ndim}-D {arr.dtype}")
-        if arr.shape[0] != len(self._nodes):
-            raise ValueError(f"mask has {arr.shape[0]} entries for {len(self._nodes)} nodes")
-        cdef const uint8_t[::1] m = np.ascontiguousarray(arr).view(np.uint8)
-        cdef Py_ssize_t i, n = m.shape[0], n_down = 0
-        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
-            new vector[uint8_t](<size_t>n))
-        for i in range(n):
-            deref(alive)[i] = m[i] != 0
-            n_down += m[i] == 0
-        self._alive = alive
-        self._n_down = n_down
-
-    def alive_mask(self):
-        """A new bool array: True where the node at that index of :attr:`nodes` is up."""
-        cdef Py_ssize_t n = len(self._nodes)
-        res = np.ones(n, dtype=np.bool_)
-        cdef uint8_t[::1] r = res.view(np.uint8)
-        cdef Py_ssize_t i
-        for i in range(n):
-            r[i] = deref(self._alive)[i] != 0
-        return res
-
-    def is_up(self, node):
-        """Whether ``node`` is marked up (``KeyError`` if absent)."""
-        return deref(self._alive)[self._node_index(node)] != 0
-
     # -- introspection ---------------------------------------------------
 
     def distribution(self):
@@ -577,16 +615,6 @@ cdef class HashRing:
         if n:
             self._table.get().distribution(self._alive_ptr(), <int32_t>n, &r[0])
         return dict(zip(self._nodes, res.tolist()))
-
-    @property
-    def nodes(self):
-        """The nodes, in order: index i is node i in every array (``get_many``, masks)."""
-        return list(self._nodes)
-
-    @property
-    def weights(self):
-        """``{node: weight}``."""
-        return dict(zip(self._nodes, self._weights))
 
     @property
     def vnodes(self):
@@ -607,19 +635,6 @@ cdef class HashRing:
     def num_points(self):
         """Points on the ring."""
         return self._table.get().size()
-
-    def index(self, node):
-        """The index of ``node`` in :attr:`nodes` (``KeyError`` if absent)."""
-        return self._node_index(node)
-
-    def __len__(self):
-        return len(self._nodes)
-
-    def __contains__(self, node):
-        try:
-            return node in self._index
-        except TypeError:
-            return False
 
     def __repr__(self):
         kind = "HashRing" if self._mode == MODE_XXH3 else f"HashRing.ketama[{self.compat}]"

@@ -7,6 +7,7 @@ the same failover contract, which :mod:`faultkit.contain` relies on:
 ``mark_down_many``/``mark_up_many``, ``set_alive(mask)``, ``alive_mask()``,
 ``is_up(node)`` and ``distribution()``.
 """
+from faultkit._balance import MAGLEV_TABLE_SIZE, Maglev, Rendezvous, jump_hash
 from faultkit._ring import HashRing
 
-__all__ = ["HashRing"]
+__all__ = ["HashRing", "Rendezvous", "Maglev", "jump_hash", "MAGLEV_TABLE_SIZE"]
