@@ -1,0 +1,252 @@
+// Byte-buffer primitives of the checkpoint codec (docs/FORMAT.md): a growable
+// little-endian writer and a bounds-checked reader.  Portable C++17, no Python.
+//
+// The reader never trusts a length: every take/skip is checked against the
+// bytes that remain, and a failed check throws CodecError (the binding maps it
+// to CorruptCheckpointError).  Counts of elements are checked against the
+// remaining bytes before anything is allocated for them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+namespace faultkit {
+namespace codec {
+
+// Malformed, truncated or inconsistent input.  The message says what and where.
+class CodecError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// A format version this reader cannot read (newer major).
+class VersionError : public CodecError {
+public:
+    using CodecError::CodecError;
+};
+
+inline void store_le64(uint8_t* p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    std::memcpy(p, &v, 8);
+}
+inline uint64_t load_le64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+inline void store_le32(uint8_t* p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    std::memcpy(p, &v, 4);
+}
+inline uint32_t load_le32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap32(v);
+#endif
+    return v;
+}
+inline void store_le16(uint8_t* p, uint16_t v) {
+    p[0] = static_cast<uint8_t>(v);
+    p[1] = static_cast<uint8_t>(v >> 8);
+}
+inline uint16_t load_le16(const uint8_t* p) {
+    return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
+
+// A growable byte buffer (malloc/realloc, geometric growth).  Appends never
+// fail silently: running out of memory throws std::bad_alloc.
+class ByteBuffer {
+public:
+    ByteBuffer() = default;
+    explicit ByteBuffer(size_t capacity) { reserve(capacity); }
+    ByteBuffer(const ByteBuffer&) = delete;
+    ByteBuffer& operator=(const ByteBuffer&) = delete;
+    ByteBuffer(ByteBuffer&& o) noexcept : data_(o.data_), size_(o.size_), cap_(o.cap_) {
+        o.data_ = nullptr;
+        o.size_ = o.cap_ = 0;
+    }
+    ByteBuffer& operator=(ByteBuffer&& o) noexcept {
+        if (this != &o) {
+            std::free(data_);
+            data_ = o.data_;
+            size_ = o.size_;
+            cap_ = o.cap_;
+            o.data_ = nullptr;
+            o.size_ = o.cap_ = 0;
+        }
+        return *this;
+    }
+    ~ByteBuffer() { std::free(data_); }
+
+    const uint8_t* data() const { return data_; }
+    uint8_t* data() { return data_; }
+    size_t size() const { return size_; }
+    void clear() { size_ = 0; }
+
+    // Make room for n more bytes (the fast path is one compare).
+    void ensure(size_t n) {
+        if (n > cap_ - size_) grow(n);
+    }
+    void reserve(size_t n) {
+        if (n > cap_) grow(n - size_);
+    }
+
+    // Room for n more bytes; returns where they go and counts them as written.
+    uint8_t* extend(size_t n) {
+        ensure(n);
+        uint8_t* p = data_ + size_;
+        size_ += n;
+        return p;
+    }
+    // Unchecked appends: the caller has ensure()d the room.
+    void raw_u8(uint8_t v) { data_[size_++] = v; }
+    void raw_u64(uint64_t v) {
+        store_le64(data_ + size_, v);
+        size_ += 8;
+    }
+    void raw_varint(uint64_t v) {
+        uint8_t* p = data_ + size_;
+        size_t i = 0;
+        while (v >= 0x80) {
+            p[i++] = static_cast<uint8_t>(v | 0x80);
+            v >>= 7;
+        }
+        p[i++] = static_cast<uint8_t>(v);
+        size_ += i;
+    }
+    void raw_bytes(const void* src, size_t n) {
+        std::memcpy(data_ + size_, src, n);
+        size_ += n;
+    }
+
+    void put_u8(uint8_t v) {
+        ensure(1);
+        raw_u8(v);
+    }
+    void put_tag_u64(uint8_t tag, uint64_t v) {
+        ensure(9);
+        raw_u8(tag);
+        raw_u64(v);
+    }
+    void put_u16(uint16_t v) { store_le16(extend(2), v); }
+    void put_u32(uint32_t v) { store_le32(extend(4), v); }
+    void put_u64(uint64_t v) { store_le64(extend(8), v); }
+    void put_bytes(const void* src, size_t n) {
+        if (n) std::memcpy(extend(n), src, n);
+    }
+    // LEB128 unsigned varint (1..10 bytes).
+    void put_varint(uint64_t v) {
+        ensure(10);
+        raw_varint(v);
+    }
+    // A tag byte followed by a varint (the common "tag + length" prefix).
+    void put_tag_varint(uint8_t tag, uint64_t v) {
+        ensure(11);
+        raw_u8(tag);
+        raw_varint(v);
+    }
+    // Tag, varint length n, then n bytes: one capacity check.
+    void put_tagged_bytes(uint8_t tag, const void* src, size_t n) {
+        if (n > SIZE_MAX - 11) throw std::bad_alloc();
+        ensure(n + 11);
+        raw_u8(tag);
+        raw_varint(n);
+        if (n) raw_bytes(src, n);
+    }
+    void pad_to(size_t alignment) {
+        size_t r = size_ % alignment;
+        if (r) std::memset(extend(alignment - r), 0, alignment - r);
+    }
+
+private:
+    // Grow to hold at least n more bytes (geometric).
+    __attribute__((noinline)) void grow(size_t n) {
+        if (n > SIZE_MAX - size_) throw std::bad_alloc();
+        size_t need = size_ + n;
+        size_t cap = cap_ ? cap_ : 256;
+        while (cap < need) {
+            if (cap > (SIZE_MAX >> 1)) throw std::bad_alloc();
+            cap <<= 1;
+        }
+        void* p = std::realloc(data_, cap);
+        if (!p) throw std::bad_alloc();
+        data_ = static_cast<uint8_t*>(p);
+        cap_ = cap;
+    }
+
+    uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+    size_t cap_ = 0;
+};
+
+// A bounds-checked cursor over [begin, end).  `what` names the structure
+// being read so that errors say where the input went wrong.
+class Reader {
+public:
+    Reader(const uint8_t* data, size_t size) : begin_(data), p_(data), end_(data + size) {}
+
+    size_t remaining() const { return static_cast<size_t>(end_ - p_); }
+    size_t position() const { return static_cast<size_t>(p_ - begin_); }
+    bool at_end() const { return p_ == end_; }
+
+    [[noreturn]] void fail(const char* what) const {
+        throw CodecError(std::string(what) + " at byte " + std::to_string(position()));
+    }
+
+    uint8_t u8() {
+        if (p_ == end_) fail("truncated: expected a byte");
+        return *p_++;
+    }
+    uint64_t u64() {
+        if (remaining() < 8) fail("truncated: expected 8 bytes");
+        uint64_t v = load_le64(p_);
+        p_ += 8;
+        return v;
+    }
+    uint64_t varint() {
+        uint64_t v = 0;
+        for (int shift = 0; shift < 64; shift += 7) {
+            if (p_ == end_) fail("truncated varint");
+            uint8_t b = *p_++;
+            if (shift == 63 && (b & 0x7E)) fail("varint overflows 64 bits");
+            v |= static_cast<uint64_t>(b & 0x7F) << shift;
+            if (!(b & 0x80)) return v;
+        }
+        fail("varint longer than 10 bytes");
+    }
+    // n bytes, checked against what remains; returns their start.
+    const uint8_t* take(uint64_t n) {
+        if (n > remaining()) fail("length exceeds the remaining bytes");
+        const uint8_t* p = p_;
+        p_ += n;
+        return p;
+    }
+    // A count of items each needing at least `min_item_bytes`: rejects counts
+    // the remaining bytes cannot hold, before anything is allocated.
+    uint64_t count(size_t min_item_bytes) {
+        uint64_t n = varint();
+        if (min_item_bytes && n > remaining() / min_item_bytes) fail("element count exceeds the remaining bytes");
+        return n;
+    }
+
+private:
+    const uint8_t* begin_;
+    const uint8_t* p_;
+    const uint8_t* end_;
+};
+
+}  // namespace codec
+}  // namespace faultkit

@@ -1,0 +1,106 @@
+// Writing and reading whole checkpoint files (docs/FORMAT.md).  Portable
+// C++17 plus POSIX write(2); no Python.  Callers may run these without any
+// interpreter lock: they touch only the spans and buffers they are given.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "faultkit/codec_buffer.h"
+#include "faultkit/codec_format.h"
+
+namespace faultkit {
+namespace codec {
+
+struct Span {
+    const uint8_t* data = nullptr;
+    uint64_t size = 0;
+};
+
+// Where output bytes go.  `write` must write all of them or throw.
+class Sink {
+public:
+    virtual ~Sink() = default;
+    virtual void write(const uint8_t* data, size_t n) = 0;
+    uint64_t position = 0;
+};
+
+// Writes to a POSIX file descriptor at its current offset (retries on EINTR
+// and short writes; throws std::system_error on failure).
+class FdSink final : public Sink {
+public:
+    explicit FdSink(int fd) : fd_(fd) {}
+    void write(const uint8_t* data, size_t n) override;
+
+private:
+    int fd_;
+};
+
+// Appends to a ByteBuffer (the in-memory dumps()).
+class MemorySink final : public Sink {
+public:
+    explicit MemorySink(ByteBuffer& out) : out_(out) {}
+    void write(const uint8_t* data, size_t n) override {
+        out_.put_bytes(data, n);
+        position += n;
+    }
+
+private:
+    ByteBuffer& out_;
+};
+
+// Where every chunk of every blob of a checkpoint lives: the base an
+// incremental save compares against.
+struct ChunkLoc {
+    uint64_t hash = 0;
+    uint64_t id = 0;            // checkpoint holding the bytes
+    uint64_t toc_checksum = 0;  // that checkpoint's identity
+    uint64_t offset = 0;        // absolute offset in it
+};
+struct BlobMap {
+    uint64_t length = 0;
+    std::vector<ChunkLoc> chunks;
+};
+struct ChunkMap {
+    uint64_t chunk_size = 0;
+    std::vector<BlobMap> blobs;
+};
+
+struct WriteResult {
+    uint64_t file_size = 0;
+    uint64_t toc_checksum = 0;
+    uint64_t chunks_written = 0;
+    uint64_t chunks_referenced = 0;
+    uint64_t blob_bytes_written = 0;
+};
+
+// Write a complete checkpoint file to `sink`: header, META and TREE sections,
+// one BLOB section per span (each 64-byte aligned), TOC, footer.  With a
+// `base`, a blob chunk whose hash equals the base's chunk at the same index
+// (same blob index and length, same chunk size) is referenced, not written.
+// `out_map` (optional) receives where every blob chunk now lives.
+WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, const std::vector<Span>& blobs,
+                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map);
+
+// The chunk map of an already written file (to continue an incremental chain).
+ChunkMap chunk_map_of(const Layout& l);
+
+// A file image: the buffer of the checkpoint itself (refs empty) or of a file it references.
+struct FileView {
+    const uint8_t* data = nullptr;
+    uint64_t size = 0;
+};
+
+// Check the hashes of the chunks of section `index` stored in `file`
+// (throws CodecError naming the section and chunk on a mismatch).
+void verify_local_chunks(const Layout& l, size_t index, FileView file);
+
+// Copy the logical bytes of section `index` into `out` (its length bytes),
+// fetching referenced chunks from `refs` (aligned with l.refs) and checking
+// every chunk's bounds and, if `verify`, its hash.
+void assemble_section(const Layout& l, size_t index, FileView file, const std::vector<FileView>& refs, uint8_t* out,
+                      bool verify);
+
+}  // namespace codec
+}  // namespace faultkit
