@@ -47,7 +47,9 @@ CYTHON_EXTENSIONS = [
     # Contain: circuit breaker state machine
     cython_ext("_breaker"),
 ]
-PYBIND_EXTENSIONS = []
+PYBIND_EXTENSIONS = [
+    pybind_ext("_codec", sources=[f"{CSRC}/faultkit/codec_io.cc"]),
+]
 
 setup(
     ext_modules=cythonize(
