@@ -16,6 +16,7 @@ from faultkit.contain import Bulkhead, CircuitBreaker
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
+    CheckpointWarning,
     CircuitOpenError,
     CorruptCheckpointError,
     EmptyRingError,
@@ -23,6 +24,13 @@ from faultkit.errors import (
     IsolationRefusedError,
     NoCheckpointError,
     NoLiveNodeError,
+)
+from faultkit.recover import (
+    Checkpointer,
+    CheckpointInfo,
+    LocalStore,
+    Store,
+    register_type,
 )
 
 try:
@@ -59,4 +67,11 @@ __all__ = [
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
+    "CheckpointWarning",
+    # recover
+    "Checkpointer",
+    "CheckpointInfo",
+    "Store",
+    "LocalStore",
+    "register_type",
 ]

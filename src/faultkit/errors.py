@@ -14,6 +14,7 @@ __all__ = [
     "NoCheckpointError",
     "CorruptCheckpointError",
     "CheckpointLockedError",
+    "CheckpointWarning",
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
@@ -44,6 +45,10 @@ class CorruptCheckpointError(FaultkitError, ValueError):
 
 class CheckpointLockedError(FaultkitError):
     """Another writer holds the checkpoint directory's lock."""
+
+
+class CheckpointWarning(FaultkitError, UserWarning):
+    """Recovery skipped a corrupt, torn or unreadable checkpoint (the message names it and why)."""
 
 
 # Contain

@@ -1,0 +1,23 @@
+"""Recover: durable, checksummed, atomic checkpoints with a native codec.
+
+``Checkpointer`` saves state trees (builtins and numpy arrays) to a directory
+so that a crash at any instant leaves the previous checkpoint intact, detects
+any corruption, never runs code when loading, maps large arrays without
+copying and can write only what changed.  Format: docs/FORMAT.md.
+"""
+from faultkit.recover.checkpointer import CheckpointInfo, Checkpointer
+from faultkit.recover.codec import FORMAT_VERSION, dumps, loads, register_type, unregister_type
+from faultkit.recover.store import LocalStore, Store, StoreLock
+
+__all__ = [
+    "Checkpointer",
+    "CheckpointInfo",
+    "Store",
+    "StoreLock",
+    "LocalStore",
+    "register_type",
+    "unregister_type",
+    "dumps",
+    "loads",
+    "FORMAT_VERSION",
+]

@@ -1,0 +1,335 @@
+"""``Checkpointer``: durable, checksummed, atomic checkpoints with fallback recovery."""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import os
+import re
+import threading
+import time
+import warnings
+from typing import Any, List, Optional, Union
+
+from faultkit import _codec
+from faultkit.errors import CheckpointWarning, CorruptCheckpointError, NoCheckpointError
+from faultkit.recover import codec
+from faultkit.recover.store import LocalStore, Store, StoreLock
+
+__all__ = ["Checkpointer", "CheckpointInfo"]
+
+_FILE = re.compile(r"^ckpt-(\d{12,20})\.fkc$")
+#: Default chunk for incremental checkpoints and per-chunk checksums (1 MiB,
+#: see csrc/faultkit/codec_format.h): a 1% change of a 256 MiB array touches
+#: about 3 chunks when the change is contiguous.
+DEFAULT_CHUNK_SIZE = int(_codec.DEFAULT_CHUNK_SIZE)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """One committed checkpoint.
+
+    ``id`` increases by one per save; ``time`` is ``time.time()`` at save
+    (seconds since the epoch); ``size`` is the file size in bytes;
+    ``checksum`` is the XXH3-64 of the file's table of contents, which covers
+    the hash of every chunk (so it identifies the content); ``incremental``
+    says whether it references chunks of earlier checkpoints; ``written`` is
+    the array/bytes payload written by this save (bytes; 0 when listed);
+    ``meta`` is the ``meta`` given to ``save``.
+    """
+
+    id: int
+    time: float
+    size: int
+    checksum: int
+    incremental: bool = False
+    written: int = 0
+    meta: Any = None
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class Checkpointer:
+    """Save states to, and recover them from, a directory (or any :class:`Store`).
+
+    ``Checkpointer(path, retain=3, fsync=True)``: ``path`` is a directory
+    (a :class:`LocalStore` is made for it) or a ``Store``; ``retain`` is how
+    many newest checkpoints survive a save (plus any older ones they
+    reference); ``fsync=False`` keeps commits atomic but not durable across a
+    power loss.  ``full_every`` (default 8) bounds an incremental chain: at
+    most ``full_every - 1`` incremental saves follow a full one.
+    ``chunk_size`` (bytes, power of two, default 1 MiB) is the unit of
+    checksums and of incremental reuse.  ``max_size`` (bytes, default no
+    limit) refuses to load larger files.
+
+    One writer per directory: the first ``save`` takes the store's lock
+    (``CheckpointLockedError`` if another process or Checkpointer holds it)
+    and keeps it until :meth:`close`.  Reading never takes the lock.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]", Store], retain: int = 3, fsync: bool = True, *,
+                 full_every: int = 8, chunk_size: int = DEFAULT_CHUNK_SIZE, max_size: Optional[int] = None):
+        if isinstance(path, Store):
+            self.store = path
+        elif isinstance(path, (str, os.PathLike)):
+            self.store = LocalStore(path, fsync=fsync)
+        else:
+            raise TypeError(f"path must be a directory path or a Store, got {type(path).__name__}")
+        self.retain = _positive_int("retain", retain)
+        self.full_every = _positive_int("full_every", full_every)
+        chunk_size = _positive_int("chunk_size", chunk_size)
+        if chunk_size & (chunk_size - 1) or not (1 << 12) <= chunk_size <= (1 << 30):
+            raise ValueError(f"chunk_size must be a power of two in [4096, 2**30], got {chunk_size}")
+        self.chunk_size = chunk_size
+        if max_size is not None:
+            max_size = _positive_int("max_size", max_size)
+        self.max_size = max_size
+        self._mutex = threading.RLock()
+        self._lock: Optional[StoreLock] = None
+        self._next_id: Optional[int] = None
+        self._base = None  # ChunkMap of the last checkpoint this object committed
+        self._since_full = 0
+        self._refs: dict = {}  # id -> ids it references (known from saves)
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({self.store!r}, retain={self.retain}, full_every={self.full_every})"
+
+    # ------------------------------------------------------------ naming
+
+    @staticmethod
+    def _name(cid: int) -> str:
+        return f"ckpt-{cid:012d}.fkc"
+
+    def _where(self, cid: int) -> str:
+        path = getattr(self.store, "path", None)
+        return os.path.join(path, self._name(cid)) if path else self._name(cid)
+
+    def _ids(self) -> List[int]:
+        ids = []
+        for n in self.store.list():
+            m = _FILE.match(n)
+            if m:
+                ids.append(int(m.group(1)))
+        return sorted(ids)
+
+    # ------------------------------------------------------------ saving
+
+    def save(self, state: Any, *, meta: Any = None, incremental: bool = False) -> CheckpointInfo:
+        """Commit ``state`` as a new checkpoint; returns its :class:`CheckpointInfo`.
+
+        ``state`` is a tree of None/bool/int/float/str/bytes-likes/list/tuple/
+        dict/set/frozenset/numpy arrays and registered types (``TypeError``
+        names the path of anything else).  ``meta`` is a small tree stored
+        beside it.  ``incremental=True`` writes only the chunks of arrays and
+        large bytes that differ from the previous checkpoint saved by this
+        object, referencing the rest (a full save when there is none yet, or
+        when the chain reached ``full_every``).  Atomic: a crash at any
+        instant leaves the previous checkpoints intact.
+        """
+        enc = codec.encode(state)
+        t = time.time()
+        return self._commit(enc, codec.encode_meta({"time": t, "meta": meta}), t, meta, bool(incremental))
+
+    def save_async(self, state: Any, *, meta: Any = None, incremental: bool = False) -> "concurrent.futures.Future":
+        """Snapshot ``state`` now, write it on a worker thread; returns a Future of CheckpointInfo.
+
+        The snapshot encodes the object tree at once and copies array and
+        mutable bytes buffers (numpy has no copy-on-write), so ``state`` may
+        change as soon as this returns.  The codec releases the GIL while it
+        hashes and writes.  Saves complete in call order.
+        """
+        enc = codec.encode(state, snapshot=True)
+        t = time.time()
+        menc = codec.encode_meta({"time": t, "meta": meta})
+        with self._mutex:
+            self._check_open()
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="faultkit-checkpoint")
+            return self._executor.submit(self._commit, enc, menc, t, meta, bool(incremental))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("Checkpointer is closed")
+
+    def _start_writing(self) -> None:
+        if self._lock is None:
+            self._lock = self.store.lock()
+            self.store.cleanup()
+            ids = self._ids()
+            self._next_id = (ids[-1] + 1) if ids else 1
+
+    def _commit(self, enc, menc, t: float, meta: Any, incremental: bool) -> CheckpointInfo:
+        with self._mutex:
+            self._check_open()
+            self._start_writing()
+            cid = self._next_id
+            base = self._base if incremental and self._since_full + 1 < self.full_every else None
+            out: dict = {}
+
+            def write(f) -> None:
+                try:
+                    fd = f.fileno()
+                except (AttributeError, io.UnsupportedOperation):
+                    fd = None
+                if fd is None:  # a store without file descriptors: whole image in memory, full
+                    f.write(_codec.dumps(enc, menc, id=cid, chunk_size=self.chunk_size))
+                    out.update(size=0, checksum=0, blob_bytes_written=enc.blob_bytes, map=None)
+                    return
+                info, cmap = _codec.write(fd, enc, menc, id=cid, chunk_size=self.chunk_size, base=base)
+                out.update(info)
+                out["map"] = cmap
+
+            size = self.store.put_atomic(self._name(cid), write)
+            self._next_id = cid + 1
+            self._base = out["map"]
+            self._since_full = self._since_full + 1 if base is not None else 0
+            if out["map"] is not None:
+                self._refs[cid] = set(out["map"].ids()) - {cid}
+            checksum = out["checksum"]
+            if not checksum:  # written through a file object: read back the identity
+                checksum = _codec.parse(self.store.get(self._name(cid), mmap=True)).checksum
+            self._apply_retention()
+            return CheckpointInfo(cid, t, size, checksum, base is not None, out["blob_bytes_written"], meta)
+
+    def _refs_of(self, cid: int) -> set:
+        refs = self._refs.get(cid)
+        if refs is None:
+            try:
+                layout = _codec.parse(self.store.get(self._name(cid), mmap=True))
+                refs = {rid for rid, _ in layout.refs}
+            except (CorruptCheckpointError, OSError):
+                refs = set()
+            self._refs[cid] = refs
+        return refs
+
+    def _apply_retention(self) -> None:
+        ids = self._ids()
+        keep = set(ids[-self.retain:])
+        for cid in list(keep):
+            keep |= self._refs_of(cid)
+        for cid in ids:
+            if cid not in keep:
+                self.store.delete(self._name(cid))
+                self._refs.pop(cid, None)
+
+    # ------------------------------------------------------------ loading
+
+    def _load(self, cid: int, *, mmap: bool, verify: Optional[bool]):
+        name = self._name(cid)
+        buf = self.store.get(name, mmap=mmap)
+        if self.max_size is not None and len(buf) > self.max_size:
+            raise CorruptCheckpointError(f"{len(buf)} bytes exceeds max_size={self.max_size}")
+        layout = _codec.parse(buf)
+        if layout.id != cid:
+            raise CorruptCheckpointError(f"file holds checkpoint {layout.id}, not {cid} (swapped or renamed file)")
+        refs = []
+        for rid, rsum in layout.refs:
+            rname = self._name(rid)
+            try:
+                rbuf = self.store.get(rname, mmap=True)
+            except FileNotFoundError:
+                raise CorruptCheckpointError(f"base checkpoint {rname} is missing") from None
+            try:
+                rl = _codec.parse(rbuf)
+            except CorruptCheckpointError as e:
+                raise CorruptCheckpointError(f"base checkpoint {rname} is corrupt: {e}") from None
+            if rl.id != rid or rl.checksum != rsum:
+                raise CorruptCheckpointError(f"base checkpoint {rname} is not the one referenced")
+            refs.append(rbuf)
+        if verify is None:
+            verify = not mmap
+        return _codec.read_state(buf, layout, refs, codec.decode_types(), verify=bool(verify))
+
+    def recover(self, *, mmap: bool = False, verify: Optional[bool] = None) -> Any:
+        """The state of the newest valid checkpoint.
+
+        Corrupt, torn or unreadable checkpoints are skipped with a
+        :class:`CheckpointWarning` naming the file and the reason, falling back
+        to older ones; ``NoCheckpointError`` if none is valid.  ``mmap=True``
+        returns arrays backed by a read-only map of the file (zero-copy; arrays
+        of an incremental checkpoint that span files are assembled in memory).
+        ``verify`` (default ``not mmap``) checks the hash of every array chunk;
+        the framing, table of contents and object tree are always checked, and
+        so are chunks copied from base checkpoints.
+        """
+        skipped = 0
+        for cid in reversed(self._ids()):
+            try:
+                return self._load(cid, mmap=mmap, verify=verify)
+            except FileNotFoundError:
+                continue  # removed by the writer's retention meanwhile
+            except CorruptCheckpointError as e:
+                skipped += 1
+                warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=2)
+        where = getattr(self.store, "path", repr(self.store))
+        raise NoCheckpointError(f"no valid checkpoint in {where}" + (f" ({skipped} corrupt skipped)" if skipped else ""))
+
+    def load(self, id: int, *, mmap: bool = False, verify: Optional[bool] = None) -> Any:
+        """The state of checkpoint ``id``; ``CorruptCheckpointError`` if it is invalid.
+
+        ``NoCheckpointError`` if there is no checkpoint ``id``.
+        """
+        if isinstance(id, bool) or not isinstance(id, int):
+            raise TypeError(f"id must be an int, got {id!r}")
+        try:
+            return self._load(id, mmap=mmap, verify=verify)
+        except FileNotFoundError:
+            raise NoCheckpointError(f"no checkpoint {id} ({self._where(id)})") from None
+
+    def _info(self, cid: int) -> CheckpointInfo:
+        buf = self.store.get(self._name(cid), mmap=True)
+        layout = _codec.parse(buf)
+        if layout.id != cid:
+            raise CorruptCheckpointError(f"file holds checkpoint {layout.id}, not {cid}")
+        m = _codec.read_meta(buf, layout, codec.decode_types())
+        if not isinstance(m, dict) or not isinstance(m.get("time", 0.0), float):
+            raise CorruptCheckpointError("malformed META section")
+        return CheckpointInfo(cid, m.get("time", 0.0), layout.file_size, layout.checksum, layout.incremental, 0,
+                              m.get("meta"))
+
+    def list(self) -> List[CheckpointInfo]:
+        """Checkpoints whose framing and metadata are valid, oldest first (contents not hashed)."""
+        out = []
+        for cid in self._ids():
+            try:
+                out.append(self._info(cid))
+            except (CorruptCheckpointError, FileNotFoundError):
+                pass
+        return out
+
+    def latest(self) -> Optional[CheckpointInfo]:
+        """The newest checkpoint with valid framing and metadata, or None."""
+        for cid in reversed(self._ids()):
+            try:
+                return self._info(cid)
+            except (CorruptCheckpointError, FileNotFoundError):
+                pass
+        return None
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Wait for pending ``save_async`` writes, then release the writer lock."""
+        with self._mutex:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        with self._mutex:
+            self._closed = True
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.release()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

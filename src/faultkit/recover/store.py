@@ -1,0 +1,202 @@
+"""Where checkpoint files live: the ``Store`` interface and ``LocalStore``.
+
+A ``Checkpointer`` talks to its store only through this interface, so a
+remote or in-memory store can replace the local directory.
+"""
+from __future__ import annotations
+
+import abc
+import mmap as _mmap
+import os
+import re
+import secrets
+from typing import BinaryIO, Callable, List, Optional, Union
+
+from faultkit.errors import CheckpointLockedError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX
+    fcntl = None
+
+__all__ = ["Store", "StoreLock", "LocalStore"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-\d+-[0-9a-f]+$")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"bad object name {name!r}: letters, digits, '.', '_', '-' only, not starting with '.'")
+    return name
+
+
+class StoreLock(abc.ABC):
+    """An exclusive writer lock on a store; ``release()`` gives it up."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+
+
+class Store(abc.ABC):
+    """Atomic named objects: ``put_atomic``, ``get``, ``list``, ``delete``, ``lock``."""
+
+    @abc.abstractmethod
+    def put_atomic(self, name: str, write: Callable[[BinaryIO], None]) -> int:
+        """Create or replace object ``name`` with what ``write(file)`` writes.
+
+        All or nothing: until this returns, readers see the old object (or
+        none); after it returns, the new one, durably if the store promises
+        durability.  ``file`` is a binary file open for writing (with a real
+        ``fileno()`` for local stores).  Returns the object's size in bytes.
+        """
+
+    @abc.abstractmethod
+    def get(self, name: str, *, mmap: bool = False):
+        """The bytes of object ``name`` as a buffer (``FileNotFoundError`` if absent).
+
+        ``mmap=True`` may return a read-only memory map instead of a copy.
+        """
+
+    @abc.abstractmethod
+    def list(self) -> List[str]:
+        """Names of the committed objects (no temporary ones), in no order."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove object ``name``; absent objects are ignored."""
+
+    @abc.abstractmethod
+    def lock(self) -> StoreLock:
+        """Take the store's exclusive writer lock or raise ``CheckpointLockedError``."""
+
+    def cleanup(self) -> None:
+        """Remove leftovers of interrupted writes (call only while holding the lock)."""
+
+
+class _FileLock(StoreLock):
+    def __init__(self, fd: int):
+        self._fd: Optional[int] = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.release()
+        except Exception:
+            pass
+
+
+class LocalStore(Store):
+    """Objects as files in one local directory (created if missing).
+
+    ``put_atomic`` writes ``.<name>.tmp-<pid>-<random>`` in the same directory,
+    fsyncs it, renames it over ``<name>`` and fsyncs the directory, so a crash
+    at any instant leaves either the old or the new file (``fsync=False``
+    skips both fsyncs: atomic, but not durable across power loss).  The lock is
+    ``flock`` on ``<dir>/.lock``; the kernel drops it when its process dies.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, fsync: bool = True):
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path:
+            raise TypeError(f"path must be a non-empty str or PathLike, got {path!r}")
+        os.makedirs(path, exist_ok=True)
+        if not os.path.isdir(path):
+            raise ValueError(f"{path!r} is not a directory")
+        self.path = path
+        self.fsync = bool(fsync)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.path!r}, fsync={self.fsync})"
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def put_atomic(self, name: str, write: Callable[[BinaryIO], None]) -> int:
+        _check_name(name)
+        final = os.path.join(self.path, name)
+        tmp = os.path.join(self.path, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            with os.fdopen(fd, "wb", buffering=0, closefd=True) as f:
+                write(f)
+                size = os.fstat(f.fileno()).st_size
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        if self.fsync:
+            self._fsync_dir()
+        return size
+
+    def get(self, name: str, *, mmap: bool = False):
+        _check_name(name)
+        with open(os.path.join(self.path, name), "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            if mmap and size:
+                return _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            buf = bytearray(size)
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            return buf if got == size else buf[:got]
+
+    def list(self) -> List[str]:
+        return [n for n in os.listdir(self.path) if _NAME.match(n)]
+
+    def delete(self, name: str) -> None:
+        _check_name(name)
+        try:
+            os.unlink(os.path.join(self.path, name))
+        except FileNotFoundError:
+            pass
+
+    def lock(self) -> StoreLock:
+        if fcntl is None:  # pragma: no cover
+            raise NotImplementedError("LocalStore locking needs fcntl (POSIX)")
+        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise CheckpointLockedError(
+                f"checkpoint directory {self.path!r} is locked by another writer (pid {holder}); "
+                "one Checkpointer may write to a directory at a time") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return _FileLock(fd)
+
+    def cleanup(self) -> None:
+        for n in os.listdir(self.path):
+            if _TEMP.match(n):
+                try:
+                    os.unlink(os.path.join(self.path, n))
+                except OSError:
+                    pass
