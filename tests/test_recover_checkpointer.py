@@ -1,0 +1,205 @@
+"""Checkpointer: save/recover/list/load, retention, locking, mmap, incremental, async, stores."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import faultkit as fk
+from faultkit.recover import LocalStore, Store
+from recover_util import exact_equal
+
+
+def state_of(n, size=10_000):
+    return {"n": n, "arr": np.full(size, n, dtype="<f8"), "users": [{"id": i, "name": f"u{i}"} for i in range(n % 5)]}
+
+
+def test_recover_on_an_empty_store_raises_no_checkpoint(tmp_path):
+    ck = fk.Checkpointer(tmp_path / "ck")
+    with pytest.raises(fk.NoCheckpointError):
+        ck.recover()
+    assert ck.list() == [] and ck.latest() is None
+    with pytest.raises(fk.NoCheckpointError):
+        ck.load(1)
+
+
+def test_save_recover_list_load(tmp_path):
+    with fk.Checkpointer(tmp_path, retain=3) as ck:
+        infos = [ck.save(state_of(n), meta={"step": n}) for n in range(5)]
+        assert [i.id for i in infos] == [1, 2, 3, 4, 5]
+        assert all(i.size == os.path.getsize(tmp_path / f"ckpt-{i.id:012d}.fkc") for i in infos[2:])
+        exact_equal(state_of(4), ck.recover())
+        listed = ck.list()
+        assert [i.id for i in listed] == [3, 4, 5]  # retention
+        assert [i.meta for i in listed] == [{"step": 2}, {"step": 3}, {"step": 4}]
+        assert listed[-1].checksum == infos[-1].checksum and listed[-1].time == infos[-1].time
+        assert ck.latest() == listed[-1]
+        exact_equal(state_of(2), ck.load(3))
+        with pytest.raises(fk.NoCheckpointError):
+            ck.load(1)
+    # a new Checkpointer on the same directory continues the ids
+    with fk.Checkpointer(tmp_path) as ck2:
+        assert ck2.save(state_of(9)).id == 6
+
+
+def test_arguments_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="retain must be >= 1, got 0"):
+        fk.Checkpointer(tmp_path, retain=0)
+    with pytest.raises(TypeError):
+        fk.Checkpointer(42)
+    with pytest.raises(ValueError, match="chunk_size"):
+        fk.Checkpointer(tmp_path, chunk_size=1000)
+    with pytest.raises(TypeError):
+        fk.Checkpointer(tmp_path).load("1")
+
+
+def test_lock_prevents_a_second_writer(tmp_path):
+    a = fk.Checkpointer(tmp_path)
+    b = fk.Checkpointer(tmp_path)
+    a.save([1])
+    with pytest.raises(fk.CheckpointLockedError, match=f"pid {os.getpid()}"):
+        b.save([2])
+    assert b.recover() == [1]  # readers need no lock
+    a.close()
+    b.save([3])
+    assert a.recover() == [3]
+    b.close()
+
+
+def test_mmap_recover_is_zero_copy_and_read_only(tmp_path):
+    with fk.Checkpointer(tmp_path) as ck:
+        ck.save({"a": np.arange(1 << 16, dtype="<i8"), "b": np.ones((3, 4), dtype=">f4")})
+        out = ck.recover(mmap=True)
+    assert not out["a"].flags.writeable and not out["a"].flags.owndata
+    import mmap
+    base = out["a"]
+    while isinstance(base, np.ndarray):
+        base = base.base
+    base = base.obj if isinstance(base, memoryview) else base
+    assert isinstance(base, mmap.mmap)  # the file's map, no copy
+    assert np.array_equal(out["a"], np.arange(1 << 16)) and out["b"].dtype.str == ">f4"
+
+
+def test_incremental_writes_only_changed_chunks(tmp_path):
+    chunk = 1 << 16
+    with fk.Checkpointer(tmp_path, retain=2, full_every=4, chunk_size=chunk) as ck:
+        a = np.zeros(64 * chunk // 8)
+        blob = bytes(200_000)
+        first = ck.save({"a": a, "blob": blob}, incremental=True)
+        assert not first.incremental and first.written == a.nbytes + len(blob)
+        for step in range(1, 6):
+            a[step * 1000] = step  # one chunk changes
+            info = ck.save({"a": a, "blob": blob}, incremental=True)
+            exact_equal({"a": a, "blob": blob}, ck.recover())
+            exact_equal({"a": a, "blob": blob}, ck.recover(mmap=True))
+            if step % 4 == 0:
+                assert not info.incremental and info.written == a.nbytes + len(blob)
+            else:
+                assert info.incremental and info.written == chunk
+        # retention kept the bases the kept checkpoints reference
+        ids = [i.id for i in ck.list()]
+        for cid in ids:
+            exact_equal(ck.load(cid)["a"].shape, a.shape)
+
+
+def test_incremental_with_a_corrupt_base_falls_back(tmp_path):
+    chunk = 1 << 16
+    with fk.Checkpointer(tmp_path, retain=5, chunk_size=chunk) as ck:
+        a = np.zeros(8 * chunk // 8)
+        ck.save({"a": a.copy()})  # 1: full, the base
+        a[0] = 1
+        ck.save({"a": a.copy()}, incremental=True)  # 2: references 1
+        old = state_of(7)
+    # corrupt a chunk of checkpoint 1 that checkpoint 2 references
+    p = tmp_path / "ckpt-000000000001.fkc"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.warns(fk.CheckpointWarning) as rec:
+        with pytest.raises(fk.NoCheckpointError, match="2 corrupt skipped"):
+            fk.Checkpointer(tmp_path).recover()
+    assert "ckpt-000000000002.fkc" in str(rec[0].message) and "checkpoint 1" in str(rec[0].message)
+    with pytest.raises(fk.CorruptCheckpointError):
+        fk.Checkpointer(tmp_path).load(2)
+    del old
+
+
+def test_save_async_snapshots_and_completes_in_order(tmp_path):
+    with fk.Checkpointer(tmp_path, retain=10) as ck:
+        a = np.arange(100_000, dtype=np.int64)
+        futs = []
+        for n in range(4):
+            a[:] = n
+            futs.append(ck.save_async({"n": n, "a": a, "ba": bytearray([n]) * 100_000}))
+        a[:] = -1  # after the snapshots: must not leak into any checkpoint
+        infos = [f.result() for f in futs]
+        assert [i.id for i in infos] == [1, 2, 3, 4]
+        for n, i in enumerate(infos):
+            out = ck.load(i.id)
+            assert out["n"] == n and (out["a"] == n).all() and out["ba"] == bytearray([n]) * 100_000
+
+
+def test_unsupported_state_leaves_nothing_behind(tmp_path):
+    with fk.Checkpointer(tmp_path) as ck:
+        with pytest.raises(TypeError, match=r"state\['x'\]"):
+            ck.save({"x": object()})
+        assert [n for n in os.listdir(tmp_path) if n != ".lock"] == []
+
+
+class MemoryStore(Store):
+    """A Store with no files at all: the Checkpointer must work through the interface only."""
+
+    class _Lock(fk.recover.StoreLock):
+        def release(self):
+            pass
+
+    def __init__(self):
+        self.objects = {}
+
+    def put_atomic(self, name, write):
+        import io
+        f = io.BytesIO()
+        write(f)
+        self.objects[name] = f.getvalue()
+        return len(self.objects[name])
+
+    def get(self, name, *, mmap=False):
+        try:
+            return self.objects[name]
+        except KeyError:
+            raise FileNotFoundError(name) from None
+
+    def list(self):
+        return list(self.objects)
+
+    def delete(self, name):
+        self.objects.pop(name, None)
+
+    def lock(self):
+        return self._Lock()
+
+
+def test_checkpointer_depends_only_on_the_store_interface():
+    store = MemoryStore()
+    ck = fk.Checkpointer(store, retain=2)
+    for n in range(4):
+        info = ck.save(state_of(n))
+    assert sorted(store.objects) == ["ckpt-000000000003.fkc", "ckpt-000000000004.fkc"]
+    exact_equal(state_of(3), ck.recover())
+    assert ck.latest().checksum == info.checksum
+
+
+def test_local_store_put_atomic_leaves_no_temp_on_failure(tmp_path):
+    store = LocalStore(tmp_path)
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.put_atomic("x", boom)
+    assert os.listdir(tmp_path) == []
+    assert store.put_atomic("x", lambda f: f.write(b"abc")) == 3
+    assert bytes(store.get("x")) == b"abc" and bytes(store.get("x", mmap=True)) == b"abc"
+    with pytest.raises(ValueError):
+        store.put_atomic("../escape", lambda f: None)

@@ -1,0 +1,159 @@
+"""The checkpoint codec: exact round trips, unsupported types, registered types, limits, versions."""
+import collections
+import math
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import faultkit as fk
+from faultkit import _codec
+from faultkit.recover import dumps, loads, register_type, unregister_type
+from recover_util import arrays, exact_equal, float_bits, states
+
+
+@given(states)
+@settings(max_examples=300, deadline=None)
+def test_round_trip_is_exact(state):
+    exact_equal(state, loads(dumps(state)))
+
+
+@given(arrays())
+@settings(max_examples=200, deadline=None)
+def test_arrays_keep_dtype_byte_order_shape_and_bits(a):
+    b = loads(dumps(a))
+    exact_equal(a, b)
+    assert b.flags.c_contiguous
+
+
+@given(float_bits)
+def test_every_float_bit_pattern_survives(x):
+    y = loads(dumps([x]))[0]
+    assert struct.pack("<d", x) == struct.pack("<d", y)
+
+
+def test_specific_values():
+    nan_payload = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000001))[0]  # signalling NaN
+    state = {
+        "neg0": -0.0, "nan": nan_payload, "big": 2**1000 + 1, "neg": -(2**64), "i64min": -(2**63),
+        "surrogate": "a\ud800b", "emoji": "\U0001F600", "empty": {}, (1, "t"): frozenset({b"k"}),
+        "large_bytes": b"\x01" * 200_000, "large_ba": bytearray(b"\x02" * 70_000),
+        "f_order": np.asfortranarray(np.arange(12.0).reshape(3, 4)), "strided": np.arange(20, dtype=">i4")[::3],
+        "scalar0d": np.array(3.5, dtype=">f8"), "empty_arr": np.zeros((0, 5), dtype="<c16"),
+    }
+    out = loads(dumps(state))
+    exact_equal({k: (v.copy(order="C") if isinstance(v, np.ndarray) else v) for k, v in state.items()}, out)
+
+
+def test_dict_order_and_key_types_kept():
+    d = {3: "a", "x": 1, (1, 2): None, 2.5: [], b"k": 0, None: 1, True: 2, frozenset({1}): 3}
+    out = loads(dumps(d))
+    assert list(out.items()) == list(d.items())
+    assert [type(k) for k in out] == [type(k) for k in d]
+
+
+def test_unsupported_type_names_the_path():
+    class Foo:
+        pass
+
+    with pytest.raises(TypeError, match=r"state\['users'\]\[3\]: .*Foo"):
+        dumps({"users": [1, 2, 3, Foo()]})
+    with pytest.raises(TypeError, match=r"state\[0\]\['k'\]\[1\]"):
+        dumps([{"k": (1, object())}])
+    # subclasses of builtins and numpy scalars are not silently coerced
+    with pytest.raises(TypeError, match="OrderedDict"):
+        dumps({"o": collections.OrderedDict()})
+    with pytest.raises(TypeError, match=r"state\['x'\]"):
+        dumps({"x": np.float64(1.0)})
+    with pytest.raises(TypeError, match="dtype kind 'O'"):
+        dumps([np.array([None, 1], dtype=object)])
+
+
+def test_cycles_and_depth_are_refused():
+    a = []
+    a.append(a)
+    with pytest.raises(ValueError, match="nested deeper than 1000"):
+        dumps(a)
+    deep = []
+    for _ in range(990):
+        deep = [deep]
+    out = loads(dumps(deep))
+    for _ in range(990):
+        assert type(out) is list and len(out) == 1
+        out = out[0]
+    assert out == []
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return type(other) is Point and (self.x, self.y) == (other.x, other.y)
+
+
+def test_register_type_round_trips_and_is_the_only_code_run():
+    register_type(Point, lambda p: (p.x, p.y), lambda s: Point(*s), name="test.Point")
+    try:
+        state = {"p": [Point(1, 2.5), Point("a", np.arange(3))]}
+        out = loads(dumps(state))
+        assert out["p"][0] == Point(1, 2.5) and out["p"][1].x == "a"
+        assert np.array_equal(out["p"][1].y, np.arange(3))
+        blob = dumps(state)
+    finally:
+        unregister_type(Point)
+    with pytest.raises(fk.CorruptCheckpointError, match="unknown registered type 'test.Point'"):
+        loads(blob)
+    with pytest.raises(TypeError, match="Point"):
+        dumps(Point(1, 2))
+
+
+def test_register_type_validates():
+    with pytest.raises(TypeError):
+        register_type("notaclass", str, str)
+    with pytest.raises(ValueError, match="natively"):
+        register_type(dict, dict, dict)
+    with pytest.raises(TypeError):
+        register_type(Point, 1, 2)
+    with pytest.raises(TypeError):
+        register_type(Point, str, str, name="")
+
+
+def test_newer_major_version_is_rejected_clearly():
+    blob = bytearray(dumps([1]))
+    blob[8:10] = (2).to_bytes(2, "little")
+    with pytest.raises(fk.CorruptCheckpointError, match=r"version 2\.0 is newer than this reader \(1\.0\)"):
+        loads(bytes(blob))
+
+
+def test_layout_fields():
+    blob = dumps({"a": np.arange(100_000)}, meta={"m": 1})
+    lay = _codec.parse(blob)
+    assert lay.version == (1, 0) and lay.file_size == len(blob) and lay.blob_count == 1
+    assert lay.refs == () and not lay.incremental
+    assert _codec.read_meta(blob, lay, None) == {"meta": {"m": 1}}
+
+
+def test_arrays_are_64_byte_aligned_and_views_of_the_buffer():
+    blob = bytearray(dumps({"a": np.arange(1000, dtype="<f8"), "b": np.ones(7, dtype="<i2")}))
+    out = loads(blob)
+    for a in out.values():
+        offset = a.__array_interface__["data"][0] - np.frombuffer(blob, np.uint8).__array_interface__["data"][0]
+        assert offset % 64 == 0
+    assert out["a"].flags.writeable  # a writable buffer gives writable arrays
+    assert not loads(bytes(blob))["a"].flags.writeable
+
+
+def test_max_size():
+    blob = dumps(list(range(100)))
+    with pytest.raises(fk.CorruptCheckpointError, match="max_size"):
+        loads(blob, max_size=10)
+    assert loads(blob, max_size=len(blob)) == list(range(100))
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x00" * 200, b"not a checkpoint" * 10])
+def test_garbage_is_a_clean_error(bad):
+    with pytest.raises(fk.CorruptCheckpointError):
+        loads(bad)
