@@ -240,3 +240,75 @@ def test_movement_on_add_near_ideal(cls):
     moved = before != b.get_many(h)
     bound = 1.2 if cls is fk.Rendezvous else 2.0
     assert moved.mean() <= bound / 101
+
+
+# -- bounded loads and diagnostics --------------------------------------------
+
+@pytest.mark.parametrize("factor", [1.25, 1.05, 2.0])
+def test_bounded_load_never_above_its_bound(factor):
+    ring = fk.HashRing(NODES[:20], vnodes=10)  # few points: skewed, so the bound bites
+    bl = fk.BoundedLoad(ring, factor=factor)
+    held = []
+    rng = np.random.default_rng(1)
+    for i in range(6000):
+        node = bl.acquire(f"k{i}")
+        held.append(node)
+        cap = math.ceil(factor * bl.total / 20)
+        assert bl.load(node) <= cap
+        if i % 500 == 499:
+            assert max(bl.loads().values()) <= cap
+            for j in sorted(rng.choice(len(held), 200, replace=False), reverse=True):
+                bl.release(held.pop(j))
+    assert sum(bl.loads().values()) == bl.total == len(held)
+
+
+def test_bounded_load_prefers_the_consistent_node():
+    ring = fk.HashRing(NODES[:10])
+    bl = fk.BoundedLoad(ring)
+    keys = [f"user:{i}" for i in range(200)]
+    assert bl.acquire(keys[0]) == ring.get(keys[0])  # an empty table has room everywhere
+    # With room everywhere (a huge factor), every key gets its ring node.
+    roomy = fk.BoundedLoad(ring, factor=1000.0)
+    assert [roomy.acquire(k) for k in keys] == [ring.get(k) for k in keys]
+
+
+def test_bounded_load_skips_down_nodes_and_rendezvous():
+    r = fk.Rendezvous(NODES[:8])
+    r.mark_down("node-0")
+    bl = fk.BoundedLoad(r, factor=1.1)
+    got = [bl.acquire(i) for i in range(800)]
+    assert "node-0" not in got
+    assert max(bl.loads().values()) <= math.ceil(1.1 * 800 / 7)
+    r.set_alive(np.zeros(8, dtype=bool))
+    with pytest.raises(fk.NoLiveNodeError):
+        bl.acquire("k")
+
+
+def test_bounded_load_bad_input():
+    ring = fk.HashRing(NODES[:3])
+    for bad in (1.0, 0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="factor"):
+            fk.BoundedLoad(ring, factor=bad)
+    with pytest.raises(TypeError, match="factor"):
+        fk.BoundedLoad(ring, factor="2")
+    with pytest.raises(TypeError, match="get_n"):
+        fk.BoundedLoad(fk.Maglev(NODES[:3]))
+    bl = fk.BoundedLoad(ring)
+    with pytest.raises(KeyError, match="node-1"):
+        bl.release("node-1")
+
+
+def test_moved_fraction():
+    a = fk.HashRing(NODES[:50])
+    b = fk.HashRing(NODES[:50])
+    h = sample_hashes(100_000)
+    assert fk.moved_fraction(a, b, h) == 0.0
+    b.add("new")
+    moved = fk.moved_fraction(a, b, h)
+    assert moved == pytest.approx(b.distribution()["new"], abs=0.004)
+    b.remove("node-0")
+    b.remove("new")
+    assert fk.moved_fraction(a, b, h) == pytest.approx(a.distribution()["node-0"], abs=0.004)
+    assert fk.moved_fraction(a, b, []) == 0.0
+    # the same ring under another seed moves almost every key
+    assert fk.moved_fraction(a, fk.HashRing(NODES[:50], seed=1), h) > 0.9

@@ -9,7 +9,7 @@ from faultkit._hash import hash64, hash64_many
 from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 
 # Balance
-from faultkit.ring import HashRing, Maglev, Rendezvous, jump_hash
+from faultkit.ring import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker
@@ -54,6 +54,8 @@ __all__ = [
     "Rendezvous",
     "Maglev",
     "jump_hash",
+    "BoundedLoad",
+    "moved_fraction",
     # contain
     "CircuitBreaker",
     "Bulkhead",
