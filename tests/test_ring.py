@@ -62,6 +62,8 @@ def test_many_hashes_against_reference_on_a_large_ring():
     ref = RefRing(nodes)
     points = np.array(ref.points, dtype=np.uint64)
     owners = np.array(ref.owners, dtype=np.int32)
+    got_points, got_owners = ring.points()
+    assert (got_points == points).all() and (got_owners == owners).all()
     h = np.concatenate([sample_hashes(200_000), points, points + np.uint64(1), points - np.uint64(1)])
     expect = owners[np.searchsorted(points, h, side="left") % len(points)]
     assert (ring.get_many(h) == expect).all()

@@ -22,22 +22,26 @@ void RingTable::finish() {
     bits_ = 1;
     while (bits_ < kMaxIndexBits && (uint64_t{1} << bits_) < 2 * uint64_t{size_}) ++bits_;
     shift_ = 64 - bits_;
-    const uint64_t buckets = uint64_t{1} << bits_;
-    index_.assign(buckets + 1, 0);
-    uint32_t i = 0;
+    const uint32_t buckets = uint32_t{1} << bits_;
+    index_.resize(size_t{buckets} + 1);
+    // One pass over the points: bucket b starts at the first point whose top
+    // bits are >= b.
+    uint32_t b = 0, prev_start = 0;
     scan_ = 0;
-    for (uint64_t b = 0; b < buckets; ++b) {
-        index_[b] = i;
-        const uint32_t start = i;
-        while (i < size_ && (points_[i] >> shift_) == b) ++i;
-        scan_ = std::max(scan_, i - start);
+    for (uint32_t i = 0; i < size_; ++i) {
+        const uint32_t pb = static_cast<uint32_t>(points_[i] >> shift_);
+        while (b <= pb) {
+            if (b) scan_ = std::max(scan_, i - prev_start);
+            prev_start = i;
+            index_[b++] = i;
+        }
     }
-    index_[buckets] = size_;
-    // Padding: the scan reads up to scan_ points past a bucket start (which
-    // is at most size_), and a position of size_ wraps to owner 0.
-    const uint32_t pad = std::max<uint32_t>(scan_, 1);
-    points_.resize(size_ + pad, kTop);
-    owners_.resize(size_ + pad, size_ ? owners_[0] : 0);
+    scan_ = std::max(scan_, size_ - prev_start);
+    while (b <= buckets) index_[b++] = size_;
+    // One sentinel: position() reads the point at a bucket's start, which
+    // can be size_ (the end), and a position of size_ wraps to owner 0.
+    points_.push_back(kTop);
+    owners_.push_back(size_ ? owners_[0] : 0);
 }
 
 uint32_t RingTable::bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept {
@@ -115,7 +119,6 @@ void RingTable::distribution(const uint8_t* alive, int32_t n_nodes, double* out)
 void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                       int32_t owner, std::vector<RingPoint>& out) {
     const uint64_t node_seed = xxh3_64(name, name_len, seed);
-    out.reserve(out.size() + count);
     for (uint32_t j = 0; j < count; ++j) out.push_back({xxh3_64_u64(j, node_seed), owner});
 }
 
@@ -124,7 +127,6 @@ void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes,
     std::string buf(name, name_len);
     buf.push_back('-');
     const size_t prefix = buf.size();
-    out.reserve(out.size() + size_t{hashes} * 4);
     uint8_t d[16];
     for (uint32_t k = 0; k < hashes; ++k) {
         buf.resize(prefix);
@@ -139,19 +141,51 @@ void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes,
 }
 
 void ring_sort(std::vector<RingPoint>& pts, bool high_owner_first) {
-    if (high_owner_first)
-        std::sort(pts.begin(), pts.end(), [](const RingPoint& a, const RingPoint& b) {
-            return a.point < b.point || (a.point == b.point && a.owner > b.owner);
-        });
-    else
-        std::sort(pts.begin(), pts.end(), [](const RingPoint& a, const RingPoint& b) {
-            return a.point < b.point || (a.point == b.point && a.owner < b.owner);
-        });
+    const auto less = [high_owner_first](const RingPoint& a, const RingPoint& b) {
+        return a.point < b.point ||
+               (a.point == b.point && (high_owner_first ? a.owner > b.owner : a.owner < b.owner));
+    };
+    const size_t n = pts.size();
+    if (n < 4096) {
+        std::sort(pts.begin(), pts.end(), less);
+        return;
+    }
+    // Points are hash values, spread evenly: one stable counting pass on the
+    // top 16 bits leaves buckets of a few points, each finished by insertion
+    // sort (std::sort for a rare crowded bucket).
+    constexpr int kBits = 16;
+    std::vector<uint32_t> start((size_t{1} << kBits) + 1, 0);
+    for (const RingPoint& p : pts) ++start[(p.point >> (64 - kBits)) + 1];
+    for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+    std::vector<RingPoint> out(n);
+    {
+        std::vector<uint32_t> fill(start.begin(), start.end() - 1);
+        for (const RingPoint& p : pts) out[fill[p.point >> (64 - kBits)]++] = p;
+    }
+    for (size_t b = 0; b + 1 < start.size(); ++b) {
+        RingPoint* lo = out.data() + start[b];
+        RingPoint* hi = out.data() + start[b + 1];
+        if (hi - lo > 32) {
+            std::sort(lo, hi, less);
+            continue;
+        }
+        for (RingPoint* i = lo + 1; i < hi; ++i) {
+            const RingPoint v = *i;
+            RingPoint* j = i;
+            for (; j > lo && less(v, j[-1]); --j) *j = j[-1];
+            *j = v;
+        }
+    }
+    pts.swap(out);
 }
 
 RingTable* ring_from_sorted(const std::vector<RingPoint>& pts) {
-    std::vector<uint64_t> points(pts.size());
-    std::vector<int32_t> owners(pts.size());
+    std::vector<uint64_t> points;
+    std::vector<int32_t> owners;
+    points.reserve(pts.size() + 1);  // + the sentinel finish() appends
+    owners.reserve(pts.size() + 1);
+    points.resize(pts.size());
+    owners.resize(pts.size());
     for (size_t i = 0; i < pts.size(); ++i) {
         points[i] = pts[i].point;
         owners[i] = pts[i].owner;
@@ -163,8 +197,12 @@ RingTable* ring_merge(const RingTable& old, const std::vector<RingPoint>& added,
                       bool high_owner_first) {
     const uint32_t n_old = old.size();
     const size_t total = n_old + added.size();
-    std::vector<uint64_t> points(total);
-    std::vector<int32_t> owners(total);
+    std::vector<uint64_t> points;
+    std::vector<int32_t> owners;
+    points.reserve(total + 1);  // + the sentinel finish() appends
+    owners.reserve(total + 1);
+    points.resize(total);
+    owners.resize(total);
     const uint64_t* op = old.points();
     const int32_t* oo = old.owners();
     size_t i = 0, j = 0, k = 0;
@@ -195,8 +233,8 @@ RingTable* ring_remap(const RingTable& old, const int32_t* remap, int32_t n_node
     const int32_t* oo = old.owners();
     std::vector<uint64_t> points;
     std::vector<int32_t> owners;
-    points.reserve(n_old);
-    owners.reserve(n_old);
+    points.reserve(n_old + 1);  // + the sentinel finish() appends
+    owners.reserve(n_old + 1);
     for (uint32_t i = 0; i < n_old; ++i) {
         const int32_t o = oo[i];
         if (o < 0 || o >= n_nodes) return nullptr;

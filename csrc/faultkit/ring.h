@@ -60,8 +60,8 @@ public:
         // Most buckets hold 0 or 1 point (a bucket holds half a point on
         // average): one compare decides.  p[0] is the bucket's first point
         // or, in an empty bucket, a later one (>= the next bucket's start > h;
-        // the array is padded with UINT64_MAX past the end), so the compare
-        // is right either way.
+        // past the end it is the UINT64_MAX sentinel), so the compare is
+        // right either way.
         if (count <= 1) return lo + (p[0] < h);
         if (count <= kMaxScan) {
             uint32_t n = 0;
@@ -112,8 +112,8 @@ private:
     uint32_t bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept;
     void finish();
 
-    std::vector<uint64_t> points_;   // size_ points, then padding of UINT64_MAX
-    std::vector<int32_t> owners_;    // size_ owners, then copies of owners_[0]
+    std::vector<uint64_t> points_;   // size_ points, then one UINT64_MAX
+    std::vector<int32_t> owners_;    // size_ owners, then a copy of owners_[0]
     std::vector<uint32_t> index_;    // 2^bits_ + 1 bucket starts
     uint32_t size_ = 0;
     int bits_ = 1;

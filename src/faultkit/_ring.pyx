@@ -512,6 +512,7 @@ cdef class HashRing(_Balancer):
             counts.append(count)
         if base + len(nodes) > (1 << 30):
             raise ValueError("more than 2**30 nodes")
+        pts.reserve(<size_t>(total - self._table.get().size()))
         for i in range(len(nodes)):
             data = _node_bytes(nodes[i], &size)
             ring_node_points(data, <size_t>size, self._seed, <uint32_t>counts[i],
@@ -536,6 +537,7 @@ cdef class HashRing(_Balancer):
         cdef const char* data
         if len(nodes) > (1 << 30) or sum(counts) * 4 > MAX_POINTS:
             raise ValueError(f"a ketama ring of {len(nodes)} nodes exceeds {MAX_POINTS} points")
+        pts.reserve(<size_t>(4 * sum(counts)))
         for i in range(len(nodes)):
             data = _node_bytes(nodes[i], &size)
             ring_ketama_node_points(data, <size_t>size, <uint32_t>counts[i], <int32_t>i, pts)
@@ -630,6 +632,22 @@ cdef class HashRing(_Balancer):
     def compat(self):
         """``None`` for an XXH3 ring, else the ketama flavour: ``"libketama"`` or ``"uhashring"``."""
         return (None, "libketama", "uhashring")[self._mode]
+
+    def points(self):
+        """Copies of the ring: ``(points, owners)``, the sorted ``uint64``
+        points (ketama: the 32-bit point << 32) and the ``int32`` index into
+        :attr:`nodes` of each point's node."""
+        cdef RingTable* t = self._table.get()
+        cdef uint32_t n = t.size()
+        pts = np.empty(n, dtype=np.uint64)
+        own = np.empty(n, dtype=np.int32)
+        cdef uint64_t[::1] p = pts
+        cdef int32_t[::1] o = own
+        cdef uint32_t i
+        for i in range(n):
+            p[i] = t.points()[i]
+            o[i] = t.owners()[i]
+        return pts, own
 
     @property
     def num_points(self):
