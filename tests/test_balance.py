@@ -312,3 +312,15 @@ def test_moved_fraction():
     assert fk.moved_fraction(a, b, []) == 0.0
     # the same ring under another seed moves almost every key
     assert fk.moved_fraction(a, fk.HashRing(NODES[:50], seed=1), h) > 0.9
+
+
+def test_readme_balance_example_runs():
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("needs the source checkout")
+    section = readme.read_text().split("### Balance", 1)[1]
+    code = re.search(r"```python\n(.*?)\n```", section, re.S).group(1)
+    exec(compile(code, "README.md (Balance)", "exec"), {})

@@ -32,6 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"({dt / max(len(keys), 1) * 1e9:.0f} ns a key); "
         f"{len(set(hashes.tolist())):,} distinct values")
     _demo_detect(args)
+    _demo_balance(args)
     return 0
 
 
@@ -75,6 +76,50 @@ def _demo_detect(args: argparse.Namespace) -> None:
     out(f"  {n:,} components: heartbeat_many {(t1 - t0) * 1e3:.1f} ms, "
         f"scan with nothing expiring {(t2 - t1) * 1e6:.0f} us ({len(events)} events), "
         f"{big.memory_bytes() / n:.0f} bytes a component")
+
+
+def _demo_balance(args: argparse.Namespace) -> None:
+    """Balance: a ring's lookups, failover without a rebuild, and the other balancers."""
+    import numpy as np
+
+    out = print
+    out("\nbalance (consistent hashing; every balancer routes around down nodes)")
+    nodes = [f"cache-{i}" for i in range(100)]
+    ring = fk.HashRing(nodes)
+    out(f"  HashRing: {len(ring)} nodes x {ring.vnodes} vnodes = {ring.num_points:,} XXH3 points; "
+        f"get('user:42') -> {ring.get('user:42')}, get_n('user:42', 3) -> {ring.get_n('user:42', 3)}")
+    keys = [f"session-{i:08d}" for i in range(args.keys)]
+    t0 = time.perf_counter()
+    owners = ring.get_many(keys)
+    dt = time.perf_counter() - t0
+    load = np.bincount(owners, minlength=len(ring))
+    out(f"  get_many over {len(keys):,} keys: {dt * 1e3:.1f} ms "
+        f"({dt / max(len(keys), 1) * 1e9:.0f} ns a key); max/mean load {load.max() / load.mean():.3f}")
+    ring.mark_down("cache-7")
+    after = ring.get_many(keys)
+    moved = owners != after
+    out(f"  mark_down('cache-7'): {moved.mean():.2%} of keys moved, all of them cache-7's: "
+        f"{bool((owners[moved] == 7).all())}")
+    ring.mark_up("cache-7")
+    out(f"  mark_up('cache-7'): every key back where it was: {bool((ring.get_many(keys) == owners).all())}")
+    bigger = fk.HashRing(nodes + ["cache-100"])
+    sample = keys[:100_000]
+    out(f"  add a 101st node: {fk.moved_fraction(ring, bigger, sample):.2%} of keys move "
+        f"(ideal 1/101 = {1 / 101:.2%})")
+    maglev = fk.Maglev(nodes)
+    share = np.array(list(maglev.distribution().values()))
+    out(f"  Maglev (table 65537): max/mean share {share.max() / share.mean():.4f}; "
+        f"Rendezvous weighted 1:2:1 -> "
+        f"{fk.Rendezvous(['a', 'b', 'c'], [1.0, 2.0, 1.0]).distribution()}")
+    out(f"  jump_hash(2**40, 100) = {fk.jump_hash(2**40, 100)}; "
+        f"ketama ring of 2 memcached servers sends 'foo' to "
+        f"{fk.HashRing.ketama(['10.0.0.1:11211', '10.0.0.2:11211']).get('foo')}")
+    bounded = fk.BoundedLoad(fk.HashRing(nodes[:10], vnodes=8), factor=1.25)
+    for i in range(10_000):
+        bounded.acquire(f"req-{i}")
+    peak = max(bounded.loads().values())
+    out(f"  BoundedLoad(factor=1.25) over a skewed 10-node ring: 10,000 requests, "
+        f"peak load {peak} <= ceil(1.25 x 1,000) = 1,250")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
