@@ -168,6 +168,9 @@ def test_many_components_scan_finds_exactly_the_expired():
     assert all(e.at == times[e.name] + 10.0 for e in evs)
     assert det.scan(now) == []
     assert (det.alive_mask() == (times + 10.0 > now)).all()
+    sus, dead = det.deadlines_all()
+    assert (dead == times + 10.0).all() and (sus == dead).all()
+    assert det.deadlines(17) == (sus[17], dead[17])
 
 
 def test_heartbeat_many_repeats_apply_in_order_and_stale_ones_are_ignored():

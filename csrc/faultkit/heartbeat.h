@@ -314,6 +314,15 @@ public:
         return cfg_.mode == HB_TIMEOUT ? last_[i] + cfg_.timeout : last_[i] + off_[i].b;
     }
 
+    // Both deadlines of every slot (inf for removed or never-heard ids).
+    void deadlines_all(double* suspect, double* dead) const noexcept {
+        const size_t n = state_.size();
+        for (size_t i = 0; i < n; ++i) {
+            suspect[i] = suspect_deadline(static_cast<int64_t>(i));
+            dead[i] = dead_deadline(static_cast<int64_t>(i));
+        }
+    }
+
     // Bytes held, capacity included (the windows' heap blocks counted by their
     // capacity; allocator overhead not included).
     size_t memory_bytes() const noexcept {

@@ -53,6 +53,7 @@ cdef extern from "faultkit/heartbeat.h" namespace "faultkit" nogil:
         void alive_mask(uint8_t* out) noexcept
         double suspect_deadline(int64_t id) noexcept
         double dead_deadline(int64_t id) noexcept
+        void deadlines_all(double* suspect, double* dead) noexcept
         size_t memory_bytes() noexcept
         double crossing_y_dead() noexcept
         double crossing_y_suspect() noexcept

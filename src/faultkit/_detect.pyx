@@ -284,6 +284,24 @@ cdef class HeartbeatTable:
         _need(self.t, id)
         return self.t.suspect_deadline(id), self.t.dead_deadline(id)
 
+    def deadlines_all(self):
+        """(suspect, dead) crossing-time arrays over id slots; inf where none."""
+        cdef double[::1] a, b
+        n = self.t.slots()
+        sus = np.empty(n, dtype=np.float64)
+        dead = np.empty(n, dtype=np.float64)
+        if n:
+            a = sus
+            b = dead
+            _free(self.busy)
+            self.busy = 1
+            try:
+                with nogil:
+                    self.t.deadlines_all(&a[0], &b[0])
+            finally:
+                self.busy = 0
+        return sus, dead
+
     def memory_bytes(self):
         return self.t.memory_bytes()
 

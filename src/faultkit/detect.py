@@ -227,6 +227,10 @@ class _Detector:
         """(suspect, dead) crossing times of ``name`` after its last heartbeat (inf before the first)."""
         return self._table.deadlines(self.id(name))
 
+    def deadlines_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """(suspect, dead) crossing-time arrays indexed by id (inf for removed or unheard ids)."""
+        return self._table.deadlines_all()
+
     def last_heartbeat(self, name: Hashable) -> Optional[float]:
         """Time of ``name``'s last heartbeat, or None before the first."""
         i = self.id(name)
