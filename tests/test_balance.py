@@ -41,6 +41,8 @@ def test_jump_array_matches_package(n):
     assert got.tolist() == [jump.hash(k, n) for k in keys.tolist()]
     assert (fk.jump_hash(keys.view(np.int64), n) == got).all()
     assert fk.jump_hash(np.zeros(0, dtype=np.uint64), n).shape == (0,)
+    for m in range(1, 20):  # lanes of 8 keys, then a scalar tail
+        assert fk.jump_hash(keys[:m], n).tolist() == got[:m].tolist()
 
 
 def test_jump_str_keys_hash_first():
