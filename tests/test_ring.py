@@ -196,12 +196,16 @@ def test_distribution_matches_the_keys():
 
 def test_balance_100_nodes_1m_keys():
     # 160 independent points per node give each node's share a coefficient of
-    # variation of 1/sqrt(160) ~ 7.9%, so max/mean over 100 nodes is ~1.2.
+    # variation of 1/sqrt(160) ~ 7.9%, so max/mean over 100 nodes is ~1.2 but
+    # depends on the names and seed: this ring (seed 1) has 1.16; over random
+    # seeds the median is ~1.21 and about one ring in six exceeds 1.25.
     ring = fk.HashRing(NODES100, seed=1)
     keys = [f"{v:016x}" for v in np.random.default_rng(5).integers(0, 2**63, 1_000_000).tolist()]
     load = np.bincount(ring.get_many(keys), minlength=100)
     assert load.sum() == 1_000_000
     assert load.max() / load.mean() <= 1.25
+    spread = [max(fk.HashRing(NODES100, seed=s).distribution().values()) * 100 for s in range(20)]
+    assert np.median(spread) <= 1.25 and max(spread) <= 1.4
 
 
 def test_concurrent_lookups_see_old_or_new_ring():
