@@ -23,7 +23,7 @@ def sample_hashes(n, seed=0):
 # -- jump ------------------------------------------------------------------
 
 @given(u64, buckets)
-@settings(max_examples=1000)
+@settings(max_examples=300)
 def test_jump_matches_package(key, n):
     assert fk.jump_hash(key, n) == jump.hash(key, n)
 
