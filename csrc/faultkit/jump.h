@@ -46,9 +46,11 @@ inline void jump_hash_many(const uint64_t* keys, size_t count, int32_t num_bucke
                 const bool on = j[l] < num_buckets;
                 const int64_t nb = on ? j[l] : b[l];
                 const uint64_t nk = key[l] * 2862933555777941757ULL + 1;
-                const int64_t nj = static_cast<int64_t>(
-                    (nb + 1) * (static_cast<double>(1LL << 31) /
-                                static_cast<double>((nk >> 33) + 1)));
+                // (nk >> 33) + 1 <= 2^31: converting it as signed is exact
+                // and avoids the compiler's unsigned-to-double sequence.
+                const double x = static_cast<double>(static_cast<int64_t>(nk >> 33) + 1);
+                const int64_t nj =
+                    static_cast<int64_t>(static_cast<double>(nb + 1) * (2147483648.0 / x));
                 b[l] = nb;
                 key[l] = on ? nk : key[l];
                 j[l] = on ? nj : j[l];
