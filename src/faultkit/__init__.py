@@ -12,7 +12,7 @@ from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 from faultkit.ring import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
 
 # Contain
-from faultkit.contain import Bulkhead, CircuitBreaker
+from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -57,6 +57,8 @@ __all__ = [
     "BoundedLoad",
     "moved_fraction",
     # contain
+    "FailureDomains",
+    "IsolationPolicy",
     "CircuitBreaker",
     "Bulkhead",
     # errors

@@ -1,9 +1,16 @@
 """Contain: keep a fault inside its failure domain.
 
+- :mod:`~faultkit.contain.domains`: :class:`FailureDomains`, the domain tree;
+  isolation reaching attached balancers; placement of replicas across domains.
+- :mod:`~faultkit.contain.policy`: :class:`IsolationPolicy`, isolate a domain
+  on correlated failures, restore it, refuse past a cap.
 - :mod:`~faultkit.contain.breaker`: :class:`CircuitBreaker`, fail fast on a failing dependency.
 - :mod:`~faultkit.contain.bulkhead`: :class:`Bulkhead`, cap the calls in flight into one dependency.
 """
 from faultkit.contain.breaker import CircuitBreaker
 from faultkit.contain.bulkhead import Bulkhead
+from faultkit.contain.domains import BlastRadius, FailureDomains
+from faultkit.contain.policy import Decision, IsolationPolicy
 
-__all__ = ["CircuitBreaker", "Bulkhead"]
+__all__ = ["FailureDomains", "BlastRadius", "IsolationPolicy", "Decision",
+           "CircuitBreaker", "Bulkhead"]

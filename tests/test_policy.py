@@ -1,0 +1,149 @@
+"""IsolationPolicy driven by a real detector's events on replayed times."""
+import pytest
+
+import faultkit as fk
+from faultkit.contain import FailureDomains, IsolationPolicy
+from faultkit.detect import Event, TimeoutDetector
+
+
+def fleet(racks=4, hosts=4):
+    d = FailureDomains()
+    for r in range(racks):
+        for h in range(hosts):
+            d.assign(f"r{r}h{h}", f"eu/az0/r{r}/h{h}")
+    return d
+
+
+class Clock:
+    def __init__(self, t=0.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def monitored(d, timeout=5.0):
+    det = TimeoutDetector(timeout=timeout)
+    for s in d.services:
+        det.add(s)
+        det.heartbeat(s, now=0.0)
+    return det
+
+
+def beat(det, services, now):
+    for s in services:
+        det.heartbeat(s, now=now)
+
+
+def test_correlated_failures_isolate_the_rack_and_recovery_restores_it():
+    d = fleet()
+    ring = fk.HashRing(d.services)
+    d.attach(ring)
+    det = monitored(d)
+    clock = Clock()
+    policy = IsolationPolicy(d, level="rack", min_failed=2, window=10.0, hold=20.0, clock=clock)
+    policy.watch(det)
+    everyone = d.services
+    rack1 = d.members("eu/az0/r1")
+    # r1h0 goes silent at 0; r1h1 at 3: dead at 5 and 8, 3 s apart.
+    beat(det, [s for s in everyone if s != "r1h0"], 3.0)
+    assert det.scan(now=6.0)[0].name == "r1h0"
+    assert d.isolated == []  # one failure is not correlated
+    beat(det, [s for s in everyone if s not in ("r1h0", "r1h1")], 6.0)
+    det.scan(now=9.0)
+    assert d.isolated == ["eu/az0/r1"]
+    assert [x.action for x in policy.decisions] == ["isolate"]
+    assert not any(ring.is_up(s) for s in rack1)  # the healthy rest of r1 too
+    assert ring.alive_mask().sum() == 12
+    # Both recover at 12; the rack must stay healthy for hold=20 s.
+    beat(det, everyone, 12.0)
+    det.scan(now=12.0)
+    assert d.isolated == ["eu/az0/r1"]
+    assert policy.tick(31.9) == []
+    restored = policy.tick(32.0)
+    assert [x.action for x in restored] == ["restore"] and sorted(restored[0].services) == rack1
+    assert d.isolated == [] and ring.alive_mask().all()
+
+
+def test_failures_further_apart_than_the_window_do_not_isolate():
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0)
+    policy.on_event(Event("r0h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r0h1", "alive", "dead", 110.5))
+    assert d.isolated == []
+    # Out of time order across services: a failure at 101 pairs with 100.
+    policy.on_event(Event("r0h2", "alive", "suspect", 101.0))
+    assert d.isolated == ["eu/az0/r0"]
+    decision = policy.decisions[-1]
+    assert decision.action == "isolate" and "r0h0" in decision.reason and "r0h2" in decision.reason
+
+
+def test_a_new_failure_restarts_the_hold():
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=5.0, hold=10.0)
+    for s in ("r2h0", "r2h1"):
+        policy.on_event(Event(s, "alive", "dead", 0.0))
+    for s in ("r2h0", "r2h1"):
+        policy.on_event(Event(s, "dead", "alive", 1.0))
+    policy.on_event(Event("r2h3", "alive", "suspect", 8.0))
+    assert policy.tick(11.0) == [] and d.isolated == ["eu/az0/r2"]
+    policy.on_event(Event("r2h3", "suspect", "alive", 12.0))
+    assert policy.tick(21.9) == []
+    assert [x.action for x in policy.tick(22.0)] == ["restore"]
+
+
+def test_restore_share_below_one():
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=3, window=5.0, hold=0.0, restore_share=0.75)
+    for s in ("r3h0", "r3h1", "r3h2"):
+        policy.on_event(Event(s, "alive", "dead", 0.0))
+    assert d.isolated == ["eu/az0/r3"]
+    policy.on_event(Event("r3h0", "dead", "alive", 1.0))  # 2 of 4 healthy
+    assert d.isolated == ["eu/az0/r3"]
+    made = policy.on_event(Event("r3h1", "dead", "alive", 2.0))  # 3 of 4: restore at once
+    assert [x.action for x in made] == ["restore"] and d.isolated == []
+
+
+def test_cap_refuses_and_reports_past_max_isolated_fraction():
+    d = fleet(racks=4)
+    seen = []
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, max_isolated_fraction=0.5)
+    policy.add_listener(seen.append)
+    for r in range(4):  # every rack fails: the monitor is probably the one cut off
+        for h in range(2):
+            policy.on_event(Event(f"r{r}h{h}", "alive", "dead", 1.0 + r))
+    assert d.isolated == ["eu/az0/r0", "eu/az0/r1"]  # 50%: at the cap, not over it
+    assert d.isolated_fraction() == 0.5
+    refusals = policy.refusals
+    assert {x.domain for x in refusals} == {"eu/az0/r2", "eu/az0/r3"}
+    assert "over max_isolated_fraction=0.5" in refusals[0].reason
+    assert seen == policy.decisions
+    with pytest.raises(fk.IsolationRefusedError, match="75% of services"):
+        policy.isolate("eu/az0/r2", now=5.0)
+    assert d.isolated == ["eu/az0/r0", "eu/az0/r1"]
+
+
+def test_manual_isolation_and_unknown_services():
+    d = fleet()
+    policy = IsolationPolicy(d, hold=5.0, clock=Clock(100.0))
+    assert policy.on_event(Event("not-in-domains", "alive", "dead", 0.0)) == []
+    assert sorted(policy.isolate("eu/az0/r0")) == ["r0h0", "r0h1", "r0h2", "r0h3"]
+    assert policy.isolated == ["eu/az0/r0"]
+    assert [x.action for x in policy.tick(105.0)] == ["restore"]
+    with pytest.raises(KeyError):
+        policy.isolate("eu/az9")
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"level": "shelf"}, ValueError), ({"min_failed": 0}, ValueError),
+    ({"min_failed": 1.5}, TypeError), ({"window": -1}, ValueError),
+    ({"window": float("inf")}, ValueError), ({"restore_share": 0}, ValueError),
+    ({"restore_share": 1.1}, ValueError), ({"hold": -1}, ValueError),
+    ({"max_isolated_fraction": 0}, ValueError), ({"max_isolated_fraction": 2}, ValueError),
+    ({"max_isolated_fraction": "half"}, TypeError), ({"clock": None}, TypeError),
+])
+def test_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        IsolationPolicy(fleet(), **kwargs)
+    with pytest.raises(TypeError):
+        IsolationPolicy("domains")
