@@ -207,7 +207,7 @@ class FailureDomains:
         domain = self._domain(domain)
         if domain in self._isolated:
             return []
-        newly = [s for s in self._members[domain] if not self.is_isolated(s)]
+        newly = self._not_covered(domain)
         self._isolated.add(domain)
         self._route(newly, up=False)
         return newly
@@ -222,9 +222,29 @@ class FailureDomains:
         if domain not in self._isolated:
             return []
         self._isolated.discard(domain)
-        back = [s for s in self._members[domain] if not self.is_isolated(s)]
+        back = self._not_covered(domain)
         self._route(back, up=True)
         return back
+
+    def _not_covered(self, domain: str) -> list:
+        # Members of ``domain`` inside no isolated domain (other than itself):
+        # an isolated ancestor covers them all, an isolated descendant its own
+        # members.  Linear in the members and the isolated domains.
+        members = self._members[domain]
+        inner = []
+        for other in self._isolated:
+            if other == domain:
+                continue
+            if domain.startswith(other + "/"):
+                return []
+            if other.startswith(domain + "/"):
+                inner.append(other)
+        if not inner:
+            return list(members)
+        covered: set = set()
+        for other in inner:
+            covered.update(self._members[other])
+        return [s for s in members if s not in covered]
 
     def is_isolated(self, service: Hashable) -> bool:
         """Whether ``service`` is inside an isolated domain."""
@@ -252,12 +272,12 @@ class FailureDomains:
     # -- balancers -------------------------------------------------------------
     def attach(self, balancer: Any) -> None:
         """Make isolation reach ``balancer`` (a HashRing, Rendezvous, Maglev or any
-        object with ``nodes``, ``mark_down_many`` and ``mark_up_many``).
+        object with ``nodes``, ``is_up``, ``mark_down_many`` and ``mark_up_many``).
 
         Services already isolated are marked down on it now.  Only services
         that are nodes of the balancer are touched; others are skipped.
         """
-        for attr in ("nodes", "mark_down_many", "mark_up_many"):
+        for attr in ("nodes", "is_up", "mark_down_many", "mark_up_many"):
             if not hasattr(balancer, attr):
                 raise TypeError(f"a balancer needs .{attr}; {type(balancer).__name__} has none")
         if any(b is balancer for b in self._balancers):
@@ -287,8 +307,16 @@ class FailureDomains:
 
     @staticmethod
     def _mark(balancer: Any, services: list, *, up: bool) -> None:
-        on = set(balancer.nodes)
-        mine = [s for s in services if s in on]
+        # is_up() raises KeyError for a node the balancer does not hold: a
+        # dict lookup per service, where set(balancer.nodes) would copy and
+        # hash all of a 100,000-node ring's names on every isolation.
+        mine = []
+        for s in services:
+            try:
+                balancer.is_up(s)
+            except KeyError:
+                continue
+            mine.append(s)
         if mine:
             (balancer.mark_up_many if up else balancer.mark_down_many)(mine)
 
