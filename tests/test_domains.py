@@ -245,3 +245,15 @@ def test_place_returns_distinct_domains_or_value_error(cells, n, key):
     placed = d.place(key, n)
     assert len({d.domain_of(s, "rack") for s in placed}) == n
     assert placed == d.place_many([key], n)[0]
+
+
+def test_readme_contain_example_runs():
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("needs the source checkout")
+    section = readme.read_text().split("### Contain", 1)[1]
+    code = re.search(r"```python\n(.*?)\n```", section, re.S).group(1)
+    exec(compile(code, "README.md (Contain)", "exec"), {})

@@ -8,6 +8,7 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{len(set(hashes.tolist())):,} distinct values")
     _demo_detect(args)
     _demo_balance(args)
+    _demo_contain(args)
     return 0
 
 
@@ -120,6 +122,99 @@ def _demo_balance(args: argparse.Namespace) -> None:
     peak = max(bounded.loads().values())
     out(f"  BoundedLoad(factor=1.25) over a skewed 10-node ring: 10,000 requests, "
         f"peak load {peak} <= ceil(1.25 x 1,000) = 1,250")
+
+
+def _demo_contain(args: argparse.Namespace) -> None:
+    """Contain: domains, isolation reaching a ring, placement, the policy, breaker, bulkhead."""
+    import numpy as np
+
+    from faultkit.detect import Event
+
+    out = print
+    out("\ncontain (failure domains, isolation, placement, circuit breakers, bulkheads)")
+    domains = fk.FailureDomains()
+    for z in range(3):
+        for r in range(10):
+            for h in range(20):
+                domains.assign(f"svc-{z}-{r}-{h}", f"eu/az{z}/r{r}/h{h}")
+    ring = fk.HashRing(domains.services)
+    domains.attach(ring)
+    keys = [f"session-{i:08d}" for i in range(min(args.keys, 200_000))]
+    before = ring.get_many(keys)
+    t0 = time.perf_counter()
+    newly = domains.isolate("eu/az1/r4")
+    dt = time.perf_counter() - t0
+    after = ring.get_many(keys)
+    moved = before != after
+    rack = {ring.index(s) for s in domains.members("eu/az1/r4")}
+    out(f"  {len(domains)} services in 3 zones x 10 racks; isolate('eu/az1/r4') marks "
+        f"{len(newly)} down in one bulk update ({dt * 1e6:.0f} us): {moved.mean():.2%} of "
+        f"keys moved, all from that rack: {set(before[moved].tolist()) <= rack}")
+    domains.restore("eu/az1/r4")
+    out(f"  restore: every key back: {bool((ring.get_many(keys) == before).all())}")
+    br = domains.blast_radius("eu/az1")
+    out(f"  blast_radius('eu/az1'): {len(br.services)} services, {br.share:.1%} of the keyspace")
+    sample = keys[:20_000]
+    placed = domains.place_many(sample, 3, spread="rack")
+    racks = np.array([[domains.domain_of(s, "rack") for s in row] for row in placed])
+    survives = all((racks != r).any(axis=1).all() for r in domains.domains("rack"))
+    out(f"  place('user:42', 3, spread='rack') -> {domains.place('user:42', 3)}; over "
+        f"{len(sample):,} keys, losing any one of {len(domains.domains('rack'))} racks keeps "
+        f"a replica of every key: {survives}")
+    policy = fk.IsolationPolicy(domains, level="rack", min_failed=2, window=10.0)
+    log = logging.getLogger("faultkit.contain")
+    level = log.level
+    log.setLevel(logging.ERROR)  # the refusals are summed up below, not logged one by one
+    for t, svc in enumerate(["svc-2-7-0", "svc-2-7-5"]):
+        decisions = policy.on_event(Event(svc, "alive", "dead", 100.0 + 3 * t))
+    out(f"  IsolationPolicy: 2 deaths in rack eu/az2/r7 within 10 s -> "
+        f"{decisions[0].action} {decisions[0].domain} ({len(decisions[0].services)} services)")
+    for z in (0, 1):
+        for r in range(10):
+            for svc in (f"svc-{z}-{r}-0", f"svc-{z}-{r}-1"):
+                policy.on_event(Event(svc, "alive", "dead", 200.0 + r))
+    log.setLevel(level)
+    refused = sorted({d.domain for d in policy.refusals})
+    out(f"  ... then every rack of zones az0 and az1 fails: {len(refused)} racks refused past "
+        f"max_isolated_fraction=0.5, {domains.isolated_fraction():.0%} of services isolated")
+
+    clock = [0.0]
+    breaker = fk.CircuitBreaker(minimum_calls=10, reset_timeout=30.0, clock=lambda: clock[0])
+    transitions = []
+    breaker.add_listener(lambda b, old, new: transitions.append(f"{old}->{new}@{clock[0]:g}s"))
+
+    def flaky(i):
+        if i % 2:
+            raise ConnectionError("dependency down")
+        return i
+
+    for i in range(12):
+        try:
+            breaker.call(flaky, i)
+        except (ConnectionError, fk.CircuitOpenError):
+            pass
+    clock[0] = 30.0
+    for i in range(10):
+        breaker.call(flaky, 0)
+    out(f"  CircuitBreaker: 50% failures over 10 calls, then 10 good trial calls 30 s later: "
+        f"{', '.join(transitions)}")
+    n = 200_000
+    call = breaker.call
+    t0 = time.perf_counter()
+    for _ in range(n):
+        call(int)
+    t1 = time.perf_counter()
+    for _ in range(n):
+        int()
+    t2 = time.perf_counter()
+    out(f"  breaker.call overhead: {((t1 - t0) - (t2 - t1)) / n * 1e9:.0f} ns a call, no lock "
+        f"held while the call runs (peers: docs/benchmarks.md)")
+    bulkhead = fk.Bulkhead(2)
+    with bulkhead, bulkhead:
+        try:
+            bulkhead.call(int)
+        except fk.BulkheadFullError as exc:
+            out(f"  Bulkhead(2) with 2 calls in flight: {exc}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
