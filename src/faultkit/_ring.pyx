@@ -26,6 +26,8 @@ DEFAULT_VNODES = 160
 # ring has no balance benefit (2^26 points ~ 768 MiB of tables).
 cdef enum:
     MAX_POINTS = 1 << 26
+    # Keys hashed per block in get_many of a list: 8 KiB of hashes, in L1.
+    GET_MANY_BLOCK = 1024
 
 # libketama: 40 MD5 hashes per server (scaled by its weight share), each
 # giving 4 points, so 160 points per server of average weight (ketama.c).
@@ -442,8 +444,8 @@ cdef class HashRing(_Balancer):
         """Owners of many keys as a ``numpy.ndarray[int32]`` of indices into
         :attr:`nodes`.  ``keys`` is a list/tuple of keys (hashed as
         :meth:`get` does) or a 1-D ``numpy.ndarray[uint64]`` of pre-computed
-        hashes (``faultkit.hash64_many(keys, seed)``); the lookup runs without
-        the GIL.  ``out``: optional C-contiguous int32 array of the same length."""
+        hashes (``faultkit.hash64_many(keys, seed)``), looked up without the
+        GIL; a list is hashed and looked up in blocks of 1,024 keys.  ``out``: optional C-contiguous int32 array of the same length."""
         cdef uint64_t[::1] hashes
         cdef const uint64_t[::1] given
         cdef Py_ssize_t n, i
@@ -459,13 +461,7 @@ cdef class HashRing(_Balancer):
                     hashes[i] = self._given_hash(given[i])
                 given = hashes
         elif isinstance(keys, (list, tuple)):
-            n = len(keys)
-            hashes = np.empty(n, dtype=np.uint64)
-            for i in range(n):
-                if i >= len(keys):
-                    raise RuntimeError("keys changed size during get_many")
-                hashes[i] = self._hash(keys[i])
-            given = hashes
+            return self._get_many_keys(keys, out)
         else:
             raise TypeError(
                 f"keys must be a list, tuple or numpy uint64 array, not {type(keys).__name__}")
@@ -483,6 +479,38 @@ cdef class HashRing(_Balancer):
         if alive_ptr != NULL:
             for i in range(n):
                 if res[i] < 0:  # only a ketama ring can have live nodes with no points
+                    raise NoLiveNodeError("no live node has a point on the ring")
+        return res.base if out is None else out
+
+    cdef _get_many_keys(self, object keys, object out):
+        """get_many of a list/tuple: hash a block of keys (with the GIL: they
+        are Python objects), look the block up, repeat.  The block of hashes
+        stays in L1 and no array of n hashes is allocated."""
+        cdef Py_ssize_t n = len(keys), start, j, m
+        cdef int32_t[::1] res = _out_array(out, n)
+        if n == 0:
+            return res.base if out is None else out
+        self._check_lookup()
+        cdef shared_ptr[RingTable] table = self._table   # one snapshot for every key
+        cdef shared_ptr[vector[uint8_t]] alive = self._alive
+        cdef const uint8_t* alive_ptr = self._alive_ptr()
+        cdef uint64_t block[GET_MANY_BLOCK]
+        cdef uint64_t seed = self._seed
+        cdef bint xxh3_mode = self._mode == MODE_XXH3
+        for start in range(0, n, GET_MANY_BLOCK):
+            if n > len(keys):  # a buffer key's Python code shrank the list
+                raise RuntimeError("keys changed size during get_many")
+            m = min(<Py_ssize_t>GET_MANY_BLOCK, n - start)
+            if xxh3_mode:
+                for j in range(m):
+                    block[j] = hash_key(keys[start + j], seed)
+            else:
+                for j in range(m):
+                    block[j] = self._hash(keys[start + j])
+            table.get().live_owner_many(block, <size_t>m, alive_ptr, &res[start])
+        if alive_ptr != NULL:
+            for j in range(n):
+                if res[j] < 0:  # only a ketama ring can have live nodes with no points
                     raise NoLiveNodeError("no live node has a point on the ring")
         return res.base if out is None else out
 
