@@ -16,13 +16,8 @@ inline uint32_t load_le32(const uint8_t* p) noexcept {
     return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
 }
 
-// Per-round shift amounts and the sine-derived constants K[i] =
-// floor(2^32 * |sin(i + 1)|) of RFC 1321, section 3.4.
-inline constexpr int kShift[64] = {
-    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-    5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
-    4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-    6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
+// The sine-derived constants K[i] = floor(2^32 * |sin(i + 1)|) of RFC 1321,
+// section 3.4.
 inline constexpr uint32_t kSine[64] = {
     0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
     0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
@@ -33,37 +28,62 @@ inline constexpr uint32_t kSine[64] = {
     0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
     0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391};
 
+// One MD5 step: a += F(b, c, d) + m + k; a = b + rotl(a, s); then rotate
+// the roles (a, b, c, d) -> (d, a, b, c), written as explicit rounds so the
+// compiler keeps everything in registers and the shifts are constants.
+#define FAULTKIT_MD5_STEP(f, a, b, c, d, x, k, s) \
+    do {                                       \
+        (a) += f((b), (c), (d)) + (x) + (k);   \
+        (a) = (b) + rotl((a), (s));            \
+    } while (0)
+#define FAULTKIT_MD5_F(x, y, z) (((x) & (y)) | (~(x) & (z)))
+#define FAULTKIT_MD5_G(x, y, z) (((z) & (x)) | (~(z) & (y)))
+#define FAULTKIT_MD5_H(x, y, z) ((x) ^ (y) ^ (z))
+#define FAULTKIT_MD5_I(x, y, z) ((y) ^ ((x) | ~(z)))
+
 inline void compress(uint32_t state[4], const uint8_t block[64]) noexcept {
     uint32_t m[16];
     for (int i = 0; i < 16; ++i) m[i] = load_le32(block + 4 * i);
     uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
-    for (int i = 0; i < 64; ++i) {
-        uint32_t f;
-        int g;
-        if (i < 16) {
-            f = (b & c) | (~b & d);
-            g = i;
-        } else if (i < 32) {
-            f = (d & b) | (~d & c);
-            g = (5 * i + 1) & 15;
-        } else if (i < 48) {
-            f = b ^ c ^ d;
-            g = (3 * i + 5) & 15;
-        } else {
-            f = c ^ (b | ~d);
-            g = (7 * i) & 15;
-        }
-        const uint32_t next = b + rotl(a + f + kSine[i] + m[g], kShift[i]);
-        a = d;
-        d = c;
-        c = b;
-        b = next;
+    // Round 1: F, message word i.
+    for (int i = 0; i < 16; i += 4) {
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_F, a, b, c, d, m[i + 0], kSine[i + 0], 7);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_F, d, a, b, c, m[i + 1], kSine[i + 1], 12);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_F, c, d, a, b, m[i + 2], kSine[i + 2], 17);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_F, b, c, d, a, m[i + 3], kSine[i + 3], 22);
+    }
+    // Round 2: G, message word (5i + 1) mod 16.
+    for (int i = 16; i < 32; i += 4) {
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_G, a, b, c, d, m[(5 * i + 1) & 15], kSine[i + 0], 5);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_G, d, a, b, c, m[(5 * i + 6) & 15], kSine[i + 1], 9);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_G, c, d, a, b, m[(5 * i + 11) & 15], kSine[i + 2], 14);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_G, b, c, d, a, m[(5 * i + 16) & 15], kSine[i + 3], 20);
+    }
+    // Round 3: H, message word (3i + 5) mod 16.
+    for (int i = 32; i < 48; i += 4) {
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_H, a, b, c, d, m[(3 * i + 5) & 15], kSine[i + 0], 4);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_H, d, a, b, c, m[(3 * i + 8) & 15], kSine[i + 1], 11);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_H, c, d, a, b, m[(3 * i + 11) & 15], kSine[i + 2], 16);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_H, b, c, d, a, m[(3 * i + 14) & 15], kSine[i + 3], 23);
+    }
+    // Round 4: I, message word 7i mod 16.
+    for (int i = 48; i < 64; i += 4) {
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_I, a, b, c, d, m[(7 * i) & 15], kSine[i + 0], 6);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_I, d, a, b, c, m[(7 * i + 7) & 15], kSine[i + 1], 10);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_I, c, d, a, b, m[(7 * i + 14) & 15], kSine[i + 2], 15);
+        FAULTKIT_MD5_STEP(FAULTKIT_MD5_I, b, c, d, a, m[(7 * i + 21) & 15], kSine[i + 3], 21);
     }
     state[0] += a;
     state[1] += b;
     state[2] += c;
     state[3] += d;
 }
+
+#undef FAULTKIT_MD5_STEP
+#undef FAULTKIT_MD5_F
+#undef FAULTKIT_MD5_G
+#undef FAULTKIT_MD5_H
+#undef FAULTKIT_MD5_I
 
 }  // namespace md5_detail
 
