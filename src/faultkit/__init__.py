@@ -33,6 +33,9 @@ from faultkit.recover import (
     register_type,
 )
 
+# Together (imports the pillars, so it comes last)
+from faultkit.cluster import Cluster
+
 try:
     from importlib.metadata import version as _version
 
@@ -78,4 +81,6 @@ __all__ = [
     "Store",
     "LocalStore",
     "register_type",
+    # together
+    "Cluster",
 ]

@@ -22,6 +22,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = print
     out(f"faultkit {fk.__version__}: detect, contain, recover, balance\n")
 
+    from faultkit.demo import cluster_story
+
+    cluster_story(out)
+    out("")
+
     out("hashing (XXH3-64, bit-identical to xxhash.xxh3_64_intdigest)")
     for key in ("user:42", b"\x00\x01", 2**40):
         out(f"  hash64({key!r:>12}) = {fk.hash64(key):#018x}")
