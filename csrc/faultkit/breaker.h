@@ -34,10 +34,10 @@ namespace faultkit {
 
 enum BreakerState : int { BREAKER_CLOSED = 0, BREAKER_OPEN = 1, BREAKER_HALF_OPEN = 2 };
 
-// Sizes above this are refused by configure(): 2^24 outcomes (16 MiB of ring,
-// 512 MiB of time buckets at most is too much, so the time window has its own cap).
+// Caps checked by configure(): a count window costs a byte a call (16 MiB at
+// most), a time window 32 bytes a second (32 MiB, ~12 days, at most).
 constexpr int64_t BREAKER_MAX_COUNT_WINDOW = int64_t(1) << 24;
-constexpr int64_t BREAKER_MAX_TIME_WINDOW = int64_t(1) << 20;  // seconds, ~12 days
+constexpr int64_t BREAKER_MAX_TIME_WINDOW = int64_t(1) << 20;  // seconds
 constexpr int64_t BREAKER_MAX_HALF_OPEN_CALLS = int64_t(1) << 30;
 
 struct BreakerConfig {

@@ -275,7 +275,9 @@ class FailureDomains:
         object with ``nodes``, ``is_up``, ``mark_down_many`` and ``mark_up_many``).
 
         Services already isolated are marked down on it now.  Only services
-        that are nodes of the balancer are touched; others are skipped.
+        that are nodes of the balancer are touched; others are skipped.  On a
+        HashRing or Rendezvous no key of another domain moves; Maglev rebuilds
+        its table from the live nodes, so a few do (its minimal disruption).
         """
         for attr in ("nodes", "is_up", "mark_down_many", "mark_up_many"):
             if not hasattr(balancer, attr):
