@@ -45,6 +45,17 @@ def test_jump_array_matches_package(n):
         assert fk.jump_hash(keys[:m], n).tolist() == got[:m].tolist()
 
 
+def test_jump_numpy_integer_scalars_are_keys():
+    for k in (np.uint64(2**63 + 5), np.int64(-3), np.int32(7), np.uint8(200)):
+        assert fk.jump_hash(k, 77) == jump.hash(int(k), 77)
+
+
+def test_numpy_weights_accepted():
+    r = fk.HashRing(["a", "b"], weights=[np.float32(1.5), np.int64(2)])
+    assert r.weights == {"a": 1.5, "b": 2.0}
+    assert fk.Rendezvous(["a"], [np.float64(0.5)]).weights == {"a": 0.5}
+
+
 def test_jump_str_keys_hash_first():
     assert fk.jump_hash("user:1", 50) == jump.hash(fk.hash64("user:1"), 50)
     assert fk.jump_hash(b"user:1", 50, seed=9) == jump.hash(fk.hash64(b"user:1", 9), 50)

@@ -15,6 +15,8 @@ from faultkit._ring cimport (
     _Balancer, _seed_value, _node_bytes, _weight_value, _weights_for, _node_list, _out_array,
 )
 
+from numbers import Integral
+
 import numpy as np
 
 from faultkit.errors import EmptyRingError, NoLiveNodeError
@@ -54,6 +56,9 @@ def jump_hash(key, num_buckets, *, seed=0):
     cdef int32_t[::1] res
     if isinstance(key, int):
         return c_jump_hash(int_key(key), n)
+    if isinstance(key, Integral) and not isinstance(key, np.ndarray):
+        # numpy integer scalars are integers here, not 8-byte buffers to hash
+        return c_jump_hash(int_key(int(key)), n)
     if isinstance(key, np.ndarray):
         if key.ndim != 1 or key.dtype.kind not in "iu" or key.dtype.itemsize != 8:
             raise TypeError(

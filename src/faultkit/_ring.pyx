@@ -14,6 +14,8 @@ from faultkit.ring cimport (
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from faultkit._keys cimport hash_key, str_utf8
 
+from numbers import Real
+
 import numpy as np
 
 from faultkit.errors import EmptyRingError, NoLiveNodeError
@@ -117,10 +119,11 @@ cdef const char* _node_bytes(object node, Py_ssize_t* size) except NULL:
 
 
 cdef double _weight_value(object weight, object node) except -1.0:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+    # numbers.Real: int, float and numpy's scalars (np.float32, np.int64, ...)
+    if isinstance(weight, bool) or not isinstance(weight, Real):
         raise TypeError(
             f"weight of node {node!r} must be a number, not {type(weight).__name__}")
-    cdef double w = weight
+    cdef double w = float(weight)
     if not isfinite(w) or w <= 0.0:
         raise ValueError(f"weight of node {node!r} must be finite and > 0, got {weight!r}")
     return w

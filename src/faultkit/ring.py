@@ -10,6 +10,7 @@ the same failover contract, which :mod:`faultkit.contain` relies on:
 ``is_up(node)`` and ``distribution()``.
 """
 import math as _math
+import numbers as _numbers
 import threading as _threading
 
 import numpy as _np
@@ -50,7 +51,7 @@ class BoundedLoad:
             raise TypeError(
                 f"balancer must have get_n and alive_mask (HashRing, Rendezvous), "
                 f"not {type(balancer).__name__}")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        if isinstance(factor, bool) or not isinstance(factor, _numbers.Real):
             raise TypeError(f"factor must be a number, not {type(factor).__name__}")
         if not _math.isfinite(factor) or factor <= 1.0:
             raise ValueError(f"factor must be finite and > 1, got {factor!r}")
