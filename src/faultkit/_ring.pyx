@@ -500,16 +500,26 @@ cdef class HashRing(_Balancer):
         cdef uint64_t block[GET_MANY_BLOCK]
         cdef uint64_t seed = self._seed
         cdef bint xxh3_mode = self._mode == MODE_XXH3
+        cdef bint exact_list = type(keys) is list
+        cdef list lst = keys if exact_list else None
+        cdef object key
         for start in range(0, n, GET_MANY_BLOCK):
-            if n > len(keys):  # a buffer key's Python code shrank the list
-                raise RuntimeError("keys changed size during get_many")
             m = min(<Py_ssize_t>GET_MANY_BLOCK, n - start)
-            if xxh3_mode:
-                for j in range(m):
-                    block[j] = hash_key(keys[start + j], seed)
-            else:
-                for j in range(m):
-                    block[j] = self._hash(keys[start + j])
+            for j in range(m):
+                # Indexing is unchecked: make sure a key's Python code (a
+                # buffer exporter) has not shrunk the list under us.
+                if exact_list:
+                    if start + j >= len(lst):
+                        raise RuntimeError("keys changed size during get_many")
+                    key = lst[start + j]
+                else:
+                    if start + j >= len(keys):
+                        raise RuntimeError("keys changed size during get_many")
+                    key = keys[start + j]
+                if xxh3_mode:
+                    block[j] = hash_key(key, seed)
+                else:
+                    block[j] = self._hash(key)
             table.get().live_owner_many(block, <size_t>m, alive_ptr, &res[start])
         if alive_ptr != NULL:
             for j in range(n):
