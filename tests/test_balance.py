@@ -337,3 +337,40 @@ def test_readme_balance_example_runs():
     section = readme.read_text().split("### Balance", 1)[1]
     code = re.search(r"```python\n(.*?)\n```", section, re.S).group(1)
     exec(compile(code, "README.md (Balance)", "exec"), {})
+
+
+def test_contract_concurrent_lookups_see_old_or_new_state(make):
+    import sys
+    import threading
+
+    b = make(NODES[:12])
+    h = sample_hashes(4000) & np.uint64(0xFFFFFFFF)  # ketama takes 32-bit hashes
+    states = [b.get_many(h)]
+    b.mark_down("node-3")
+    states.append(b.get_many(h))
+    b.mark_up("node-3")
+    allowed = [set(col) for col in np.stack(states).T.tolist()]
+    stop = threading.Event()
+    errors, rounds = [], []
+
+    def reader():
+        while not stop.is_set():
+            rounds.append(1)
+            got = b.get_many(h).tolist()  # GIL released during the lookup
+            errors.extend(i for i in range(len(got)) if got[i] not in allowed[i])
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            b.mark_down("node-3")
+            b.set_alive(np.ones(12, dtype=bool))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(switch)
+    assert not errors[:5] and len(rounds) > 2
