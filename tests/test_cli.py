@@ -36,3 +36,12 @@ def test_demo_tours_the_detectors():
     assert "db-1 alive -> suspect at t=2" in r.stdout
     assert "db-1 dead -> alive at t=6 (its heartbeat)" in r.stdout
     assert "phi(n1, t=23.523) = 8.000" in r.stdout
+
+
+def test_demo_tours_recover():
+    r = run("demo", "--keys", "1000")
+    assert r.returncode == 0, r.stderr
+    assert "recover() fell back to step 1; weights equal to save #1: True" in r.stdout
+    assert "skipping checkpoint <dir>/ckpt-000000000002.fkc" in r.stdout
+    assert "TypeError: state['users'][3]" in r.stdout
+    assert "writeable=False" in r.stdout
