@@ -277,6 +277,21 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
     return res;
 }
 
+uint64_t full_file_size(Span meta, Span tree, const std::vector<Span>& blobs, uint64_t cs) {
+    auto align = [](uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; };
+    uint64_t pos = kHeaderSize;
+    uint64_t chunks = 0;
+    auto add = [&](const Span& s) {
+        pos = align(pos) + s.size;
+        chunks += chunk_count(s.size, cs);
+    };
+    add(meta);
+    add(tree);
+    for (const Span& b : blobs) add(b);
+    pos = align(pos);
+    return pos + kTocCountsSize + (2 + blobs.size()) * kSectionRecord + chunks * kChunkRecord + kFooterSize;
+}
+
 ChunkMap chunk_map_of(const Layout& l) {
     ChunkMap m;
     m.chunk_size = l.header.chunk_size;

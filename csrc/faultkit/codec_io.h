@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "faultkit/codec_buffer.h"
@@ -60,6 +61,24 @@ public:
 private:
     ByteBuffer& out_;
 };
+
+// Writes into a caller-provided buffer of fixed size (throws if it would overflow).
+class BufferSink final : public Sink {
+public:
+    BufferSink(uint8_t* data, uint64_t size) : data_(data), size_(size) {}
+    void write(const uint8_t* data, size_t n) override {
+        if (n > size_ - position) throw CodecError("output buffer too small");
+        std::memcpy(data_ + position, data, n);
+        position += n;
+    }
+
+private:
+    uint8_t* data_;
+    uint64_t size_;
+};
+
+// The exact size of the file write_checkpoint produces without a base.
+uint64_t full_file_size(Span meta, Span tree, const std::vector<Span>& blobs, uint64_t chunk_size);
 
 // Where every chunk of every blob of a checkpoint lives: the base an
 // incremental save compares against.

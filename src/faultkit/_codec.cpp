@@ -196,6 +196,8 @@ private:
     bool allow_blobs_;
     bool snapshot_;
     bool hooks_;  // user to_state hooks may run (and could mutate containers)
+    static constexpr Py_ssize_t kSmallDict = 16;
+    static constexpr Py_ssize_t kPrefetchAhead = 4;
     size_t depth_ = 0;
 
     // The leaves (str, int, float, None, bool) inline, without recursion: they
@@ -325,6 +327,24 @@ private:
         buf_.put_tag_varint(kTagDict, static_cast<uint64_t>(n));
         Py_ssize_t pos = 0, seen = 0;
         PyObject *k, *v;
+        if (n <= kSmallDict && !hooks_) {
+            // Small dicts (records): collect the items first and prefetch the
+            // values' headers, so their cache misses overlap instead of
+            // queueing one after another -- the walk is memory-latency bound.
+            PyObject* keys[kSmallDict];
+            PyObject* vals[kSmallDict];
+            while (PyDict_Next(o, &pos, &k, &v) && seen < n) {
+                __builtin_prefetch(v);
+                keys[seen] = k;
+                vals[seen++] = v;
+            }
+            if (seen != n) changed("dict");
+            for (Py_ssize_t i = 0; i < n; ++i) {
+                item(keys[i], Frame::kKey, 0, keys[i]);
+                item(vals[i], Frame::kKey, 0, keys[i]);
+            }
+            return;
+        }
         while (PyDict_Next(o, &pos, &k, &v)) {
             if (++seen > n) break;
             if (hooks_) {  // a hook could drop the dict's references meanwhile
@@ -346,6 +366,8 @@ private:
         for (Py_ssize_t i = 0; i < n; ++i) {
             if (is_list && PyList_GET_SIZE(o) != n) changed("list");
             PyObject* it = is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+            if (i + kPrefetchAhead < n)  // the next items' headers, while this one is encoded
+                __builtin_prefetch(is_list ? PyList_GET_ITEM(o, i + kPrefetchAhead) : PyTuple_GET_ITEM(o, i + kPrefetchAhead));
             if (hooks_) {
                 Ref hold((Py_INCREF(it), it));
                 item(it, Frame::kIndex, i, nullptr);
@@ -949,13 +971,19 @@ PYBIND11_MODULE(_codec, m) {
 
     m.def("dumps", [](const Encoded& state, const Encoded& meta, uint64_t id, uint64_t chunk_size) {
         if (meta.blobs.size()) throw py::value_error("meta cannot hold blobs");
-        ByteBuffer out(state.tree.size() + state.blob_bytes + 4096);
+        // Written straight into the bytes object: its size is known exactly.
+        uint64_t size = full_file_size(meta.tree_span(), state.tree_span(), state.blobs, chunk_size);
+        if (size > static_cast<uint64_t>(PY_SSIZE_T_MAX)) throw py::value_error("state too large for bytes");
+        py::object out = py::reinterpret_steal<py::object>(check(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size))));
+        uint8_t* data = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out.ptr()));
         guarded([&] {
             py::gil_scoped_release nogil;
-            MemorySink sink(out);
-            return write_checkpoint(sink, id, meta.tree_span(), state.tree_span(), state.blobs, chunk_size, nullptr, nullptr);
+            BufferSink sink(data, size);
+            write_checkpoint(sink, id, meta.tree_span(), state.tree_span(), state.blobs, chunk_size, nullptr, nullptr);
+            if (sink.position != size) throw CodecError("internal error: file size mismatch");
+            return 0;
         });
-        return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+        return out;
     }, py::arg("state"), py::arg("meta"), py::kw_only(), py::arg("id") = 0, py::arg("chunk_size") = kDefaultChunkSize,
        "A whole checkpoint file image as bytes.");
 
