@@ -220,3 +220,30 @@ def test_readme_recover_example_runs(tmp_path, monkeypatch):
         assert [i.id for i in scope["ck"].list()] == [1, 2, 3]
     finally:
         fk.recover.unregister_type(complex)
+
+
+def test_incremental_chain_continues_after_a_restart_and_bases_are_kept(tmp_path):
+    chunk = 1 << 16
+    a = np.zeros(16 * chunk // 8)
+    with fk.Checkpointer(tmp_path, retain=1, full_every=3, chunk_size=chunk) as ck:
+        assert not ck.save({"a": a}).incremental  # 1: full
+        a[0] = 1
+        assert ck.save({"a": a}, incremental=True).incremental  # 2: refs 1
+    names = sorted(os.listdir(tmp_path))
+    assert "ckpt-000000000001.fkc" in names  # retain=1, but 2 references it
+    with fk.Checkpointer(tmp_path, retain=1, full_every=3, chunk_size=chunk) as ck:
+        a[-1] = 2
+        info = ck.save({"a": a}, incremental=True)  # 3: the chain resumes from 2
+        assert info.incremental and info.written == chunk
+        exact_equal({"a": a}, ck.recover())
+        a[1] = 3
+        info = ck.save({"a": a}, incremental=True)  # 4: full_every=3 reached -> full
+        assert not info.incremental
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".fkc")) == ["ckpt-000000000004.fkc"]
+
+
+def test_save_async_validates_meta_in_the_caller(tmp_path):
+    with fk.Checkpointer(tmp_path) as ck:
+        with pytest.raises(TypeError, match="meta cannot hold numpy arrays"):
+            ck.save_async([1], meta={"a": np.zeros(3)})
+        assert ck.save_async([1], meta={"k": [1]}).result().meta == {"k": [1]}

@@ -94,7 +94,8 @@ class Checkpointer:
         self._lock: Optional[StoreLock] = None
         self._next_id: Optional[int] = None
         self._base = None  # ChunkMap of the last checkpoint this object committed
-        self._since_full = 0
+        self._since_full = 0  # incremental saves since the last full one
+        self._base_checked = False
         self._refs: dict = {}  # id -> ids it references (known from saves)
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._closed = False
@@ -136,7 +137,7 @@ class Checkpointer:
         """
         enc = codec.encode(state)
         t = time.time()
-        return self._commit(enc, codec.encode_meta({"time": t, "meta": meta}), t, meta, bool(incremental))
+        return self._commit(enc, t, meta, bool(incremental))
 
     def save_async(self, state: Any, *, meta: Any = None, incremental: bool = False) -> "concurrent.futures.Future":
         """Snapshot ``state`` now, write it on a worker thread; returns a Future of CheckpointInfo.
@@ -148,12 +149,13 @@ class Checkpointer:
         """
         enc = codec.encode(state, snapshot=True)
         t = time.time()
-        menc = codec.encode_meta({"time": t, "meta": meta})
+        codec.encode_meta(meta)  # unsupported meta fails here, in the caller
+        meta = codec.loads(codec.dumps(meta))  # and is snapshotted too
         with self._mutex:
             self._check_open()
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="faultkit-checkpoint")
-            return self._executor.submit(self._commit, enc, menc, t, meta, bool(incremental))
+            return self._executor.submit(self._commit, enc, t, meta, bool(incremental))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -166,12 +168,44 @@ class Checkpointer:
             ids = self._ids()
             self._next_id = (ids[-1] + 1) if ids else 1
 
-    def _commit(self, enc, menc, t: float, meta: Any, incremental: bool) -> CheckpointInfo:
+    def _resume_chain(self) -> None:
+        """After a restart: continue the incremental chain of the newest checkpoint.
+
+        Its framing and META, and the framing of every file it references, must
+        be valid; otherwise the next incremental save is a full one.
+        """
+        self._base_checked = True
+        ids = self._ids()
+        if not ids:
+            return
+        cid = ids[-1]
+        try:
+            buf = self.store.get(self._name(cid), mmap=True)
+            layout = _codec.parse(buf)
+            m = _codec.read_meta(buf, layout, codec.decode_types())
+            for rid, rsum in layout.refs:
+                rl = _codec.parse(self.store.get(self._name(rid), mmap=True))
+                if rl.id != rid or rl.checksum != rsum:
+                    return
+            if layout.id != cid or layout.chunk_size != self.chunk_size or not isinstance(m, dict):
+                return
+            chain = m.get("chain", 0)
+        except (CorruptCheckpointError, OSError):
+            return
+        if isinstance(chain, int) and 0 <= chain:
+            self._base = layout.chunk_map()
+            self._since_full = chain
+
+    def _commit(self, enc, t: float, meta: Any, incremental: bool) -> CheckpointInfo:
         with self._mutex:
             self._check_open()
             self._start_writing()
+            if incremental and self._base is None and not self._base_checked:
+                self._resume_chain()
             cid = self._next_id
             base = self._base if incremental and self._since_full + 1 < self.full_every else None
+            chain = self._since_full + 1 if base is not None else 0
+            menc = codec.encode_meta({"time": t, "meta": meta, "chain": chain})
             out: dict = {}
 
             def write(f) -> None:
@@ -190,7 +224,7 @@ class Checkpointer:
             size = self.store.put_atomic(self._name(cid), write)
             self._next_id = cid + 1
             self._base = out["map"]
-            self._since_full = self._since_full + 1 if base is not None else 0
+            self._since_full = chain
             if out["map"] is not None:
                 self._refs[cid] = set(out["map"].ids()) - {cid}
             checksum = out["checksum"]
