@@ -379,7 +379,10 @@ cdef class CircuitBreaker:
     def remove_listener(self, listener):
         """Stop calling ``listener``; ``ValueError`` if it was not added."""
         items = list(self._listeners)
-        items.remove(listener)
+        try:
+            items.remove(listener)
+        except ValueError:
+            raise ValueError(f"{listener!r} is not a listener of this breaker") from None
         self._listeners = tuple(items)
 
     def open(self):

@@ -144,7 +144,15 @@ class Bulkhead:
             waiter = _Waiter(lock=lock)
             if self._try_take(waiter):
                 return
-        got = lock.acquire(timeout=-1 if math.isinf(self._max_wait) else self._max_wait)
+        try:
+            got = lock.acquire(timeout=-1 if math.isinf(self._max_wait) else self._max_wait)
+        except BaseException:  # e.g. KeyboardInterrupt while blocked: leave no slot behind
+            with self._lock:
+                granted = waiter.state == _GRANTED
+                waiter.state = _ABANDONED
+            if granted:
+                self.release()
+            raise
         with self._lock:
             if waiter.state == _GRANTED:
                 return
