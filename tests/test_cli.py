@@ -45,3 +45,18 @@ def test_demo_tours_recover():
     assert "skipping checkpoint <dir>/ckpt-000000000002.fkc" in r.stdout
     assert "TypeError: state['users'][3]" in r.stdout
     assert "writeable=False" in r.stdout
+
+
+def test_monitor_and_beat_reject_bad_keys_and_addresses(tmp_path):
+    short = tmp_path / "short"
+    short.write_text("tiny")
+    r = run("monitor", "--bind", "127.0.0.1:0", "--key-file", str(short))
+    assert r.returncode == 2 and "at least 16 bytes" in r.stderr
+    r = run("beat", "--name", "n1", "--target", "127.0.0.1:7946", "--key-file", str(tmp_path / "none"))
+    assert r.returncode == 2 and "No such file" in r.stderr
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef")
+    r = run("beat", "--name", "n1", "--target", "no-port", "--key-file", str(key))
+    assert r.returncode == 2 and "host:port" in r.stderr
+    r = run("monitor", "--key-file", str(key), "--timeout", "-1")
+    assert r.returncode == 2 and "must be a finite number > 0" in r.stderr

@@ -409,3 +409,39 @@ def test_memory_per_component_is_as_documented():
 def test_public_names():
     assert fk.TimeoutDetector is TimeoutDetector and fk.PhiAccrualDetector is PhiAccrualDetector
     assert fk.Event is Event
+
+
+def test_heartbeat_through_the_class_matches_the_instance_fast_path():
+    det = TimeoutDetector(1.0)
+    det.add("a")
+    TimeoutDetector.heartbeat(det, "a", 3.0)
+    assert det.last_heartbeat("a") == 3.0
+    with pytest.raises(ValueError, match="incarnation"):
+        det.heartbeat("a", 4.0, incarnation=-1)
+    with pytest.raises(ValueError, match="incarnation"):
+        det.heartbeat("a", 4.0, incarnation=True)
+    assert det.last_heartbeat("a") == 3.0
+    clock = FakeClock(7.0)
+    det2 = TimeoutDetector(1.0, clock=clock)
+    det2.add("b")
+    det2.heartbeat("b", incarnation=5)
+    assert det2.last_heartbeat("b") == 7.0 and det2.incarnation("b") == 5
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 3.0, 8.0])
+@pytest.mark.parametrize("nudge", [-2, -1, 0, 1, 2])
+def test_window_decision_at_the_crossing_time_is_phis(threshold, nudge):
+    """A heartbeat arriving within ulps of the dead deadline joins the window iff Akka's phi < threshold."""
+    det = PhiAccrualDetector(threshold, acceptable_heartbeat_pause=0.5, max_sample_size=5)
+    ref = AkkaPhiDetector(threshold, acceptable_heartbeat_pause=0.5, max_sample_size=5)
+    det.add("n")
+    for t in (0.0, 1.1, 2.0, 3.2):
+        det.heartbeat("n", t)
+        ref.heartbeat(t)
+    t = det.deadlines("n")[1]
+    for _ in range(abs(nudge)):
+        t = math.nextafter(t, math.copysign(math.inf, nudge))
+    det.heartbeat("n", t)
+    ref.heartbeat(t)
+    for probe in (0.5, 1.0, 2.0):
+        assert det.phi("n", t + probe) == pytest.approx(ref.phi(t + probe), rel=1e-12)

@@ -428,24 +428,41 @@ private:
         return akka_phi(t, m, sd) < cfg_.threshold;
     }
 
+    // available() without recomputing the statistics: the dead offset stored
+    // at the last heartbeat is mean + pause + y* std for the current ones, so
+    // away from it, comparing the elapsed time with it decides the same way
+    // (the 1e-9 relative margin dwarfs the rounding of the offset and of phi
+    // once y* > 0.1, i.e. threshold > ~0.35; below that, or near the
+    // boundary, phi decides).
+    bool available_fast(size_t i, double now) const noexcept {
+        if (y_dead_ > 0.1) {
+            const double t = now - last_[i], d = off_[i].b, tol = 1e-9 * (1.0 + d);
+            if (t < d - tol) return true;
+            if (t > d + tol) return false;
+        }
+        double mean, sd;
+        stats(i, &mean, &sd);
+        return available(i, now, mean, sd);
+    }
+
     void beat(size_t i, double now, bool fresh) {
         const uint8_t old = state_[i];
         if (phi_mode()) {
             double mean, sd;
+            bool changed = true;
             if (old == HB_IDLE || fresh) {
                 seed_stats(i);
-                stats(i, &mean, &sd);
+            } else if (available_fast(i, now)) {
+                push_interval(i, now - last_[i]);
             } else {
-                stats(i, &mean, &sd);
-                // an interval observed while not available is not a sample
-                if (available(i, now, mean, sd)) {
-                    push_interval(i, now - last_[i]);
-                    stats(i, &mean, &sd);
-                }
+                changed = false;  // an interval observed while not available is not a sample
             }
-            const double m = mean + cfg_.pause;
-            const double d = m + y_dead_ * sd;
-            off_[i] = Pair{has_suspect_ ? m + y_suspect_ * sd : d, d};
+            if (changed) {  // else the statistics, hence the offsets, stay as they are
+                stats(i, &mean, &sd);
+                const double m = mean + cfg_.pause;
+                const double d = m + y_dead_ * sd;
+                off_[i] = Pair{has_suspect_ ? m + y_suspect_ * sd : d, d};
+            }
         }
         last_[i] = now;
         state_[i] = HB_ALIVE;

@@ -167,18 +167,9 @@ class _Detector:
         recorded).  A larger ``incarnation`` than seen before means the
         component restarted: its interval statistics start afresh.
         """
-        try:
-            i = self._ids[name]
-        except KeyError:
-            raise KeyError(name) from None
-        if now is None:
-            now = self._clock()
-        if incarnation is None:
-            self._table.heartbeat(i, now)
-            return
-        if not isinstance(incarnation, int) or isinstance(incarnation, bool) or not 0 <= incarnation < 2**63:
-            raise ValueError(f"incarnation must be an int in [0, 2**63), got {incarnation!r}")
-        self._table.heartbeat(i, now, incarnation)
+        # Instances call the native method directly (bound in __init__); this
+        # definition documents it and serves calls through the class.
+        self._table.heartbeat_name(name, now, incarnation=incarnation)
 
     def heartbeat_many(self, ids: Any, times: Any) -> int:
         """Record heartbeats of many components at once (numpy arrays, GIL released).
