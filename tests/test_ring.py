@@ -346,3 +346,46 @@ def test_bad_input():
         ring.get_n("k", -1)
     with pytest.raises(OverflowError):
         ring.get(2**64)
+
+
+ops = st.lists(st.tuples(st.sampled_from(["add", "add_many", "remove", "down", "up", "mask"]),
+                         st.integers(0, 30), st.floats(0.2, 3.0)), max_size=25)
+
+
+@given(ops, st.integers(min_value=0, max_value=2**64 - 1))
+@settings(max_examples=60, deadline=None)
+def test_any_sequence_of_changes_equals_a_fresh_ring(seq, seed):
+    # Incremental merges, filters and marks must leave exactly the ring a
+    # fresh build of the same members would be, with the same routing.
+    ring = fk.HashRing(["n0", "n1"], vnodes=12, seed=seed)
+    weights = {"n0": 1.0, "n1": 1.0}
+    alive = {"n0": True, "n1": True}
+    h = sample_hashes(300, seed=seed & 0xFFFF).tolist()
+    rng = np.random.default_rng(seed & 0xFFFF)
+    for op, k, w in seq:
+        name = f"n{k}"
+        if op == "add" and name not in weights:
+            ring.add(name, w)
+            weights[name], alive[name] = w, True
+        elif op == "add_many":
+            new = [f"m{k}-{j}" for j in range(3) if f"m{k}-{j}" not in weights]
+            ring.add_many(new, weights=[w] * len(new))
+            for n in new:
+                weights[n], alive[n] = w, True
+        elif op == "remove" and name in weights:
+            ring.remove(name)
+            del weights[name], alive[name]
+        elif op in ("down", "up") and name in weights:
+            (ring.mark_down if op == "down" else ring.mark_up)(name)
+            alive[name] = op == "up"
+        elif op == "mask" and weights:
+            mask = rng.random(len(weights)) < 0.7
+            ring.set_alive(mask)
+            alive.update(zip(ring.nodes, mask.tolist()))
+        assert ring.nodes == list(weights)
+        ref = RefRing(list(weights), list(weights.values()), vnodes=12, seed=seed)
+        ref.alive = [alive[n] for n in ref.nodes]
+        assert ring.alive_mask().tolist() == ref.alive
+        if any(ref.alive):
+            got = ring.get_many(np.array(h, dtype=np.uint64)).tolist()
+            assert got == [ref.get_index(x) for x in h]
