@@ -206,3 +206,51 @@ def dumps_with_chunk(state, chunk_size):
     from faultkit.recover import codec
 
     return _codec.dumps(codec.encode(state), codec.encode_meta({"meta": None}), chunk_size=chunk_size)
+
+
+def _framed(tree: bytes) -> bytes:
+    from faultkit.recover import codec
+
+    return frame(codec.encode_meta({"meta": None}).tree_bytes(), tree, chunk_size=4096)
+
+
+def _varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("tree, reason", [
+    (b"\x10\x01" * 1001 + b"\x00", "depth limit"),                 # lists nested 1001 deep
+    (b"\x10" + _varint(2**40), "count exceeds"),                    # a list claiming 2**40 items
+    (b"\x12" + _varint(2**62), "count exceeds"),                    # a dict claiming 2**62 pairs
+    (b"\x06" + _varint(2**63), "length exceeds"),                   # a str longer than the file
+    (b"\x04" + _varint(5) + b"\x01", "length exceeds"),             # a big int cut short
+    (b"\x06\x02\xff\xfe", "invalid UTF-8"),
+    (b"\x12\x01\x10\x00\x00", "bad dict key"),                      # an unhashable (list) key
+    (b"\x20\x03<f8\x01\x02\x00", "missing blob"),                   # an array without its blob
+    (b"\x20\x03<O8\x00\x00", "bad array dtype"),                    # object dtype refused unparsed
+    (b"\x30\x03abc\x00", "unknown registered type 'abc'"),
+    (b"\x7f", "unknown tag"),
+    (b"\x00\x00", "trailing bytes"),
+])
+def test_decoder_limits_and_malformed_trees(tree, reason):
+    with pytest.raises(fk.CorruptCheckpointError, match=reason):
+        loads(_framed(tree))
+
+
+def test_array_shape_must_match_its_blob():
+    from faultkit.recover import codec
+
+    meta = codec.encode_meta({"meta": None}).tree_bytes()
+    tree = b"\x20\x03<f8\x01" + _varint(3) + b"\x00"  # 3 float64 = 24 bytes
+    assert loads(frame(meta, tree, [bytes(24)], chunk_size=4096)).shape == (3,)
+    for blob in (bytes(16), bytes(32)):
+        with pytest.raises(fk.CorruptCheckpointError, match="shape disagrees"):
+            loads(frame(meta, tree, [blob], chunk_size=4096))
+    huge = b"\x20\x03<f8\x02" + _varint(2**62) + _varint(2**62) + b"\x00"  # product overflows
+    with pytest.raises(fk.CorruptCheckpointError, match="shape disagrees"):
+        loads(frame(meta, huge, [bytes(8)], chunk_size=4096))

@@ -149,6 +149,7 @@ std::string UnsupportedType::message(size_t max_frames) const { return path_stri
 struct BlobHold {
     Py_buffer view{};
     bool has_view = false;
+    bool pending_copy = false;
     ByteBuffer copy;  // used instead of the view when snapshotting
 };
 
@@ -397,12 +398,7 @@ private:
         if (PyObject_GetBuffer(o, &h->view, PyBUF_C_CONTIGUOUS) < 0) throw_py();
         h->has_view = true;
         Span s{static_cast<const uint8_t*>(h->view.buf), static_cast<uint64_t>(h->view.len)};
-        if (copy) {
-            h->copy.put_bytes(s.data, s.size);
-            PyBuffer_Release(&h->view);
-            h->has_view = false;
-            s = Span{h->copy.data(), h->copy.size()};
-        }
+        h->pending_copy = copy;  // copied after the walk (see encode()), GIL released
         out_.holds.push_back(std::move(h));
         out_.blobs.push_back(s);
         out_.blob_bytes += s.size;
@@ -696,8 +692,8 @@ private:
         const char* ds = reinterpret_cast<const char*>(r_.take(dlen));
         // Accept only "<>|" + one of "biufc" + an item size: np.dtype is then
         // given nothing it could interpret as code or a structured type.
-        if (dlen < 3 || dlen > 4 || !std::strchr("<>|", ds[0]) || !std::strchr("biufc", ds[1]) || !ds[1])
-            r_.fail("bad array dtype");
+        auto one_of = [](char c, const char* set) { return c != 0 && std::strchr(set, c) != nullptr; };
+        if (dlen < 3 || dlen > 4 || !one_of(ds[0], "<>|") || !one_of(ds[1], "biufc")) r_.fail("bad array dtype");
         for (int i = 2; i < dlen; ++i)
             if (ds[i] < '0' || ds[i] > '9') r_.fail("bad array dtype");
         Ref dstr(check(PyUnicode_FromStringAndSize(ds, dlen)));
@@ -770,6 +766,26 @@ std::unique_ptr<Encoded> encode(py::handle state, py::object types, uint64_t blo
         e.encode(state.ptr());
         return 0;
     });
+    if (snapshot) {
+        // Copy the mutable blobs now that the walk is over: with the GIL
+        // released (the held views keep their memory alive), so other threads
+        // run during a large copy; then drop the views.
+        {
+            py::gil_scoped_release nogil;
+            for (size_t i = 0; i < out->holds.size(); ++i) {
+                BlobHold& h = *out->holds[i];
+                if (!h.pending_copy) continue;
+                h.copy.put_bytes(h.view.buf, static_cast<size_t>(h.view.len));
+                out->blobs[i] = Span{h.copy.data(), h.copy.size()};
+            }
+        }
+        for (auto& h : out->holds) {
+            if (h->pending_copy && h->has_view) {
+                PyBuffer_Release(&h->view);
+                h->has_view = false;
+            }
+        }
+    }
     return out;
 }
 
