@@ -94,6 +94,7 @@ public:
     const uint8_t* data() const { return data_; }
     uint8_t* data() { return data_; }
     size_t size() const { return size_; }
+    size_t capacity() const { return cap_; }
     void clear() { size_ = 0; }
 
     // Make room for n more bytes (the fast path is one compare).

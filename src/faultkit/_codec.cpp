@@ -153,17 +153,41 @@ struct BlobHold {
     ByteBuffer copy;  // used instead of the view when snapshotting
 };
 
+// One spare tree buffer, kept between encodes (guarded by the GIL: taken and
+// given back only while it is held).  A fresh multi-MiB buffer costs a page
+// fault per 4 KiB on first touch -- about a tenth of encoding 100k records --
+// so reusing the last one's pages pays; buffers above kSpareMax are freed.
+constexpr size_t kSpareMax = 32u << 20;
+ByteBuffer* g_spare = nullptr;
+
+ByteBuffer take_buffer() {
+    if (g_spare) {
+        ByteBuffer b = std::move(*g_spare);
+        delete g_spare;
+        g_spare = nullptr;
+        b.clear();
+        return b;
+    }
+    return ByteBuffer(1 << 16);
+}
+
+void give_buffer(ByteBuffer&& b) {
+    if (g_spare || b.capacity() > kSpareMax) return;
+    g_spare = new (std::nothrow) ByteBuffer(std::move(b));
+}
+
 struct Encoded {
-    ByteBuffer tree{1 << 16};
+    ByteBuffer tree = take_buffer();
     std::vector<std::unique_ptr<BlobHold>> holds;
     std::vector<Span> blobs;
     uint64_t blob_bytes = 0;
 
     Encoded() = default;
     Encoded(const Encoded&) = delete;
-    ~Encoded() {
+    ~Encoded() {  // runs with the GIL held (pybind11 deallocation, or encode())
         for (auto& h : holds)
             if (h->has_view) PyBuffer_Release(&h->view);
+        give_buffer(std::move(tree));
     }
     Span tree_span() const { return Span{tree.data(), tree.size()}; }
 };

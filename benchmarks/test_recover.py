@@ -1,0 +1,147 @@
+"""Checkpoints: faultkit against np.save/np.load, pickle protocol 5 and msgspec, in one run.
+
+Compare within a group: ``faultkit bench -k recover --benchmark-group-by=group``.
+Array-heavy cases write 256 MiB of float64 to a temporary directory a few
+rounds each (page cache, no fsync for anyone); object-heavy cases encode and
+decode 100,000 small dicts in memory.
+"""
+import os
+import pickle
+
+import msgspec
+import numpy as np
+import pytest
+
+import faultkit as fk
+from faultkit.recover import dumps, loads
+
+BIG = 256 << 20  # bytes
+SMALL = 16 << 20
+ROUNDS = dict(rounds=5, iterations=1, warmup_rounds=1)
+
+
+@pytest.fixture(scope="module")
+def big():
+    return np.random.default_rng(0).random(BIG // 8)
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [{"id": i, "name": f"user{i:06d}", "score": i * 0.5, "active": i % 2 == 0, "tags": ["a", "b"]}
+            for i in range(100_000)]
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+# ---------------------------------------------------------------- array-heavy save
+
+@pytest.mark.benchmark(group="recover: save 256 MiB float64, no fsync")
+def test_save_faultkit(benchmark, big, workdir):
+    ck = fk.Checkpointer(workdir / "ck", retain=1, fsync=False)
+    info = benchmark.pedantic(ck.save, args=({"a": big},), **ROUNDS)
+    assert info.size > BIG
+    ck.close()
+
+
+@pytest.mark.benchmark(group="recover: save 256 MiB float64, no fsync")
+def test_save_numpy(benchmark, big, workdir):
+    benchmark.pedantic(np.save, args=(os.path.join(workdir, "a.npy"), big), **ROUNDS)
+
+
+@pytest.mark.benchmark(group="recover: save 256 MiB float64, no fsync")
+def test_save_pickle5(benchmark, big, workdir):
+    def run():
+        with open(os.path.join(workdir, "a.pkl"), "wb") as f:
+            pickle.dump({"a": big}, f, protocol=5)
+
+    benchmark.pedantic(run, **ROUNDS)
+
+
+# ---------------------------------------------------------------- incremental
+
+@pytest.mark.benchmark(group="recover: save 256 MiB after changing 1% of it")
+@pytest.mark.parametrize("fsync", [False, True], ids=["page-cache", "fsync"])
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "full"])
+def test_save_after_1pct_change(benchmark, big, workdir, incremental, fsync):
+    a = big.copy()
+    ck = fk.Checkpointer(workdir / "inc", retain=2, fsync=fsync, full_every=1_000)
+    full = ck.save({"a": a})
+    step = [0]
+    infos = []
+
+    def run():
+        step[0] += 1
+        n = a.size // 100
+        start = (step[0] * 7 * n) % (a.size - n)
+        a[start:start + n] += 1.0  # 1% of the array, contiguous
+        infos.append(ck.save({"a": a}, incremental=incremental))
+
+    rounds = dict(ROUNDS, rounds=3) if fsync else ROUNDS  # a durable 256 MiB write takes seconds
+    benchmark.pedantic(run, **rounds)
+    if incremental:
+        assert all(i.incremental for i in infos)
+        assert max(i.written for i in infos) <= 0.05 * full.written
+    benchmark.extra_info["bytes_written"] = max(i.written for i in infos)
+    ck.close()
+
+
+# ---------------------------------------------------------------- zero-copy restore
+
+def _mmap_restore_cases():
+    return [pytest.param(BIG, id="256MiB"), pytest.param(SMALL, id="16MiB")]
+
+
+@pytest.mark.parametrize("size", _mmap_restore_cases())
+@pytest.mark.benchmark(group="recover: restore with mmap")
+def test_restore_mmap_faultkit(benchmark, big, workdir, size):
+    with fk.Checkpointer(workdir / "mm", fsync=False) as ck:
+        ck.save({"a": big[: size // 8]})
+        out = benchmark(ck.recover, mmap=True)
+    assert out["a"].nbytes == size and not out["a"].flags.writeable
+
+
+@pytest.mark.parametrize("size", _mmap_restore_cases())
+@pytest.mark.benchmark(group="recover: restore with mmap")
+def test_restore_mmap_numpy(benchmark, big, workdir, size):
+    path = os.path.join(workdir, "a.npy")
+    np.save(path, big[: size // 8])
+    out = benchmark(np.load, path, mmap_mode="r")
+    assert out.nbytes == size
+
+
+# ---------------------------------------------------------------- object-heavy
+
+@pytest.mark.benchmark(group="recover: encode 100k small dicts")
+def test_encode_faultkit(benchmark, records):
+    benchmark(dumps, records)
+
+
+@pytest.mark.benchmark(group="recover: encode 100k small dicts")
+def test_encode_msgspec(benchmark, records):
+    benchmark(msgspec.msgpack.Encoder().encode, records)
+
+
+@pytest.mark.benchmark(group="recover: encode 100k small dicts")
+def test_encode_pickle5(benchmark, records):
+    benchmark(pickle.dumps, records, protocol=5)
+
+
+@pytest.mark.benchmark(group="recover: decode 100k small dicts")
+def test_decode_faultkit(benchmark, records):
+    blob = dumps(records)
+    assert benchmark(loads, blob) == records
+
+
+@pytest.mark.benchmark(group="recover: decode 100k small dicts")
+def test_decode_msgspec(benchmark, records):
+    blob = msgspec.msgpack.encode(records)
+    assert benchmark(msgspec.msgpack.Decoder().decode, blob) == records
+
+
+@pytest.mark.benchmark(group="recover: decode 100k small dicts")
+def test_decode_pickle5(benchmark, records):
+    blob = pickle.dumps(records, protocol=5)
+    assert benchmark(pickle.loads, blob) == records
