@@ -44,3 +44,15 @@ def frame(meta_tree: bytes, tree: bytes, blobs=(), *, chunk_size=1 << 20, id=0) 
     footer += struct.pack("<Q", h(footer)) + END_MAGIC
     out.extend(footer)
     return bytes(out)
+
+
+def read_toc(blob: bytes):
+    """(chunk_size, sections, chunks) of a file, parsed per docs/FORMAT.md (no validation)."""
+    chunk_size = struct.unpack_from("<Q", blob, 32)[0]
+    toc_offset, toc_length = struct.unpack_from("<QQ", blob, len(blob) - 64)
+    ns, nc, nr, _ = struct.unpack_from("<QQQQ", blob, toc_offset)
+    p = toc_offset + 32
+    sections = [struct.unpack_from("<IIQQQQQQQ", blob, p + 64 * i) for i in range(ns)]
+    p += 64 * ns
+    chunks = [struct.unpack_from("<QIIQ", blob, p + 24 * i) for i in range(nc)]
+    return chunk_size, sections, chunks

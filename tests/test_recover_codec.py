@@ -157,3 +157,24 @@ def test_max_size():
 def test_garbage_is_a_clean_error(bad):
     with pytest.raises(fk.CorruptCheckpointError):
         loads(bad)
+
+
+@pytest.mark.parametrize("nbytes", [241, 4096, (1 << 20) + 13, 3 << 20])
+def test_chunk_hashes_are_xxh3_64_bit_for_bit(nbytes):
+    """Every chunk checksum equals python-xxhash's XXH3-64 of the chunk (the AVX2 kernel included)."""
+    import xxhash
+    from recover_format_ref import read_toc
+
+    rng = np.random.default_rng(nbytes)
+    blob = dumps({"b": rng.bytes(nbytes), "a": rng.integers(0, 255, nbytes, dtype=np.uint8)[1:]})
+    chunk_size, sections, chunks = read_toc(blob)
+    checked = 0
+    for kind, _, offset, length, stored, checksum, first, n, _ in sections:
+        for k in range(n):
+            h, ref, _, off = chunks[first + k]
+            size = min(chunk_size, length - k * chunk_size)
+            assert ref == 0 and h == xxhash.xxh3_64_intdigest(blob[off:off + size])
+            checked += 1
+        hashes = b"".join(struct.pack("<Q", chunks[first + k][0]) for k in range(n))
+        assert checksum == xxhash.xxh3_64_intdigest(hashes)
+    assert checked >= 2 + 2 * (nbytes // chunk_size)

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "faultkit/codec_buffer.h"
+#include "faultkit/codec_hash.h"
 #include "faultkit/xxh3.h"
 
 namespace faultkit {
@@ -128,7 +129,7 @@ inline uint64_t hash_of_hashes(const Chunk* chunks, uint64_t n) {
     // XXH3-64 of the chunk hashes as consecutive little-endian u64s.
     std::vector<uint8_t> buf(n * 8);
     for (uint64_t i = 0; i < n; ++i) store_le64(buf.data() + 8 * i, chunks[i].hash);
-    return xxh3_64(buf.data(), buf.size(), 0);
+    return chunk_hash(buf.data(), buf.size());
 }
 
 inline void encode_header(uint8_t out[kHeaderSize], const Header& h) {
@@ -220,7 +221,7 @@ inline Layout parse_layout(const uint8_t* buf, size_t n) {
     if (l.toc_offset < kHeaderSize || l.toc_offset > data_end || l.toc_length != data_end - l.toc_offset)
         throw CodecError("TOC out of bounds");
     const uint8_t* toc = buf + l.toc_offset;
-    if (xxh3_64(toc, l.toc_length, 0) != l.toc_checksum) throw CodecError("TOC checksum mismatch");
+    if (chunk_hash(toc, l.toc_length) != l.toc_checksum) throw CodecError("TOC checksum mismatch");
     if (l.toc_length < kTocCountsSize) throw CodecError("TOC too short");
 
     uint64_t ns = load_le64(toc), nc = load_le64(toc + 8), nr = load_le64(toc + 16);

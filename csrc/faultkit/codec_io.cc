@@ -75,7 +75,7 @@ struct HashJob {
 };
 
 void hash_jobs(HashJob* jobs, size_t n) {
-    for (size_t i = 0; i < n; ++i) jobs[i].hash = xxh3_64(jobs[i].data, jobs[i].len, 0);
+    for (size_t i = 0; i < n; ++i) jobs[i].hash = chunk_hash(jobs[i].data, jobs[i].len);
 }
 
 // Hashes jobs on a helper thread (or inline if no thread can be started);
@@ -126,7 +126,7 @@ void write_small(Sink& sink, Layout& l, uint32_t kind, Span s, uint64_t cs) {
     for (uint64_t k = 0; k < sec.n_chunks; ++k) {
         uint64_t len = chunk_len(sec, k, cs);
         Chunk c;
-        c.hash = xxh3_64(s.data + k * cs, len, 0);
+        c.hash = chunk_hash(s.data + k * cs, len);
         c.offset = sink.position;
         sink.write(s.data + k * cs, len);
         l.chunks.push_back(c);
@@ -172,19 +172,30 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
 
     hash_now(inc_jobs, inc_bytes);
 
-    // Upper bound of the file size (each section padded; of incremental
-    // blobs, only the chunks that changed), so the sink can reserve it.
+    // The exact file size, so the sink can reserve it (and need not trim it).
+    auto align = [](uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; };
+    uint64_t size = align(align(kHeaderSize) + meta.size) + tree.size;
     uint64_t n_chunks = chunk_count(meta.size, cs) + chunk_count(tree.size, cs) + inc_jobs.size() + full_jobs.size();
-    uint64_t bound = kHeaderSize + kFooterSize + kTocCountsSize + 2 * (kSectionRecord + kAlign) + meta.size +
-                     tree.size + full_bytes + n_chunks * (kChunkRecord + kRefRecord) + kAlign +
-                     blobs.size() * (kAlign + kSectionRecord);
+    std::vector<uint64_t> ref_ids;
     for (size_t b = 0; b < blobs.size(); ++b) {
-        if (!old[b]) continue;
-        for (uint64_t k = 0; k < old[b]->chunks.size(); ++k) {
-            const HashJob& j = inc_jobs[first_job[b] + k];
-            if (j.hash != old[b]->chunks[k].hash) bound += j.len;
+        uint64_t stored = blobs[b].size;
+        if (old[b]) {
+            stored = 0;
+            for (uint64_t k = 0; k < old[b]->chunks.size(); ++k) {
+                const HashJob& j = inc_jobs[first_job[b] + k];
+                const ChunkLoc& o = old[b]->chunks[k];
+                if (j.hash != o.hash) {
+                    stored += j.len;
+                } else if (std::find(ref_ids.begin(), ref_ids.end(), o.id) == ref_ids.end()) {
+                    ref_ids.push_back(o.id);
+                }
+            }
         }
+        size = align(size) + stored;
     }
+    size = align(size) + kTocCountsSize + (2 + blobs.size()) * kSectionRecord + n_chunks * kChunkRecord +
+           ref_ids.size() * kRefRecord + kFooterSize;
+    const uint64_t bound = size;
     sink.position = 0;
     sink.expect(bound);
     uint8_t head[kHeaderSize];
@@ -261,7 +272,7 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
     encode_toc(toc, l);
     l.toc_offset = sink.position;
     l.toc_length = toc.size();
-    l.toc_checksum = xxh3_64(toc.data(), toc.size(), 0);
+    l.toc_checksum = chunk_hash(toc.data(), toc.size());
     sink.write(toc.data(), toc.size());
     l.file_size = sink.position + kFooterSize;
     uint8_t foot[kFooterSize];
@@ -322,7 +333,7 @@ void verify_local_chunks(const Layout& l, size_t index, FileView file) {
         if (c.ref) continue;
         uint64_t len = chunk_len(s, k, cs);
         if (c.offset > file.size || len > file.size - c.offset) throw CodecError("chunk out of bounds");
-        if (xxh3_64(file.data + c.offset, len, 0) != c.hash)
+        if (chunk_hash(file.data + c.offset, len) != c.hash)
             throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) + " checksum mismatch");
     }
 }
@@ -341,7 +352,7 @@ void assemble_section(const Layout& l, size_t index, FileView file, const std::v
             len > src.size - kFooterSize - c.offset)
             throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) + " is out of bounds");
         const uint8_t* p = src.data + c.offset;
-        if ((verify || c.ref) && xxh3_64(p, len, 0) != c.hash)
+        if ((verify || c.ref) && chunk_hash(p, len) != c.hash)
             throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) +
                              (c.ref ? " (in checkpoint " + std::to_string(l.refs[c.ref - 1].id) + ")" : std::string()) +
                              " checksum mismatch");
