@@ -129,7 +129,28 @@ public:
         size_ += i;
     }
     void raw_bytes(const void* src, size_t n) {
-        std::memcpy(data_ + size_, src, n);
+        uint8_t* d = data_ + size_;
+        const uint8_t* p = static_cast<const uint8_t*>(src);
+        // Short strings (dict keys, names) dominate object trees: copy them
+        // with two overlapping fixed-size moves instead of a memcpy call.
+        // Never reads or writes outside [p, p + n) and [d, d + n).
+        if (n >= 8 && n <= 16) {
+            uint64_t a, b;
+            std::memcpy(&a, p, 8);
+            std::memcpy(&b, p + n - 8, 8);
+            std::memcpy(d, &a, 8);
+            std::memcpy(d + n - 8, &b, 8);
+        } else if (n >= 4 && n < 8) {
+            uint32_t a, b;
+            std::memcpy(&a, p, 4);
+            std::memcpy(&b, p + n - 4, 4);
+            std::memcpy(d, &a, 4);
+            std::memcpy(d + n - 4, &b, 4);
+        } else if (n < 4) {
+            for (size_t i = 0; i < n; ++i) d[i] = p[i];
+        } else {
+            std::memcpy(d, p, n);
+        }
         size_ += n;
     }
 
