@@ -227,7 +227,7 @@ private:
 
     // The leaves (str, int, float, None, bool) inline, without recursion: they
     // are most of the objects of a typical state and cannot be unsupported.
-    inline bool scalar(PyObject* o) {
+    __attribute__((always_inline)) inline bool scalar(PyObject* o) {
         PyTypeObject* t = Py_TYPE(o);
         if (t == &PyUnicode_Type) {
             if (PyUnicode_IS_COMPACT_ASCII(o)) {
