@@ -17,7 +17,10 @@ from faultkit.recover import dumps, loads
 
 BIG = 256 << 20  # bytes
 SMALL = 16 << 20
-ROUNDS = dict(rounds=5, iterations=1, warmup_rounds=1)
+# Each round of a write benchmark starts with os.sync(), untimed: otherwise a
+# round runs while the kernel is still writing back earlier rounds' (or
+# earlier tests') dirty pages, and which contender pays for that is luck.
+ROUNDS = dict(rounds=5, iterations=1, warmup_rounds=1, setup=os.sync)
 
 
 @pytest.fixture(scope="module")
