@@ -394,7 +394,7 @@ def test_phi_all_and_alive_mask_line_up_with_ids():
 
 def test_memory_per_component_is_as_documented():
     n = 4096
-    for det, per in [(TimeoutDetector(), 17), (PhiAccrualDetector(estimator="ewma"), 49)]:
+    for det, per in [(TimeoutDetector(), 17), (PhiAccrualDetector(estimator="ewma"), 65)]:
         det.add_many(range(n))
         det.heartbeat_many(np.arange(n), np.zeros(n))
         assert det.memory_bytes() / n == pytest.approx(per, rel=0.05)
@@ -402,8 +402,8 @@ def test_memory_per_component_is_as_documented():
     det.add_many(range(n))
     for t in range(3):
         det.heartbeat_many(np.arange(n), np.full(n, float(t)))
-    # 77 bytes + a window of 4 doubles (2 seeds + 2 intervals)
-    assert det.memory_bytes() / n == pytest.approx(77 + 32, rel=0.05)
+    # 65 bytes + a window of 4 doubles (2 seeds + 2 intervals)
+    assert det.memory_bytes() / n == pytest.approx(65 + 32, rel=0.05)
 
 
 def test_public_names():

@@ -1,6 +1,13 @@
-// Heartbeat table: N monitored components as a structure of arrays, with the
-// deadlines at which each one crosses its suspect and dead thresholds
-// precomputed at every heartbeat, so that a scan is a pass over deadlines.
+// Heartbeat table: N monitored components, with the deadlines at which each
+// one crosses its suspect and dead thresholds precomputed at every heartbeat,
+// so that a scan is a pass over deadlines.
+//
+// Layout: a byte array of states (read by validation, scans and masks) plus,
+// in the timeout mode, arrays of last-heartbeat times and incarnations; in the
+// phi modes, one 64-byte, line-aligned record per component (PhiRec) holding
+// everything a heartbeat reads and writes, so that a heartbeat for a random id
+// misses the cache on one line (plus the window's samples in the exact mode)
+// instead of one line per array.
 //
 // No Python.h, no clock: every call that needs the time takes `now` (seconds,
 // any epoch).  Callers validate ids and times (see validate_many); the
@@ -31,7 +38,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <new>
 #include <vector>
 
 namespace faultkit {
@@ -90,6 +99,20 @@ struct HbConfig {
     double alpha = 0.0;  // EWMA weight of the newest interval, in (0, 1]
 };
 
+// One component's hot record in the phi modes: one cache line.
+struct alignas(64) PhiRec {
+    double last = 0.0;  // time of the last heartbeat
+    double off_s = std::numeric_limits<double>::infinity();  // suspect deadline - last
+    double off_d = std::numeric_limits<double>::infinity();  // dead deadline - last
+    // window: running sum and sum of squares; EWMA: mean and variance
+    double a = 0.0, b = 0.0;
+    double* win = nullptr;    // window: the samples (own heap block, capacity win_cap(n))
+    uint32_t n = 0;           // window: samples held
+    uint32_t head = 0;        // window: index of the oldest sample once full
+    uint64_t incarnation = 0;  // highest sender incarnation seen
+};
+static_assert(sizeof(PhiRec) == 64, "PhiRec must be one cache line");
+
 struct HbEvent {
     int64_t id;
     uint8_t old_state;
@@ -113,6 +136,12 @@ public:
             seed_hi_ = e + sd;
         }
     }
+
+    ~HeartbeatTable() {
+        for (PhiRec& r : rec_) std::free(r.win);
+    }
+    HeartbeatTable(const HeartbeatTable&) = delete;
+    HeartbeatTable& operator=(const HeartbeatTable&) = delete;
 
     // ---- membership -----------------------------------------------------
     int64_t add() {
@@ -156,10 +185,11 @@ public:
     int heartbeat(int64_t id, double now, int64_t incarnation = -1) {
         if (!in_use(id)) return -1;
         const size_t i = static_cast<size_t>(id);
-        if (state_[i] != HB_IDLE && now < last_[i]) return 1;
+        if (state_[i] != HB_IDLE && now < last_at(i)) return 1;
         bool fresh = false;
-        if (incarnation >= 0 && static_cast<uint64_t>(incarnation) > incarnation_[i]) {
-            incarnation_[i] = static_cast<uint64_t>(incarnation);
+        uint64_t& inc = phi_mode() ? rec_[i].incarnation : incarnation_[i];
+        if (incarnation >= 0 && static_cast<uint64_t>(incarnation) > inc) {
+            inc = static_cast<uint64_t>(incarnation);
             fresh = true;
         }
         beat(i, now, fresh);
@@ -207,20 +237,8 @@ public:
             }
             return stale;
         }
-        for (size_t k = 0; k < n; ++k) {
-            if (k + PREFETCH < n) {
-                const size_t j = static_cast<size_t>(ids[k + PREFETCH]);
-                prefetch(&last_[j]);
-                prefetch(&state_[j]);
-                prefetch(&off_[j]);
-                prefetch(&mom_[j]);
-                if (cfg_.mode == HB_PHI_WINDOW) prefetch(&win_[j]);
-            }
-            const size_t i = static_cast<size_t>(ids[k]);
-            if (state_[i] != HB_IDLE && times[k] < last_[i]) { ++stale; continue; }
-            beat(i, times[k], false);
-        }
-        return stale;
+        return cfg_.mode == HB_PHI_WINDOW ? phi_many<true>(ids, times, n)
+                                          : phi_many<false>(ids, times, n);
     }
 
     // ---- scan -----------------------------------------------------------
@@ -257,19 +275,23 @@ public:
 
     // ---- queries --------------------------------------------------------
     uint8_t state(int64_t id) const noexcept { return in_use(id) ? state_[id] : HB_FREE; }
-    double last(int64_t id) const noexcept { return last_[id]; }
-    uint64_t incarnation(int64_t id) const noexcept { return incarnation_[id]; }
+    double last(int64_t id) const noexcept { return last_at(static_cast<size_t>(id)); }
+    uint64_t incarnation(int64_t id) const noexcept {
+        const size_t i = static_cast<size_t>(id);
+        return phi_mode() ? rec_[i].incarnation : incarnation_[i];
+    }
 
     // Current mean and standard deviation (min_std applied) of the intervals.
     void stats(size_t i, double* mean, double* std_dev) const noexcept {
+        const PhiRec& r = rec_[i];
         double var;
         if (cfg_.mode == HB_PHI_WINDOW) {
-            const double n = static_cast<double>(win_[i].size());
-            *mean = mom_[i].a / n;
-            var = mom_[i].b / n - *mean * *mean;
+            const double n = static_cast<double>(r.n);
+            *mean = r.a / n;
+            var = r.b / n - *mean * *mean;
         } else {
-            *mean = mom_[i].a;
-            var = mom_[i].b;
+            *mean = r.a;
+            var = r.b;
         }
         // Akka's sums are integer milliseconds, so its variance is never
         // negative; in floating point it can be by rounding: clamp at 0.
@@ -282,7 +304,7 @@ public:
         if (state_[i] == HB_IDLE || state_[i] == HB_FREE || cfg_.mode == HB_TIMEOUT) return 0.0;
         double mean, sd;
         stats(i, &mean, &sd);
-        return akka_phi(now - last_[i], mean + cfg_.pause, sd);
+        return akka_phi(now - rec_[i].last, mean + cfg_.pause, sd);
     }
 
     // phi of every slot (NaN for removed ids) into out[0, slots()).
@@ -306,12 +328,12 @@ public:
         const size_t i = static_cast<size_t>(id);
         if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
         return cfg_.mode == HB_TIMEOUT ? last_[i] + (has_suspect_ ? cfg_.suspect_after : cfg_.timeout)
-                                       : last_[i] + off_[i].a;
+                                       : rec_[i].last + rec_[i].off_s;
     }
     double dead_deadline(int64_t id) const noexcept {
         const size_t i = static_cast<size_t>(id);
         if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
-        return cfg_.mode == HB_TIMEOUT ? last_[i] + cfg_.timeout : last_[i] + off_[i].b;
+        return cfg_.mode == HB_TIMEOUT ? last_[i] + cfg_.timeout : rec_[i].last + rec_[i].off_d;
     }
 
     // Both deadlines of every slot (inf for removed or never-heard ids).
@@ -329,11 +351,9 @@ public:
         size_t b = last_.capacity() * sizeof(double) + state_.capacity()
                  + incarnation_.capacity() * sizeof(uint64_t)
                  + bmin_.capacity() * sizeof(double) + free_.capacity() * sizeof(int64_t)
-                 + off_.capacity() * sizeof(Pair) + mom_.capacity() * sizeof(Pair)
-                 + head_.capacity() * sizeof(uint32_t)
-                 + win_.capacity() * sizeof(std::vector<double>)
-                 + pending_.capacity() * sizeof(HbEvent);
-        for (const auto& w : win_) b += w.capacity() * sizeof(double);
+                 + rec_.capacity() * sizeof(PhiRec) + pending_.capacity() * sizeof(HbEvent);
+        if (cfg_.mode == HB_PHI_WINDOW)
+            for (const PhiRec& r : rec_) b += win_cap(r.n) * sizeof(double);
         return b;
     }
 
@@ -351,77 +371,155 @@ private:
 
     bool phi_mode() const noexcept { return cfg_.mode != HB_TIMEOUT; }
 
+    // heartbeat_many's phi loop.  Fast path, inlined: an alive component whose
+    // elapsed time is clearly below its dead offset (available_fast's first
+    // test) takes the interval as a sample, exactly as beat() would; anything
+    // else goes through beat().
+    template <bool WINDOW>
+    size_t phi_many(const int64_t* ids, const double* times, size_t n) {
+        // One line a component (its record), and for the window the line its
+        // next sample goes to, prefetched once the record has arrived.
+        constexpr size_t PREFETCH = 32, PREFETCH_WIN = 16;
+        const bool fast = y_dead_ > 0.1;
+        size_t stale = 0;
+        for (size_t k = 0; k < n; ++k) {
+            if (k + PREFETCH < n) {
+                const size_t j = static_cast<size_t>(ids[k + PREFETCH]);
+                prefetch(&rec_[j]);
+                prefetch(&state_[j]);
+            }
+            if (WINDOW && k + PREFETCH_WIN < n) {
+                const PhiRec& r = rec_[static_cast<size_t>(ids[k + PREFETCH_WIN])];
+                if (r.win) prefetch(r.win + (r.n < cfg_.max_samples ? r.n : r.head));
+            }
+            const size_t i = static_cast<size_t>(ids[k]);
+            const double t = times[k];
+            PhiRec& r = rec_[i];
+            if (fast && state_[i] == HB_ALIVE) {
+                const double el = t - r.last, d = r.off_d;
+                if (el >= 0.0 && el < d - 1e-9 * (1.0 + d)) {  // el >= 0: not stale
+                    push_sample<WINDOW>(r, el);
+                    set_offsets<WINDOW>(r);
+                    r.last = t;
+                    double& bm = bmin_[i / BLOCK];
+                    const double nd = t + r.off_s;
+                    if (nd < bm) bm = nd;
+                    continue;
+                }
+            }
+            if (state_[i] != HB_IDLE && t < r.last) { ++stale; continue; }
+            beat(i, t, false);
+        }
+        return stale;
+    }
+
+    // The statistics (min_std applied) and from them the two deadline offsets.
+    template <bool WINDOW>
+    void set_offsets(PhiRec& r) const noexcept {
+        double mean, var;
+        if (WINDOW) {
+            const double n = static_cast<double>(r.n);
+            mean = r.a / n;
+            var = r.b / n - mean * mean;
+        } else {
+            mean = r.a;
+            var = r.b;
+        }
+        const double sd = std::max(std::sqrt(std::max(var, 0.0)), cfg_.min_std);
+        const double m = mean + cfg_.pause;
+        const double d = m + y_dead_ * sd;
+        r.off_s = has_suspect_ ? m + y_suspect_ * sd : d;
+        r.off_d = d;
+    }
+    double last_at(size_t i) const noexcept { return phi_mode() ? rec_[i].last : last_[i]; }
+
+    // Capacity of a window holding n samples: it grows by doubling from 4,
+    // capped at max_samples, so the capacity follows from n alone.
+    size_t win_cap(uint32_t n) const noexcept {
+        if (n == 0) return 0;
+        size_t c = 4;
+        while (c < n) c *= 2;
+        return std::min<size_t>(c, cfg_.max_samples);
+    }
+
     void grow(size_t n) {
-        last_.resize(n, 0.0);
         state_.resize(n, HB_FREE);
-        incarnation_.resize(n, 0);
         bmin_.resize((n + BLOCK - 1) / BLOCK, INF);
         if (phi_mode()) {
-            off_.resize(n, Pair{INF, INF});
-            mom_.resize(n, Pair{0.0, 0.0});
-        }
-        if (cfg_.mode == HB_PHI_WINDOW) {
-            head_.resize(n, 0);
-            win_.resize(n);
+            rec_.resize(n);
+        } else {
+            last_.resize(n, 0.0);
+            incarnation_.resize(n, 0);
         }
     }
 
     void reset(size_t i) {
-        last_[i] = 0.0;
-        incarnation_[i] = 0;
-        if (cfg_.mode == HB_PHI_WINDOW) {
-            std::vector<double>().swap(win_[i]);  // give the window's memory back
-            head_[i] = 0;
+        if (phi_mode()) {
+            std::free(rec_[i].win);  // give the window's memory back
+            rec_[i] = PhiRec{};
+        } else {
+            last_[i] = 0.0;
+            incarnation_[i] = 0;
         }
     }
 
     void seed_stats(size_t i) {
+        PhiRec& r = rec_[i];
         if (cfg_.mode == HB_PHI_WINDOW) {
-            win_[i].clear();
-            head_[i] = 0;
-            mom_[i].a = 0.0;
-            mom_[i].b = 0.0;
-            push_interval(i, seed_lo_);
-            push_interval(i, seed_hi_);
+            r.n = 0;  // its capacity follows n: start a new block
+            std::free(r.win);
+            r.win = nullptr;
+            r.head = 0;
+            r.a = 0.0;
+            r.b = 0.0;
+            push_interval(r, seed_lo_);
+            push_interval(r, seed_hi_);
         } else if (cfg_.mode == HB_PHI_EWMA) {
             const double sd = cfg_.first_estimate / 4.0;
-            mom_[i].a = cfg_.first_estimate;  // EWMA mean
-            mom_[i].b = sd * sd;            // EWMA variance
+            r.a = cfg_.first_estimate;  // EWMA mean
+            r.b = sd * sd;              // EWMA variance
         }
     }
 
-    // Akka's HeartbeatHistory :+ (running sums; drop the oldest when full).
-    void push_interval(size_t i, double x) {
-        if (cfg_.mode == HB_PHI_EWMA) {
-            const double a = cfg_.alpha, d = x - mom_[i].a;
-            mom_[i].a += a * d;
-            mom_[i].b = (1.0 - a) * (mom_[i].b + a * d * d);
+    void push_interval(PhiRec& r, double x) {
+        if (cfg_.mode == HB_PHI_WINDOW) push_sample<true>(r, x);
+        else push_sample<false>(r, x);
+    }
+
+    // Akka's HeartbeatHistory :+ (running sums; drop the oldest when full),
+    // or the EWMA update.
+    template <bool WINDOW>
+    void push_sample(PhiRec& r, double x) {
+        if (!WINDOW) {
+            const double a = cfg_.alpha, d = x - r.a;
+            r.a += a * d;
+            r.b = (1.0 - a) * (r.b + a * d * d);
             return;
         }
-        std::vector<double>& w = win_[i];
-        if (w.size() < cfg_.max_samples) {
-            if (w.size() == w.capacity())  // grow by doubling, capped at the window
-                w.reserve(std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * w.capacity())));
-            w.push_back(x);
+        if (r.n < cfg_.max_samples) {
+            if (r.n == win_cap(r.n)) {  // full block: grow by doubling, capped at the window
+                const size_t cap = std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * size_t{r.n}));
+                void* p = std::realloc(r.win, cap * sizeof(double));
+                if (!p) throw std::bad_alloc();
+                r.win = static_cast<double*>(p);
+            }
+            r.win[r.n++] = x;
         } else {
-            const double old = w[head_[i]];
-            mom_[i].a = mom_[i].a - old;
-            mom_[i].b = mom_[i].b - old * old;
-            w[head_[i]] = x;
-            head_[i] = head_[i] + 1 == cfg_.max_samples ? 0 : head_[i] + 1;
-            mom_[i].a = mom_[i].a + x;
-            mom_[i].b = mom_[i].b + x * x;
-            return;
+            const double old = r.win[r.head];
+            r.a = r.a - old;
+            r.b = r.b - old * old;
+            r.win[r.head] = x;
+            r.head = r.head + 1 == cfg_.max_samples ? 0 : r.head + 1;
         }
-        mom_[i].a = mom_[i].a + x;
-        mom_[i].b = mom_[i].b + x * x;
+        r.a = r.a + x;
+        r.b = r.b + x * x;
     }
 
     // Akka's isAvailable at `now` (phi(now) < threshold) given the current
     // stats: decided on y (the same division phi does), and by phi itself
     // only within a hair of y*, so the decision is phi's to the last bit.
     bool available(size_t i, double now, double mean, double sd) const noexcept {
-        const double t = now - last_[i], m = mean + cfg_.pause;
+        const double t = now - rec_[i].last, m = mean + cfg_.pause;
         const double y = (t - m) / sd, tol = 1e-9 * (1.0 + std::fabs(y_dead_));
         if (y < y_dead_ - tol) return true;
         if (y > y_dead_ + tol) return false;
@@ -436,7 +534,7 @@ private:
     // boundary, phi decides).
     bool available_fast(size_t i, double now) const noexcept {
         if (y_dead_ > 0.1) {
-            const double t = now - last_[i], d = off_[i].b, tol = 1e-9 * (1.0 + d);
+            const double t = now - rec_[i].last, d = rec_[i].off_d, tol = 1e-9 * (1.0 + d);
             if (t < d - tol) return true;
             if (t > d + tol) return false;
         }
@@ -448,23 +546,23 @@ private:
     void beat(size_t i, double now, bool fresh) {
         const uint8_t old = state_[i];
         if (phi_mode()) {
-            double mean, sd;
+            PhiRec& r = rec_[i];
             bool changed = true;
             if (old == HB_IDLE || fresh) {
                 seed_stats(i);
             } else if (available_fast(i, now)) {
-                push_interval(i, now - last_[i]);
+                push_interval(r, now - r.last);
             } else {
                 changed = false;  // an interval observed while not available is not a sample
             }
             if (changed) {  // else the statistics, hence the offsets, stay as they are
-                stats(i, &mean, &sd);
-                const double m = mean + cfg_.pause;
-                const double d = m + y_dead_ * sd;
-                off_[i] = Pair{has_suspect_ ? m + y_suspect_ * sd : d, d};
+                if (cfg_.mode == HB_PHI_WINDOW) set_offsets<true>(r);
+                else set_offsets<false>(r);
             }
+            r.last = now;
+        } else {
+            last_[i] = now;
         }
-        last_[i] = now;
         state_[i] = HB_ALIVE;
         if (old == HB_SUSPECT || old == HB_DEAD)
             pending_.push_back({static_cast<int64_t>(i), old, HB_ALIVE, now});
@@ -486,19 +584,15 @@ private:
     double y_dead_ = 0.0, y_suspect_ = 0.0, seed_lo_ = 0.0, seed_hi_ = 0.0;
     size_t count_ = 0;
 
-    std::vector<double> last_;           // time of the last heartbeat
     std::vector<uint8_t> state_;         // HB_ALIVE .. HB_FREE
-    std::vector<uint64_t> incarnation_;  // highest sender incarnation seen
     std::vector<double> bmin_;           // per-block lower bound of next deadlines
     std::vector<int64_t> free_;          // removed ids, reused by add()
     std::vector<HbEvent> pending_;       // recoveries since the last scan
-    // phi modes, each a pair so a heartbeat touches one cache line for it:
-    // off_ = (suspect, dead) deadline offsets from last_; mom_ = the interval
-    // statistics (window: running sum and sum of squares; EWMA: mean, variance)
-    struct Pair { double a, b; };
-    std::vector<Pair> off_, mom_;
-    std::vector<uint32_t> head_;              // window: index of the oldest sample once full
-    std::vector<std::vector<double>> win_;    // window: the samples
+    // timeout mode
+    std::vector<double> last_;           // time of the last heartbeat
+    std::vector<uint64_t> incarnation_;  // highest sender incarnation seen
+    // phi modes: one record a component (last, offsets, statistics, window)
+    std::vector<PhiRec> rec_;
 };
 
 }  // namespace faultkit

@@ -18,10 +18,11 @@ A component is monitored from its first heartbeat: before it, it reads
 healthy").
 
 Memory per component in the native table (plus the name <-> id dict in
-Python, ~100-200 bytes a name): ``TimeoutDetector`` 17 bytes; phi accrual with
-``estimator="ewma"`` 49 bytes; with the exact window (Akka's),
-77 bytes + 8 bytes per stored interval (at most ``max_sample_size``; the
-window grows only as intervals arrive, by doubling).
+Python, ~100-200 bytes a name): ``TimeoutDetector`` 17 bytes; phi accrual
+65 bytes (a 64-byte record holding all a heartbeat touches, one cache line,
+plus a state byte) with ``estimator="ewma"``, and with the exact window
+(Akka's) 65 bytes + 8 bytes per stored interval (at most
+``max_sample_size``; the window grows only as intervals arrive, by doubling).
 """
 from __future__ import annotations
 
@@ -305,11 +306,11 @@ class PhiAccrualDetector(_Detector):
     (a long outage does not skew the statistics).
 
     ``estimator="window"`` (default) keeps Akka's exact window of the last
-    ``max_sample_size`` intervals with running sums: 77 bytes + 8 bytes per
+    ``max_sample_size`` intervals with running sums: 65 bytes + 8 bytes per
     interval per component.  ``estimator="ewma"`` keeps an exponentially
     weighted mean and variance instead (weight ``ewma_alpha`` for the newest
     interval, default ``2 / (max_sample_size + 1)``, the weight whose mean age
-    equals a window's): 49 bytes per component whatever the history, but old
+    equals a window's): 65 bytes per component whatever the history, but old
     intervals fade gradually instead of dropping out, so phi differs from
     Akka's once the history is long.  Differences from Akka: times are float
     seconds (Akka: integer milliseconds, so its ``e/4`` rounds down), and a
