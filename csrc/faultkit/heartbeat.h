@@ -200,8 +200,15 @@ public:
     // use (kind 1) or a time that is NaN, infinite or negative (kind 2).
     size_t validate_many(const int64_t* ids, const double* times, size_t n,
                          int* kind) const noexcept {
+        // No id removed (the usual case): in use is in range, and checking it
+        // does not read the states at random.
+        const bool dense = count_ == state_.size();
+        const uint64_t slots = state_.size();
         for (size_t k = 0; k < n; ++k) {
-            if (!in_use(ids[k])) { *kind = 1; return k; }
+            if (dense ? static_cast<uint64_t>(ids[k]) >= slots : !in_use(ids[k])) {
+                *kind = 1;
+                return k;
+            }
             if (!(times[k] >= 0.0) || times[k] == INF) { *kind = 2; return k; }
         }
         *kind = 0;
