@@ -226,6 +226,42 @@ def test_heartbeat_many_validates_all_ids_before_writing():
         det.heartbeat_many(np.array([2**64 - 1], dtype=np.uint64), np.array([1.0]))
 
 
+def test_heartbeat_many_rejects_a_removed_id_before_writing():
+    det = PhiAccrualDetector()
+    det.add_many("abc")
+    det.remove("b")
+    with pytest.raises(IndexError, match="nothing was recorded"):
+        det.heartbeat_many(np.array([0, 1, 2]), np.array([1.0, 1.0, 1.0]))
+    assert det.last_heartbeat("a") is None
+    det.add("d")  # reuses id 1: every slot in use again
+    assert det.heartbeat_many(np.array([0, 1, 2]), np.array([1.0, 1.0, 1.0])) == 0
+    assert det.last_heartbeat("d") == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(estimator=st.sampled_from(["window", "ewma"]),
+       max_sample_size=st.integers(1, 9),
+       rows=st.lists(st.lists(st.floats(0.0, 12.0), min_size=3, max_size=3),
+                     min_size=1, max_size=25))
+def test_heartbeat_many_matches_single_heartbeats_bit_for_bit(estimator, max_sample_size, rows):
+    """The batch loop's inlined fast path and beat() keep identical statistics and deadlines."""
+    one = PhiAccrualDetector(3.0, suspect_threshold=1.0, estimator=estimator,
+                             max_sample_size=max_sample_size, acceptable_heartbeat_pause=0.5)
+    many = PhiAccrualDetector(3.0, suspect_threshold=1.0, estimator=estimator,
+                              max_sample_size=max_sample_size, acceptable_heartbeat_pause=0.5)
+    ids = np.array(many.add_many(range(3)))
+    one.add_many(range(3))
+    t = np.zeros(3)
+    for row in rows:
+        t = t + np.array(row)
+        many.heartbeat_many(ids, t)
+        for i in range(3):
+            one.heartbeat(i, float(t[i]))
+        for i in range(3):
+            assert many.deadlines(i) == one.deadlines(i)
+            assert many.phi(i, float(t[i]) + 1.0) == one.phi(i, float(t[i]) + 1.0)
+
+
 def test_unknown_names_and_bad_arguments():
     det = TimeoutDetector(1.0)
     with pytest.raises(KeyError, match="ghost"):
