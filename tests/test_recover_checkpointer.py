@@ -247,3 +247,32 @@ def test_save_async_validates_meta_in_the_caller(tmp_path):
         with pytest.raises(TypeError, match="meta cannot hold numpy arrays"):
             ck.save_async([1], meta={"a": np.zeros(3)})
         assert ck.save_async([1], meta={"k": [1]}).result().meta == {"k": [1]}
+
+
+def test_readers_recover_while_a_writer_saves_and_prunes(tmp_path):
+    import threading
+
+    ck = fk.Checkpointer(tmp_path, retain=1, fsync=False)
+    ck.save(state_of(0, size=1000))
+    done = threading.Event()
+
+    def writer():
+        try:
+            for n in range(1, 120):
+                ck.save(state_of(n, size=1000))
+        finally:
+            done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    reader = fk.Checkpointer(tmp_path)
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a committed checkpoint never looks corrupt
+        while not done.is_set():
+            out = reader.recover()
+            exact_equal(state_of(out["n"], size=1000), out)
+            seen.append(out["n"])
+    t.join()
+    ck.close()
+    assert seen == sorted(seen) and reader.recover()["n"] == 119

@@ -62,7 +62,8 @@ class Checkpointer:
     (a :class:`LocalStore` is made for it) or a ``Store``; ``retain`` is how
     many newest checkpoints survive a save (plus any older ones they
     reference); ``fsync=False`` keeps commits atomic but not durable across a
-    power loss.  ``full_every`` (default 8) bounds an incremental chain: at
+    power loss (it configures the LocalStore made for a path; a given
+    ``Store`` decides durability itself).  ``full_every`` (default 8) bounds an incremental chain: at
     most ``full_every - 1`` incremental saves follow a full one.
     ``chunk_size`` (bytes, power of two, default 1 MiB) is the unit of
     checksums and of incremental reuse.  ``max_size`` (bytes, default no
@@ -295,14 +296,21 @@ class Checkpointer:
         so are chunks copied from base checkpoints.
         """
         skipped = 0
-        for cid in reversed(self._ids()):
-            try:
-                return self._load(cid, mmap=mmap, verify=verify)
-            except FileNotFoundError:
-                continue  # removed by the writer's retention meanwhile
-            except CorruptCheckpointError as e:
-                skipped += 1
-                warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=2)
+        ids = self._ids()
+        for _ in range(2):  # once more if a writer committed or pruned meanwhile
+            skipped = 0
+            for cid in reversed(ids):
+                try:
+                    return self._load(cid, mmap=mmap, verify=verify)
+                except FileNotFoundError:
+                    continue  # removed by the writer's retention meanwhile
+                except CorruptCheckpointError as e:
+                    skipped += 1
+                    warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=2)
+            now = self._ids()
+            if now == ids:
+                break
+            ids = now
         where = getattr(self.store, "path", repr(self.store))
         raise NoCheckpointError(f"no valid checkpoint in {where}" + (f" ({skipped} corrupt skipped)" if skipped else ""))
 
