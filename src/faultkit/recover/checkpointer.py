@@ -23,6 +23,10 @@ _FILE = re.compile(r"^ckpt-(\d{12,20})\.fkc$")
 #: see csrc/faultkit/codec_format.h): a 1% change of a 256 MiB array touches
 #: about 3 chunks when the change is contiguous.
 DEFAULT_CHUNK_SIZE = int(_codec.DEFAULT_CHUNK_SIZE)
+#: How often recover() lists the directory again when files it chose vanished
+#: (a writer's retention); each pass costs a listing, so a writer would have
+#: to commit and prune this many times during one recovery to starve it.
+_RESCANS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +254,9 @@ class Checkpointer:
         keep = set(ids[-self.retain:])
         for cid in list(keep):
             keep |= self._refs_of(cid)
-        for cid in ids:
+        # Newest first: a checkpoint goes before the older ones it references,
+        # so a reader that finds a checkpoint also finds its bases.
+        for cid in reversed(ids):
             if cid not in keep:
                 self.store.delete(self._name(cid))
                 self._refs.pop(cid, None)
@@ -296,21 +302,23 @@ class Checkpointer:
         so are chunks copied from base checkpoints.
         """
         skipped = 0
-        ids = self._ids()
-        for _ in range(2):  # once more if a writer committed or pruned meanwhile
+        for _ in range(_RESCANS):  # a writer may prune what we listed: list again
             skipped = 0
-            for cid in reversed(ids):
+            vanished = False
+            for cid in reversed(self._ids()):
                 try:
                     return self._load(cid, mmap=mmap, verify=verify)
                 except FileNotFoundError:
-                    continue  # removed by the writer's retention meanwhile
+                    vanished = True  # pruned by a writer's retention: newer ones exist; list again
+                    break
                 except CorruptCheckpointError as e:
+                    if self._name(cid) not in self.store.list():
+                        vanished = True  # pruned while we read it
+                        break
                     skipped += 1
                     warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=2)
-            now = self._ids()
-            if now == ids:
+            if not vanished:
                 break
-            ids = now
         where = getattr(self.store, "path", repr(self.store))
         raise NoCheckpointError(f"no valid checkpoint in {where}" + (f" ({skipped} corrupt skipped)" if skipped else ""))
 
