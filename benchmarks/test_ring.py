@@ -129,6 +129,16 @@ def test_faultkit_maglev_get_many_hashes(benchmark, hashes_1m):
 
 
 @pytest.mark.benchmark(group=G_U64)
+def test_faultkit_maglev_get_many_hashes_one_down(benchmark, hashes_1m):
+    # 1 node of 100 down: its ~1% of keys walk on to the next live slot.
+    ml = fk.Maglev(NODES100)
+    before = ml.get_many(hashes_1m)
+    ml.mark_down(NODES100[0])
+    out = benchmark(ml.get_many, hashes_1m)
+    assert (out[before != 0] == before[before != 0]).all() and (out != 0).all()
+
+
+@pytest.mark.benchmark(group=G_U64)
 def test_faultkit_rendezvous_get_many_hashes(benchmark, hashes_1m):
     r = fk.Rendezvous(NODES100)
     benchmark.pedantic(r.get_many, (hashes_1m,), rounds=3, iterations=1)

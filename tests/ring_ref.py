@@ -169,28 +169,30 @@ SKIP_SEED_XOR = 0x5851F42D
 
 class RefMaglev:
     """Maglev's table population (NSDI 2016, Pseudocode 1) with Envoy's
-    weighting: in round r a live node takes a turn only if r * w/w_max >= its
-    running target, which then grows by 1."""
+    weighting: in round r a node takes a turn only if r * w/w_max >= its
+    running target, which then grows by 1.  The table holds every member;
+    liveness only changes lookups: a key whose slot's node is down walks on
+    to the next slot (wrapping) whose node is up."""
 
-    def __init__(self, nodes, weights=None, table_size=65537, seed=0, alive=None):
+    def __init__(self, nodes, weights=None, table_size=65537, seed=0):
         m = table_size
         self.nodes = list(nodes)
         weights = list(weights) if weights is not None else [1.0] * len(self.nodes)
-        alive = alive if alive is not None else [True] * len(self.nodes)
-        live = [i for i in range(len(self.nodes)) if alive[i]]
-        offset = {i: xxhash.xxh3_64_intdigest(_name_bytes(self.nodes[i]), seed) % m for i in live}
+        self.alive = [True] * len(self.nodes)
+        members = range(len(self.nodes))
+        offset = {i: xxhash.xxh3_64_intdigest(_name_bytes(self.nodes[i]), seed) % m for i in members}
         skip = {i: xxhash.xxh3_64_intdigest(_name_bytes(self.nodes[i]), seed ^ SKIP_SEED_XOR)
-                % (m - 1) + 1 for i in live}
-        wmax = max((weights[i] for i in live), default=1.0)
-        norm = {i: weights[i] / wmax for i in live}
-        target = {i: 0.0 for i in live}
-        nxt = {i: 0 for i in live}
+                % (m - 1) + 1 for i in members}
+        wmax = max(weights, default=1.0)
+        norm = {i: weights[i] / wmax for i in members}
+        target = {i: 0.0 for i in members}
+        nxt = {i: 0 for i in members}
         table = [-1] * m
         filled = 0
         rnd = 0
-        while live and filled < m:
+        while self.nodes and filled < m:
             rnd += 1
-            for i in live:
+            for i in members:
                 if filled == m:
                     break
                 if rnd * norm[i] < target[i]:
@@ -206,5 +208,20 @@ class RefMaglev:
         self.table = table
         self.seed = seed
 
+    def serving(self, slot):
+        """Index of the live node serving ``slot`` (None if none is up)."""
+        m = len(self.table)
+        for step in range(m):
+            owner = self.table[(slot + step) % m]
+            if self.alive[owner]:
+                return owner
+        return None
+
     def get(self, key):
-        return self.nodes[self.table[key_hash(key, self.seed) % len(self.table)]]
+        return self.nodes[self.serving(key_hash(key, self.seed) % len(self.table))]
+
+    def distribution(self):
+        counts = [0] * len(self.nodes)
+        for slot in range(len(self.table)):
+            counts[self.serving(slot)] += 1
+        return {n: c / len(self.table) for n, c in zip(self.nodes, counts)}

@@ -35,7 +35,7 @@ bool is_prime(uint64_t n) noexcept {
 }
 
 MaglevTable::MaglevTable(const uint64_t* offset, const uint64_t* skip, const double* weight,
-                         const uint8_t* alive, int32_t n_nodes, uint32_t table_size)
+                         int32_t n_nodes, uint32_t table_size)
     : table_(table_size, -1) {
     struct Entry {
         int32_t node;
@@ -45,7 +45,6 @@ MaglevTable::MaglevTable(const uint64_t* offset, const uint64_t* skip, const dou
     std::vector<Entry> entries;
     double max_weight = 0.0;
     for (int32_t i = 0; i < n_nodes; ++i) {
-        if (alive != nullptr && !alive[i]) continue;
         entries.push_back({i, offset[i] % table_size, skip[i] % table_size, 0, weight[i], 0.0});
         max_weight = std::max(max_weight, weight[i]);
     }
@@ -70,6 +69,23 @@ MaglevTable::MaglevTable(const uint64_t* offset, const uint64_t* skip, const dou
             ++filled;
         }
     }
+}
+
+void MaglevTable::distribution(const uint8_t* alive, int32_t n_nodes, double* out) const noexcept {
+    for (int32_t i = 0; i < n_nodes; ++i) out[i] = 0.0;
+    const uint32_t m = size();
+    if (m == 0) return;
+    // Walk backwards so the live owner serving each slot (the first live
+    // owner at or after it) is known; start from the one serving slot 0's
+    // wrap-around, i.e. the first live owner from slot 0.
+    int32_t next_live = live_owner_from(0, alive);
+    if (next_live < 0) return;  // nothing is up
+    for (uint32_t k = m; k-- > 0;) {
+        const int32_t o = table_[k];
+        if (o >= 0 && (alive == nullptr || alive[o])) next_live = o;
+        if (next_live < n_nodes) out[next_live] += 1.0;
+    }
+    for (int32_t i = 0; i < n_nodes; ++i) out[i] /= m;
 }
 
 }  // namespace faultkit

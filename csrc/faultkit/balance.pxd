@@ -23,8 +23,10 @@ cdef extern from "faultkit/maglev.h" namespace "faultkit" nogil:
     cdef cppclass MaglevTable:
         MaglevTable()
         MaglevTable(const uint64_t* offset, const uint64_t* skip, const double* weight,
-                    const uint8_t* alive, int32_t n_nodes, uint32_t table_size) except +
+                    int32_t n_nodes, uint32_t table_size) except +
         uint32_t size() noexcept
         const int32_t* entries() noexcept
-        int32_t get(uint64_t h) noexcept
-        void get_many(const uint64_t* hashes, size_t count, int32_t* out) noexcept
+        int32_t live_owner(uint64_t h, const uint8_t* alive) noexcept
+        void live_owner_many(const uint64_t* hashes, size_t count, const uint8_t* alive,
+                             int32_t* out) noexcept
+        void distribution(const uint8_t* alive, int32_t n_nodes, double* out) noexcept

@@ -249,22 +249,23 @@ cdef class Maglev(_TableBalancer):
 
     ``Maglev(nodes=(), weights=None, *, table_size=65537, seed=0)``.  Node
     ``name`` has ``offset = xxh3_64(name, seed) % M`` and ``skip =
-    xxh3_64(name, seed ^ 0x5851F42D) % (M - 1) + 1``; live nodes take turns
+    xxh3_64(name, seed ^ 0x5851F42D) % (M - 1) + 1``; the nodes take turns
     claiming the next free slot of their permutation ``(offset + j * skip) %
     M`` (the paper's population), weighted as Envoy's ``maglev_lb`` does.  A
     key with XXH3-64 hash ``h`` goes to ``table[h % M]``: O(1) lookups and
     near-perfect balance (each node's share within one slot of its target).
 
     ``table_size`` (M) must be prime and at least the number of nodes; the
-    paper recommends M > 100 x nodes.  Membership and alive changes rebuild
-    the table (O(M log M)) as the paper does; besides the changed node's keys,
-    a small fraction of other keys can move (the paper's Figure 12 bound).
+    paper recommends M > 100 x nodes.  Membership changes (add/remove,
+    weights) rebuild the table (O(M log M)) as the paper does: besides the
+    changed node's keys, a small fraction of other keys can move (the
+    paper's Figure 12 bound).  Liveness never rebuilds it: a key whose
+    slot's node is down walks on to the next slot (wrapping) whose node is
+    up, as the ring does, so ``mark_down`` moves only that node's keys and
+    ``mark_up`` moves exactly them back.
     """
     cdef shared_ptr[MaglevTable] _table
     cdef uint32_t _m
-    cdef vector[uint64_t] _offset
-    cdef vector[uint64_t] _skip
-    cdef vector[double] _w
 
     def __cinit__(self):
         self._table.reset(new MaglevTable())
@@ -281,6 +282,7 @@ cdef class Maglev(_TableBalancer):
         self._add(node_list, _weights_for(node_list, weights))
 
     cdef _rebuild(self, list nodes, list weights, shared_ptr[vector[uint8_t]] alive):
+        """A new table from the members (every node, up or down) and weights."""
         if len(nodes) > self._m:
             raise ValueError(
                 f"{len(nodes)} nodes do not fit a Maglev table of {self._m} slots "
@@ -295,61 +297,72 @@ cdef class Maglev(_TableBalancer):
             skip.push_back(xxh3_64(data, <size_t>size, self._seed ^ SKIP_SEED_XOR) % (self._m - 1) + 1)
             weight.push_back(<double>weights[i])
         cdef shared_ptr[MaglevTable] table = shared_ptr[MaglevTable](new MaglevTable(
-            offset.data(), skip.data(), weight.data(), deref(alive).data(),
-            <int32_t>len(nodes), self._m))
+            offset.data(), skip.data(), weight.data(), <int32_t>len(nodes), self._m))
         old = (self._nodes, self._weights, self._index)
-        self._offset = offset
-        self._skip = skip
-        self._w = weight
         self._table = table
         self._set_members(alive, nodes, weights, {node: i for i, node in enumerate(nodes)})
         del old
 
-    cdef _alive_changed(self):
-        self._table = shared_ptr[MaglevTable](new MaglevTable(
-            self._offset.data(), self._skip.data(), self._w.data(), deref(self._alive).data(),
-            <int32_t>len(self._nodes), self._m))
+    cdef Py_ssize_t _live_owner(self, uint64_t h) except -1:
+        self._check_lookup()
+        cdef int32_t o = self._table.get().live_owner(h, self._alive_ptr())
+        if o < 0:  # unreachable: _check_lookup saw a live node
+            raise NoLiveNodeError(f"all {len(self._nodes)} nodes are marked down")
+        return o
 
     def get(self, key):
-        """The node in ``key``'s slot of the lookup table."""
+        """The node in ``key``'s slot of the lookup table or, if that node is
+        down, the node of the next slot (wrapping) whose node is up."""
         cdef uint64_t h = hash_key(key, self._seed)
         if self._n_down == 0 and self._nodes:
-            return self._nodes[self._table.get().get(h)]
-        self._check_lookup()
-        return self._nodes[self._table.get().get(h)]
+            return self._nodes[self._table.get().live_owner(h, NULL)]
+        return self._nodes[self._live_owner(h)]
 
     def get_hash(self, uint64_t h):
         """The node for a pre-computed 64-bit key hash (as in :meth:`get_many`)."""
-        self._check_lookup()
-        return self._nodes[self._table.get().get(h)]
+        return self._nodes[self._live_owner(h)]
 
     def get_many(self, keys, *, out=None):
         """Nodes of many keys as ``numpy.ndarray[int32]`` indices into
         :attr:`nodes`; ``keys`` is a list/tuple of keys or a ``uint64`` array of
         hashes.  The lookups run without the GIL."""
         cdef const uint64_t[::1] hashes = _key_hashes(keys, self._seed)
-        cdef Py_ssize_t n = hashes.shape[0]
+        cdef Py_ssize_t i, n = hashes.shape[0]
         cdef int32_t[::1] res = _out_array(out, n)
         if n == 0:
             return res.base if out is None else out
         self._check_lookup()
+        # Hold the table and the alive bytes for the GIL-free loop: a
+        # concurrent add/remove/mark swaps in new ones and cannot free these.
         cdef shared_ptr[MaglevTable] table = self._table
+        cdef shared_ptr[vector[uint8_t]] alive = self._alive
+        cdef const uint8_t* alive_ptr = self._alive_ptr()
         with nogil:
-            table.get().get_many(&hashes[0], <size_t>n, &res[0])
+            table.get().live_owner_many(&hashes[0], <size_t>n, alive_ptr, &res[0])
+        if alive_ptr != NULL:
+            for i in range(n):
+                if res[i] < 0:  # unreachable: _check_lookup saw a live node
+                    raise NoLiveNodeError(f"all {len(self._nodes)} nodes are marked down")
         return res.base if out is None else out
 
     def lookup_table(self):
-        """A copy of the lookup table: node index per slot (-1 only when no node is up)."""
+        """A copy of the lookup table: node index per slot, built from every
+        member whether up or down (-1 only when there are no nodes)."""
         cdef MaglevTable* t = self._table.get()
         if t.size() == 0:
             return np.full(self._m, -1, dtype=np.int32)
         return np.asarray(<const int32_t[:t.size()]>t.entries()).copy()
 
     def distribution(self):
-        """Each node's share of the lookup table's slots (its share of keys)."""
-        table = self.lookup_table()
-        counts = np.bincount(table[table >= 0], minlength=len(self._nodes)) / self._m
-        return dict(zip(self._nodes, counts.tolist()))
+        """Each node's share of the lookup table's slots (its share of keys),
+        a down node's slots credited to the live nodes that serve them; 0 for
+        down nodes."""
+        cdef Py_ssize_t n = len(self._nodes)
+        res = np.zeros(n, dtype=np.float64)
+        cdef double[::1] r = res
+        if n:
+            self._table.get().distribution(self._alive_ptr(), <int32_t>n, &r[0])
+        return dict(zip(self._nodes, res.tolist()))
 
     @property
     def table_size(self):

@@ -116,6 +116,13 @@ def _demo_balance(args: argparse.Namespace) -> None:
         f"(ideal 1/101 = {1 / 101:.2%})")
     maglev = fk.Maglev(nodes)
     share = np.array(list(maglev.distribution().values()))
+    m_before = maglev.get_many(sample)
+    maglev.mark_down("cache-7")
+    m_moved = m_before != maglev.get_many(sample)
+    maglev.mark_up("cache-7")
+    out(f"  Maglev mark_down('cache-7') without a rebuild: {m_moved.mean():.2%} of keys moved, "
+        f"all of them cache-7's: {bool((m_before[m_moved] == 7).all())}; mark_up restores all: "
+        f"{bool((maglev.get_many(sample) == m_before).all())}")
     out(f"  Maglev (table 65537): max/mean share {share.max() / share.mean():.4f}; "
         f"Rendezvous weighted 1:2:1 -> "
         f"{fk.Rendezvous(['a', 'b', 'c'], [1.0, 2.0, 1.0]).distribution()}")

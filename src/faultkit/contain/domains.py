@@ -276,8 +276,8 @@ class FailureDomains:
 
         Services already isolated are marked down on it now.  Only services
         that are nodes of the balancer are touched; others are skipped.  On a
-        HashRing or Rendezvous no key of another domain moves; Maglev rebuilds
-        its table from the live nodes, so a few do (its minimal disruption).
+        HashRing, Rendezvous or Maglev no key of another domain moves: only
+        the isolated services' keys do, and restoring moves exactly them back.
         """
         for attr in ("nodes", "is_up", "mark_down_many", "mark_up_many"):
             if not hasattr(balancer, attr):
