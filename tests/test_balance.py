@@ -367,18 +367,6 @@ def test_moved_fraction():
     assert fk.moved_fraction(a, fk.HashRing(NODES[:50], seed=1), h) > 0.9
 
 
-def test_readme_balance_example_runs():
-    import pathlib
-    import re
-
-    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-    if not readme.exists():
-        pytest.skip("needs the source checkout")
-    section = readme.read_text().split("### Balance", 1)[1]
-    code = re.search(r"```python\n(.*?)\n```", section, re.S).group(1)
-    exec(compile(code, "README.md (Balance)", "exec"), {})
-
-
 def test_contract_concurrent_lookups_see_old_or_new_state(make):
     import sys
     import threading

@@ -247,18 +247,6 @@ def test_place_returns_distinct_domains_or_value_error(cells, n, key):
     assert placed == d.place_many([key], n)[0]
 
 
-def test_readme_contain_example_runs():
-    import pathlib
-    import re
-
-    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-    if not readme.exists():
-        pytest.skip("needs the source checkout")
-    section = readme.read_text().split("### Contain", 1)[1]
-    code = re.search(r"```python\n(.*?)\n```", section, re.S).group(1)
-    exec(compile(code, "README.md (Contain)", "exec"), {})
-
-
 @pytest.mark.parametrize("make", [
     lambda nodes: fk.HashRing(nodes),
     lambda nodes: fk.Rendezvous(nodes),
