@@ -230,7 +230,7 @@ def test_concurrent_lookups_see_old_or_new_ring():
     rounds = []
 
     def reader():
-        while not stop.is_set():
+        while not (rounds and stop.is_set()):  # at least one round, however scheduled
             rounds.append(1)
             for i in range(0, 3000, 7):
                 if names.index(ring.get(ks[i])) not in allowed[i]:
