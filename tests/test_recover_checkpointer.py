@@ -205,23 +205,6 @@ def test_local_store_put_atomic_leaves_no_temp_on_failure(tmp_path):
         store.put_atomic("../escape", lambda f: None)
 
 
-def test_readme_recover_example_runs(tmp_path, monkeypatch):
-    import pathlib
-    import re
-
-    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-    if not readme.exists():
-        pytest.skip("needs the source checkout")
-    block = re.search(r"### Recover\n\n```python\n(.*?)```", readme.read_text(), re.S).group(1)
-    monkeypatch.chdir(tmp_path)
-    scope = {}
-    try:
-        exec(compile(block, "README.md", "exec"), scope)
-        assert [i.id for i in scope["ck"].list()] == [1, 2, 3]
-    finally:
-        fk.recover.unregister_type(complex)
-
-
 def test_incremental_chain_continues_after_a_restart_and_bases_are_kept(tmp_path):
     chunk = 1 << 16
     a = np.zeros(16 * chunk // 8)
