@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "faultkit/endian.h"
+
 namespace faultkit {
 namespace xxh3_detail {
 
@@ -50,29 +52,11 @@ alignas(64) inline constexpr uint8_t kSecret[SECRET_SIZE] = {
     0x45, 0xcb, 0x3a, 0x8f, 0x95, 0x16, 0x04, 0x28, 0xaf, 0xd7, 0xfb, 0xca, 0xbb, 0x4b, 0x40, 0x7e,
 };
 
-// Little-endian loads; memcpy compiles to a single mov on LE targets.
-inline uint32_t read32(const uint8_t* p) {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    return v;
-}
-inline uint64_t read64(const uint8_t* p) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-inline void write64(uint8_t* p, uint64_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    std::memcpy(p, &v, 8);
-}
+// Little-endian loads and stores (faultkit/endian.h) under the names the
+// specification uses.
+inline uint32_t read32(const uint8_t* p) { return load_le32(p); }
+inline uint64_t read64(const uint8_t* p) { return load_le64(p); }
+inline void write64(uint8_t* p, uint64_t v) { store_le64(p, v); }
 inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 inline uint32_t swap32(uint32_t x) { return __builtin_bswap32(x); }
 inline uint64_t swap64(uint64_t x) { return __builtin_bswap64(x); }
