@@ -3,6 +3,7 @@
 from libc.stdint cimport uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 
+from faultkit._out cimport out_array
 from faultkit.xxh3 cimport xxh3_64, xxh3_64_u64
 from faultkit._keys cimport hash_key, str_utf8
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -125,12 +126,4 @@ cdef inline void _hash_long_keys(const LongKey* keys, Py_ssize_t n, uint64_t see
 
 
 cdef uint64_t[::1] _out_array(object out, Py_ssize_t n):
-    if out is None:
-        return np.empty(n, dtype=np.uint64)
-    if not isinstance(out, np.ndarray) or out.dtype != np.uint64 or out.ndim != 1:
-        raise TypeError("out must be a 1-D numpy uint64 array")
-    if out.shape[0] != n:
-        raise ValueError(f"out has length {out.shape[0]}, expected {n}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be C-contiguous and writeable")
-    return out
+    return out_array(out, n, np.uint64)

@@ -7,6 +7,7 @@ from libcpp.memory cimport shared_ptr
 from libcpp.vector cimport vector
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
+from faultkit._out cimport out_array
 from faultkit.ring cimport (
     RingPoint, RingTable, ring_node_points, ring_ketama_node_points, ring_sort, ring_from_sorted,
     ring_merge, ring_remap, md5, ketama_hash,
@@ -703,12 +704,4 @@ cdef class HashRing(_Balancer):
 
 
 cdef int32_t[::1] _out_array(object out, Py_ssize_t n):
-    if out is None:
-        return np.empty(n, dtype=np.int32)
-    if not isinstance(out, np.ndarray) or out.dtype != np.int32 or out.ndim != 1:
-        raise TypeError("out must be a 1-D numpy int32 array")
-    if out.shape[0] != n:
-        raise ValueError(f"out has length {out.shape[0]}, expected {n}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be C-contiguous and writeable")
-    return out
+    return out_array(out, n, np.int32)
