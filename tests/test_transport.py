@@ -74,6 +74,22 @@ def test_replays_are_dropped_and_counted():
     assert rx.handle(new_life, now=3.0) == 1 and det.incarnation("a") == 6
 
 
+def test_failing_on_join_is_counted_not_raised(caplog):
+    joined = []
+
+    def on_join(name):
+        joined.append(name)
+        raise RuntimeError("application bug")
+
+    det, rx = receiver(on_join=on_join)
+    with caplog.at_level("ERROR", logger="faultkit.transport"):
+        assert rx.handle(encode_packet(KEY, [("a", 1, 1, 0.0), ("b", 1, 1, 0.0)]), now=1.0) == 2
+        assert rx.handle(encode_packet(KEY, [("a", 1, 2, 0.0)]), now=2.0) == 1  # not a join
+    assert joined == ["a", "b"] and det.last_heartbeat("b") == 1.0
+    assert rx.stats["callback_errors"] == 2 and rx.stats["heartbeats"] == 3
+    assert "on_join callback failed for 'a'" in caplog.text
+
+
 def test_unknown_names_can_be_refused():
     det, rx = receiver(auto_add=False)
     det.add("known")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import math
 import os
 import struct
@@ -51,6 +52,8 @@ __all__ = [
     "MAX_PACKET",
     "VERSION",
 ]
+
+_log = logging.getLogger(__name__)
 
 MAGIC = b"FK"
 VERSION = 1
@@ -185,7 +188,10 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
     adds it; otherwise it is dropped as ``unknown``.  ``stats`` counts
     packets by fate: ``packets`` (authenticated), ``heartbeats`` (recorded), ``oversized``,
     ``malformed``, ``unauthenticated``, ``replayed`` (heartbeats), ``unknown``,
-    ``rejected`` (the detector refused it) and ``socket_errors``.
+    ``rejected`` (the detector refused it), ``socket_errors`` and ``callback_errors``.
+    ``on_join(name)`` is called after a new name's first heartbeat is recorded;
+    an exception from it is logged (logger ``faultkit.transport``) and counted,
+    never raised into the event loop.
     Use ``await receiver.start()`` / ``receiver.close()`` or ``async with``.
     """
 
@@ -205,7 +211,7 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
         self.on_join = on_join
         self.stats = dict.fromkeys(
             ("packets", "heartbeats", "oversized", "malformed", "unauthenticated", "replayed",
-             "unknown", "rejected", "socket_errors"), 0)
+             "unknown", "rejected", "socket_errors", "callback_errors"), 0)
         self._seen: dict[str, tuple[int, int]] = {}
         self.transport: Optional[asyncio.DatagramTransport] = None
 
@@ -270,8 +276,9 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
                     stats["unknown"] += 1
                     continue
                 det.add(name)
-                if self.on_join is not None:
-                    self.on_join(name)
+                joined = True
+            else:
+                joined = False
             try:
                 det.heartbeat(name, now, incarnation=inc)
             except (ValueError, KeyError):
@@ -279,6 +286,14 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
                 continue
             seen[name] = (inc, seq)
             done += 1
+            if joined and self.on_join is not None:
+                try:
+                    self.on_join(name)
+                except Exception:
+                    # The caller here is the event loop: a failing callback is the
+                    # application's bug, reported, never allowed to drop heartbeats.
+                    stats["callback_errors"] += 1
+                    _log.exception("on_join callback failed for %r", name)
         stats["heartbeats"] += done
         return done
 
