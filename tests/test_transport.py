@@ -90,6 +90,35 @@ def test_failing_on_join_is_counted_not_raised(caplog):
     assert "on_join callback failed for 'a'" in caplog.text
 
 
+def test_max_skew_drops_heartbeats_sent_outside_the_window():
+    wall = [1000.0]
+    det, rx = receiver(max_skew=30.0, wall_clock=lambda: wall[0])
+    assert rx.handle(encode_packet(KEY, [("a", 1, 1, 990.0)]), now=1.0) == 1
+    captured = [encode_packet(KEY, [("a", 1, seq, 990.0 + seq)]) for seq in range(2, 6)]
+    # the receiver restarts and forgets its sequence numbers; "a" has died
+    det, rx = receiver(max_skew=30.0, wall_clock=lambda: wall[0])
+    wall[0] = 1100.0
+    before = snapshot(det)
+    assert sum(rx.handle(p, now=2.0) for p in captured) == 0
+    assert rx.stats["stale"] == 4 and snapshot(det) == before
+    assert rx.handle(encode_packet(KEY, [("a", 1, 9, 1129.5)]), now=2.0) == 1  # within 30 s
+    assert rx.handle(encode_packet(KEY, [("b", 1, 1, 1069.5)]), now=2.0) == 0  # 30.5 s old
+    assert rx.handle(encode_packet(KEY, [("b", 1, 2, 1070.5)]), now=2.0) == 1  # 29.5 s old
+    assert rx.stats["stale"] == 5
+
+
+def test_receiver_rejects_bad_options():
+    det = TimeoutDetector(5.0)
+    for bad, exc in ((0, ValueError), (-1.0, ValueError), (math.inf, ValueError),
+                     (math.nan, ValueError), ("5", TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="max_skew"):
+            HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, max_skew=bad)
+    with pytest.raises(TypeError, match="on_join"):
+        HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, on_join=42)
+    with pytest.raises(TypeError, match="wall_clock"):
+        HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, wall_clock=None)
+
+
 def test_unknown_names_can_be_refused():
     det, rx = receiver(auto_add=False)
     det.add("known")

@@ -71,7 +71,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     det.add_listener(lambda ev: say(f"{ev.at:.3f} {ev.name} {ev.old} -> {ev.new}"))
 
     async def run() -> None:
-        receiver = HeartbeatReceiver(det, args.bind, key=key,
+        receiver = HeartbeatReceiver(det, args.bind, key=key, max_skew=args.max_skew,
                                      on_join=lambda n: say(f"{time.monotonic():.3f} {n} joined"))
         host, port = await receiver.start()
         say(f"listening on {host}:{port} ({det!r})")
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phi: minimum standard deviation, seconds (0.1)")
     p.add_argument("--scan-interval", type=_positive_float, default=0.1,
                    help="seconds between scans (0.1)")
+    p.add_argument("--max-skew", type=_positive_float, default=None,
+                   help="drop heartbeats sent more than this many seconds from this host's "
+                        "wall clock (bounds replays; needs synced clocks; default off)")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("beat", help="send heartbeats over UDP")

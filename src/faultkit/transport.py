@@ -13,17 +13,21 @@ Packet (version 1, big-endian), at most :data:`MAX_PACKET` bytes::
          name (UTF-8)       L
          incarnation        8   uint64 < 2**63: bumped by each sender restart
          sequence           8   uint64, +1 per datagram within an incarnation
-         send time          8   float64, the sender's wall clock (informational)
+         send time          8   float64, the sender's wall clock (seconds since the epoch)
     tag                    32   HMAC-SHA256(key, every byte before the tag)
 
 Only holders of the shared key can make a packet the receiver accepts, so
 nobody else can keep a dead node alive or (by replaying old heartbeats with
 a forged order) confuse it.  A heartbeat is accepted only if its
 (incarnation, sequence) is above the last accepted one for its name, so a
-captured packet cannot be replayed.  (A receiver that restarts forgets those
-pairs; senders restart with a higher incarnation - the default is the start
-time in milliseconds - so only replays of the current incarnation's packets,
-whose names are then alive anyway, can slip through a receiver restart.)
+captured packet cannot be replayed.  A receiver that restarts forgets those
+pairs; senders restart with a higher incarnation (the default is the start
+time in milliseconds), but packets of a sender's current incarnation captured
+before the restart could then be replayed, in order, to keep that sender
+alive after it dies.  With ``max_skew`` set, the receiver also drops
+heartbeats whose send time is more than ``max_skew`` seconds from its own
+wall clock, which bounds such replays to that window (it needs clocks synced
+to within ``max_skew``, e.g. by NTP).
 
 Malformed, unauthenticated, oversized and replayed packets are dropped and
 counted in :attr:`HeartbeatReceiver.stats`; nothing a peer sends raises into
@@ -188,7 +192,9 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
     adds it; otherwise it is dropped as ``unknown``.  ``stats`` counts
     packets by fate: ``packets`` (authenticated), ``heartbeats`` (recorded), ``oversized``,
     ``malformed``, ``unauthenticated``, ``replayed`` (heartbeats), ``unknown``,
-    ``rejected`` (the detector refused it), ``socket_errors`` and ``callback_errors``.
+    ``rejected`` (the detector refused it), ``stale`` (heartbeats sent more than
+    ``max_skew`` seconds from ``wall_clock()``; off by default), ``socket_errors``
+    and ``callback_errors``.
     ``on_join(name)`` is called after a new name's first heartbeat is recorded;
     an exception from it is logged (logger ``faultkit.transport``) and counted,
     never raised into the event loop.
@@ -197,7 +203,9 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
 
     def __init__(self, detector: Any, bind: Address = "127.0.0.1:7946", *, key: bytes,
                  auto_add: bool = True, max_packet: int = MAX_PACKET,
-                 on_join: Optional[Callable[[Hashable], Any]] = None) -> None:
+                 on_join: Optional[Callable[[Hashable], Any]] = None,
+                 max_skew: Optional[float] = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         for attr in ("heartbeat", "add", "scan"):
             if not callable(getattr(detector, attr, None)):
                 raise TypeError(f"detector must be a faultkit detector, not {type(detector).__name__}")
@@ -208,10 +216,23 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
         if not isinstance(max_packet, int) or not 64 <= max_packet <= 65507:
             raise ValueError(f"max_packet must be in [64, 65507], got {max_packet!r}")
         self.max_packet = max_packet
+        if on_join is not None and not callable(on_join):
+            raise TypeError(f"on_join must be callable, not {type(on_join).__name__}")
         self.on_join = on_join
+        if max_skew is not None:
+            if isinstance(max_skew, bool) or not isinstance(max_skew, (int, float)):
+                raise TypeError(f"max_skew must be a number of seconds or None, not "
+                                f"{type(max_skew).__name__}")
+            if not (math.isfinite(max_skew) and max_skew > 0):
+                raise ValueError(f"max_skew must be a positive number of seconds, got {max_skew!r}")
+            max_skew = float(max_skew)
+        if not callable(wall_clock):
+            raise TypeError(f"wall_clock must be callable, not {type(wall_clock).__name__}")
+        self.max_skew = max_skew
+        self.wall_clock = wall_clock
         self.stats = dict.fromkeys(
             ("packets", "heartbeats", "oversized", "malformed", "unauthenticated", "replayed",
-             "unknown", "rejected", "socket_errors", "callback_errors"), 0)
+             "unknown", "rejected", "stale", "socket_errors", "callback_errors"), 0)
         self._seen: dict[str, tuple[int, int]] = {}
         self.transport: Optional[asyncio.DatagramTransport] = None
 
@@ -267,9 +288,14 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
             return 0
         stats["packets"] += 1
         det, seen, done = self.detector, self._seen, 0
-        for name, inc, seq, _sent in beats:
+        skew = self.max_skew
+        wall = self.wall_clock() if skew is not None else 0.0
+        for name, inc, seq, sent in beats:
             if seen.get(name, (-1, -1)) >= (inc, seq):
                 stats["replayed"] += 1
+                continue
+            if skew is not None and not abs(sent - wall) <= skew:
+                stats["stale"] += 1
                 continue
             if name not in det:
                 if not self.auto_add:
