@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from faultkit.detect import PhiAccrualDetector, TimeoutDetector
 from faultkit.transport import (
-    MAX_PACKET, HeartbeatReceiver, HeartbeatSender, PacketError, decode_packet, encode_packet,
+    MAX_PACKET, HeartbeatReceiver, HeartbeatSender, decode_packet, encode_packet,
     load_key, parse_address,
 )
 

@@ -1,4 +1,4 @@
-from typing import Any, Awaitable, Callable, Iterable, Optional, Type, TypeVar, Union
+from typing import Any, Callable, Iterable, Optional, Type, TypeVar, Union
 
 T = TypeVar("T")
 ExcTypes = Union[Type[BaseException], Iterable[Type[BaseException]]]
