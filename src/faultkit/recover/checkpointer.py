@@ -67,7 +67,10 @@ class Checkpointer:
     many newest checkpoints survive a save (plus any older ones they
     reference); ``fsync=False`` keeps commits atomic but not durable across a
     power loss (it configures the LocalStore made for a path; a given
-    ``Store`` decides durability itself).  ``full_every`` (default 8) bounds an incremental chain: at
+    ``Store`` decides durability itself).  ``recycle=True`` (default) lets
+    that LocalStore overwrite the file retention last deleted instead of
+    allocating a new one (see :class:`LocalStore`; costs the disk space of
+    one more checkpoint).  ``full_every`` (default 8) bounds an incremental chain: at
     most ``full_every - 1`` incremental saves follow a full one.
     ``chunk_size`` (bytes, power of two, default 1 MiB) is the unit of
     checksums and of incremental reuse.  ``max_size`` (bytes, default no
@@ -79,11 +82,12 @@ class Checkpointer:
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]", Store], retain: int = 3, fsync: bool = True, *,
-                 full_every: int = 8, chunk_size: int = DEFAULT_CHUNK_SIZE, max_size: Optional[int] = None):
+                 full_every: int = 8, chunk_size: int = DEFAULT_CHUNK_SIZE, max_size: Optional[int] = None,
+                 recycle: bool = True):
         if isinstance(path, Store):
             self.store = path
         elif isinstance(path, (str, os.PathLike)):
-            self.store = LocalStore(path, fsync=fsync)
+            self.store = LocalStore(path, fsync=fsync, recycle=recycle)
         else:
             raise TypeError(f"path must be a directory path or a Store, got {type(path).__name__}")
         self.retain = _positive_int("retain", retain)

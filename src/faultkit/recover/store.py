@@ -6,6 +6,7 @@ remote or in-memory store can replace the local directory.
 from __future__ import annotations
 
 import abc
+import errno
 import mmap as _mmap
 import os
 import re
@@ -23,6 +24,11 @@ __all__ = ["Store", "StoreLock", "LocalStore"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _TEMP = re.compile(r"^\.(?P<name>.+)\.tmp-\d+-[0-9a-f]+$")
+#: The one retired object a LocalStore keeps for its next write (hidden: not listed).
+_SPARE = ".spare"
+#: fcntl(F_SETLEASE) (Linux): a write lease is granted only while no other
+#: open file description -- any process's descriptor or memory map -- refers to the file.
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", None)
 
 
 def _check_name(name: str) -> str:
@@ -102,9 +108,20 @@ class LocalStore(Store):
     at any instant leaves either the old or the new file (``fsync=False``
     skips both fsyncs: atomic, but not durable across power loss).  The lock is
     ``flock`` on ``<dir>/.lock``; the kernel drops it when its process dies.
+
+    ``recycle=True`` (default; Linux) reuses a deleted file for the next
+    write, as databases recycle log segments: ``delete`` renames the object
+    to ``<dir>/.spare`` (keeping the largest one) instead of unlinking it, and
+    ``put_atomic`` renames the spare to its temporary name and overwrites it in
+    place, so the write reuses the file's allocated blocks and cached pages
+    instead of allocating fresh ones (about 3x faster for large files on a
+    freshly synced page cache).  The spare is reused only if nothing else has
+    it open or mapped (a Linux write lease is granted, see fcntl(2)) and it has
+    one link; otherwise it is unlinked and a new file is written.  Costs the
+    disk space of one deleted object.  ``recycle=False`` unlinks at once.
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], *, fsync: bool = True):
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, fsync: bool = True, recycle: bool = True):
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
             raise TypeError(f"path must be a non-empty str or PathLike, got {path!r}")
@@ -113,9 +130,11 @@ class LocalStore(Store):
             raise ValueError(f"{path!r} is not a directory")
         self.path = path
         self.fsync = bool(fsync)
+        # Recycling needs leases to prove that no reader still maps the spare.
+        self.recycle = bool(recycle) and _F_SETLEASE is not None and hasattr(os, "O_CLOEXEC")
 
     def __repr__(self) -> str:
-        return f"LocalStore({self.path!r}, fsync={self.fsync})"
+        return f"LocalStore({self.path!r}, fsync={self.fsync}, recycle={self.recycle})"
 
     def _fsync_dir(self) -> None:
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -128,11 +147,19 @@ class LocalStore(Store):
         _check_name(name)
         final = os.path.join(self.path, name)
         tmp = os.path.join(self.path, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = self._take_spare(tmp) if self.recycle else None
+        recycled = fd is not None
+        if fd is None:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             with os.fdopen(fd, "wb", buffering=0, closefd=True) as f:
                 write(f)
                 size = os.fstat(f.fileno()).st_size
+                if recycled:  # the object ends where the writing ended; drop the spare's old tail
+                    end = os.lseek(f.fileno(), 0, os.SEEK_CUR)
+                    if size > end:
+                        os.ftruncate(f.fileno(), end)
+                        size = end
                 if self.fsync:
                     os.fsync(f.fileno())
             os.replace(tmp, final)
@@ -165,12 +192,67 @@ class LocalStore(Store):
     def list(self) -> List[str]:
         return [n for n in os.listdir(self.path) if _NAME.match(n)]
 
-    def delete(self, name: str) -> None:
-        _check_name(name)
+    def _take_spare(self, tmp: str) -> Optional[int]:
+        """The spare, renamed to ``tmp`` and open for writing at offset 0; None if there is none or it is in use."""
         try:
-            os.unlink(os.path.join(self.path, name))
+            os.rename(os.path.join(self.path, _SPARE), tmp)
+        except OSError:
+            return None
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self._unlink(tmp)
+            return None
+        try:
+            # A write lease is refused (EAGAIN) while any other open file
+            # description refers to the file, so a reader that opened or
+            # mapped it before retention renamed it (recover(mmap=True)
+            # arrays) keeps its bytes.  Since that rename it has had only
+            # hidden names no reader opens; the one window left is a reader
+            # stalled inside open(2) between the path lookup and the open
+            # for a whole save interval.  The lease is released at once:
+            # held, a later open would signal this process (SIGIO).
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+            if os.fstat(fd).st_nlink != 1:  # hard-linked elsewhere (a backup): not ours to overwrite
+                raise OSError("spare has other links")
+        except OSError as e:
+            os.close(fd)
+            self._unlink(tmp)
+            if getattr(e, "errno", None) not in (None, errno.EAGAIN, errno.EBUSY):
+                self.recycle = False  # no leases on this filesystem: never recycle here
+            return None
+        return fd
+
+    @staticmethod
+    def _unlink(path: str) -> None:
+        try:
+            os.unlink(path)
         except FileNotFoundError:
             pass
+
+    def delete(self, name: str) -> None:
+        _check_name(name)
+        path = os.path.join(self.path, name)
+        if self.recycle:
+            spare = os.path.join(self.path, _SPARE)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return
+            try:
+                keep = os.stat(spare).st_size < st.st_size
+            except FileNotFoundError:
+                keep = True
+            if keep:  # the largest deleted object becomes the spare
+                try:
+                    os.rename(path, spare)
+                    return
+                except FileNotFoundError:
+                    return
+                except OSError:
+                    pass
+        self._unlink(path)
 
     def lock(self) -> StoreLock:
         if fcntl is None:  # pragma: no cover
