@@ -3,7 +3,8 @@
 Compare within a group: ``faultkit bench -k recover --benchmark-group-by=group``.
 Array-heavy cases write 256 MiB of float64 to a temporary directory a few
 rounds each (page cache, no fsync for anyone); object-heavy cases encode and
-decode 100,000 small dicts in memory.
+decode 100,000 small dicts in memory.  faultkit's saves run with its default
+file recycling and, as a second contender, without it (``fresh-file``).
 """
 import os
 import pickle
@@ -42,10 +43,16 @@ def workdir(tmp_path):
 # ---------------------------------------------------------------- array-heavy save
 
 @pytest.mark.benchmark(group="recover: save 256 MiB float64, no fsync")
-def test_save_faultkit(benchmark, big, workdir):
-    ck = fk.Checkpointer(workdir / "ck", retain=1, fsync=False)
+@pytest.mark.parametrize("recycle", [True, False], ids=["recycled", "fresh-file"])
+def test_save_faultkit(benchmark, big, workdir, recycle):
+    # recycled (the default): from the third round on, each save overwrites
+    # the file retention deleted the round before; fresh-file: every save
+    # allocates a new file, as np.save and pickle do.
+    ck = fk.Checkpointer(workdir / "ck", retain=1, fsync=False, recycle=recycle)
     info = benchmark.pedantic(ck.save, args=({"a": big},), **ROUNDS)
     assert info.size > BIG
+    if recycle:
+        assert os.path.exists(workdir / "ck" / ".spare")
     ck.close()
 
 
@@ -67,10 +74,11 @@ def test_save_pickle5(benchmark, big, workdir):
 
 @pytest.mark.benchmark(group="recover: save 256 MiB after changing 1% of it")
 @pytest.mark.parametrize("fsync", [False, True], ids=["page-cache", "fsync"])
-@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "full"])
-def test_save_after_1pct_change(benchmark, big, workdir, incremental, fsync):
+@pytest.mark.parametrize("incremental,recycle", [(True, True), (False, True), (False, False)],
+                         ids=["incremental", "full", "full-fresh-file"])
+def test_save_after_1pct_change(benchmark, big, workdir, incremental, recycle, fsync):
     a = big.copy()
-    ck = fk.Checkpointer(workdir / "inc", retain=2, fsync=fsync, full_every=1_000)
+    ck = fk.Checkpointer(workdir / "inc", retain=2, fsync=fsync, full_every=1_000, recycle=recycle)
     full = ck.save({"a": a})
     step = [0]
     infos = []
