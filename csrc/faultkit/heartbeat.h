@@ -43,6 +43,8 @@
 #include <new>
 #include <vector>
 
+#include "faultkit/huge_alloc.h"
+
 namespace faultkit {
 
 enum : uint8_t {
@@ -591,15 +593,16 @@ private:
     double y_dead_ = 0.0, y_suspect_ = 0.0, seed_lo_ = 0.0, seed_hi_ = 0.0;
     size_t count_ = 0;
 
-    std::vector<uint8_t> state_;         // HB_ALIVE .. HB_FREE
+    // The per-component arrays are read at random: huge pages (huge_alloc.h).
+    std::vector<uint8_t, HugeAlloc<uint8_t>> state_;  // HB_ALIVE .. HB_FREE
     std::vector<double> bmin_;           // per-block lower bound of next deadlines
     std::vector<int64_t> free_;          // removed ids, reused by add()
     std::vector<HbEvent> pending_;       // recoveries since the last scan
     // timeout mode
-    std::vector<double> last_;           // time of the last heartbeat
-    std::vector<uint64_t> incarnation_;  // highest sender incarnation seen
+    std::vector<double, HugeAlloc<double>> last_;             // time of the last heartbeat
+    std::vector<uint64_t, HugeAlloc<uint64_t>> incarnation_;  // highest sender incarnation seen
     // phi modes: one record a component (last, offsets, statistics, window)
-    std::vector<PhiRec> rec_;
+    std::vector<PhiRec, HugeAlloc<PhiRec>> rec_;
 };
 
 }  // namespace faultkit
