@@ -262,6 +262,61 @@ def test_heartbeat_many_matches_single_heartbeats_bit_for_bit(estimator, max_sam
             assert many.phi(i, float(t[i]) + 1.0) == one.phi(i, float(t[i]) + 1.0)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(estimator=st.sampled_from(["window", "ewma"]),
+       threshold=st.floats(0.4, 10.0), suspect_frac=st.one_of(st.none(), st.floats(0.05, 0.95)),
+       min_std=st.floats(0.01, 1.0), pause=st.floats(0.0, 2.0),
+       n=st.integers(1, 600), seed=st.integers(0, 2**32 - 1), rounds=st.integers(1, 12))
+def test_batched_heartbeats_and_scans_match_single_heartbeats(estimator, threshold, suspect_frac,
+                                                              min_std, pause, n, seed, rounds):
+    """heartbeat_many lowers a block's bound to a floor (std at min_std), beat() to the deadline:
+    scans must report the same events either way, and exactly the crossings due by the deadlines."""
+    kw = dict(suspect_threshold=None if suspect_frac is None else threshold * suspect_frac,
+              estimator=estimator, max_sample_size=5, min_std_deviation=min_std,
+              acceptable_heartbeat_pause=pause)
+    many, one = PhiAccrualDetector(threshold, **kw), PhiAccrualDetector(threshold, **kw)
+    ids = many.add_many(range(n))
+    one.add_many(range(n))
+    rng = np.random.default_rng(seed)
+    last = np.zeros(n)
+    now = 0.0
+    for _ in range(rounds):
+        step = float(rng.uniform(0.1, 4.0))
+        # who beats this round: most, some twice (in order), a few fall silent for a while
+        who = ids[rng.random(n) < 0.8]
+        who = np.concatenate([who, who[rng.random(len(who)) < 0.1]])
+        rng.shuffle(who)
+        times = np.empty(len(who))
+        for k, i in enumerate(who):  # per component increasing, in [last, now + step]
+            last[i] = times[k] = float(rng.uniform(max(last[i], now), now + step))
+        now += step
+        assert many.heartbeat_many(who, times) == 0
+        for i, t in zip(who.tolist(), times.tolist()):
+            one.heartbeat(i, t)
+        sus, _ = many.deadlines_all()
+        due = sus[(sus >= now) & np.isfinite(sus)]
+        # now, exactly at the earliest deadline still ahead (the boundary), and later
+        for probe in (now, float(due.min()) if due.size else now, now + float(rng.uniform(0.0, 6.0))):
+            probe = max(probe, now)
+            sus, dead = many.deadlines_all()
+            states = [many.state(i) for i in range(n)]
+            crossings = []
+            for i in range(n):
+                if states[i] == "alive" and sus[i] <= probe:
+                    if kw["suspect_threshold"] is not None:
+                        crossings.append((i, "alive", "suspect", sus[i]))
+                        states[i] = "suspect"
+                    else:
+                        crossings.append((i, "alive", "dead", dead[i]))
+                        continue
+                if states[i] == "suspect" and dead[i] <= probe:
+                    crossings.append((i, "suspect", "dead", dead[i]))
+            got = many.scan(probe)
+            assert got == one.scan(probe)
+            assert [tuple(e) for e in got if e.new != "alive"] == crossings
+            now = probe
+
+
 def test_unknown_names_and_bad_arguments():
     det = TimeoutDetector(1.0)
     with pytest.raises(KeyError, match="ghost"):
@@ -430,7 +485,7 @@ def test_phi_all_and_alive_mask_line_up_with_ids():
 
 def test_memory_per_component_is_as_documented():
     n = 4096
-    for det, per in [(TimeoutDetector(), 17), (PhiAccrualDetector(estimator="ewma"), 65)]:
+    for det, per in [(TimeoutDetector(), 17), (PhiAccrualDetector(estimator="ewma"), 33)]:
         det.add_many(range(n))
         det.heartbeat_many(np.arange(n), np.zeros(n))
         assert det.memory_bytes() / n == pytest.approx(per, rel=0.05)

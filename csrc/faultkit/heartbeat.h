@@ -1,13 +1,14 @@
 // Heartbeat table: N monitored components, with the deadlines at which each
-// one crosses its suspect and dead thresholds precomputed at every heartbeat,
-// so that a scan is a pass over deadlines.
+// one crosses its suspect and dead thresholds known from every heartbeat, so
+// that a scan is a pass over deadlines.
 //
 // Layout: a byte array of states (read by validation, scans and masks) plus,
 // in the timeout mode, arrays of last-heartbeat times and incarnations; in the
-// phi modes, one 64-byte, line-aligned record per component (PhiRec) holding
-// everything a heartbeat reads and writes, so that a heartbeat for a random id
-// misses the cache on one line (plus the window's samples in the exact mode)
-// instead of one line per array.
+// phi modes, one record per component holding everything a heartbeat reads
+// and writes (32 bytes for EWMA, EwmaRec; a 64-byte line for the window,
+// WinRec, whose samples live in their own block), so that a heartbeat for a
+// random id misses the cache on one line (plus the window's samples) instead
+// of one line per array.
 //
 // No Python.h, no clock: every call that needs the time takes `now` (seconds,
 // any epoch).  Callers validate ids and times (see validate_many); the
@@ -26,12 +27,16 @@
 // Phi is monotone in the elapsed time, so the elapsed time at which it reaches
 // a threshold has a closed form per component: mean + pause + y* x std, where
 // y* solves phi(y*) = threshold once per detector (phi_crossing_y).  Scans
-// then compare `now` with deadlines and never evaluate phi.
+// then compare `now` with deadlines and never evaluate phi.  The deadlines
+// follow from the record (offsets()), so a record stores only the last
+// heartbeat and the statistics.
 //
 // Scans skip whole blocks of BLOCK components by a per-block lower bound of
 // their next deadlines (bmin_).  A heartbeat only lowers a bound (min), so a
 // bound may be stale-low, never stale-high; a scan visits a block only when
-// its bound is <= now, and recomputes the bound exactly while there.
+// its bound is <= now, and recomputes the bound exactly while there.  A phi
+// heartbeat lowers it to a bound that needs no square root: the deadline with
+// the standard deviation at its floor, min_std (exact while it is there).
 #pragma once
 
 #include <algorithm>
@@ -41,6 +46,7 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "faultkit/huge_alloc.h"
@@ -101,19 +107,25 @@ struct HbConfig {
     double alpha = 0.0;  // EWMA weight of the newest interval, in (0, 1]
 };
 
-// One component's hot record in the phi modes: one cache line.
-struct alignas(64) PhiRec {
-    double last = 0.0;  // time of the last heartbeat
-    double off_s = std::numeric_limits<double>::infinity();  // suspect deadline - last
-    double off_d = std::numeric_limits<double>::infinity();  // dead deadline - last
-    // window: running sum and sum of squares; EWMA: mean and variance
-    double a = 0.0, b = 0.0;
-    double* win = nullptr;    // window: the samples (own heap block, capacity win_cap(n))
-    uint32_t n = 0;           // window: samples held
-    uint32_t head = 0;        // window: index of the oldest sample once full
+// One component's record with the EWMA estimator: half a cache line.
+struct alignas(32) EwmaRec {
+    double last = 0.0;         // time of the last heartbeat
+    double a = 0.0, b = 0.0;   // EWMA mean and variance of the intervals
     uint64_t incarnation = 0;  // highest sender incarnation seen
 };
-static_assert(sizeof(PhiRec) == 64, "PhiRec must be one cache line");
+static_assert(sizeof(EwmaRec) == 32, "EwmaRec must be half a cache line");
+
+// One component's record with the exact window: one cache line.
+struct alignas(64) WinRec {
+    double last = 0.0;         // time of the last heartbeat
+    double m = 0.0;            // a / n + pause: the mean the offsets start from
+    double a = 0.0, b = 0.0;   // running sum and sum of squares of the window
+    double* win = nullptr;     // the samples (own heap block, capacity win_cap(n))
+    uint32_t n = 0;            // samples held
+    uint32_t head = 0;         // index of the oldest sample once full
+    uint64_t incarnation = 0;  // highest sender incarnation seen
+};
+static_assert(sizeof(WinRec) == 64, "WinRec must be one cache line");
 
 struct HbEvent {
     int64_t id;
@@ -140,7 +152,7 @@ public:
     }
 
     ~HeartbeatTable() {
-        for (PhiRec& r : rec_) std::free(r.win);
+        for (WinRec& r : win_) std::free(r.win);
     }
     HeartbeatTable(const HeartbeatTable&) = delete;
     HeartbeatTable& operator=(const HeartbeatTable&) = delete;
@@ -189,7 +201,7 @@ public:
         const size_t i = static_cast<size_t>(id);
         if (state_[i] != HB_IDLE && now < last_at(i)) return 1;
         bool fresh = false;
-        uint64_t& inc = phi_mode() ? rec_[i].incarnation : incarnation_[i];
+        uint64_t& inc = incarnation_ref(i);
         if (incarnation >= 0 && static_cast<uint64_t>(incarnation) > inc) {
             inc = static_cast<uint64_t>(incarnation);
             fresh = true;
@@ -287,24 +299,14 @@ public:
     double last(int64_t id) const noexcept { return last_at(static_cast<size_t>(id)); }
     uint64_t incarnation(int64_t id) const noexcept {
         const size_t i = static_cast<size_t>(id);
-        return phi_mode() ? rec_[i].incarnation : incarnation_[i];
+        if (cfg_.mode == HB_TIMEOUT) return incarnation_[i];
+        return cfg_.mode == HB_PHI_WINDOW ? win_[i].incarnation : ewma_[i].incarnation;
     }
 
     // Current mean and standard deviation (min_std applied) of the intervals.
     void stats(size_t i, double* mean, double* std_dev) const noexcept {
-        const PhiRec& r = rec_[i];
-        double var;
-        if (cfg_.mode == HB_PHI_WINDOW) {
-            const double n = static_cast<double>(r.n);
-            *mean = r.a / n;
-            var = r.b / n - *mean * *mean;
-        } else {
-            *mean = r.a;
-            var = r.b;
-        }
-        // Akka's sums are integer milliseconds, so its variance is never
-        // negative; in floating point it can be by rounding: clamp at 0.
-        *std_dev = std::max(std::sqrt(std::max(var, 0.0)), cfg_.min_std);
+        if (cfg_.mode == HB_PHI_WINDOW) stats_of<true>(win_[i], mean, std_dev);
+        else stats_of<false>(ewma_[i], mean, std_dev);
     }
 
     // Akka's phi of component `id` at `now`; 0 before its first heartbeat.
@@ -313,7 +315,7 @@ public:
         if (state_[i] == HB_IDLE || state_[i] == HB_FREE || cfg_.mode == HB_TIMEOUT) return 0.0;
         double mean, sd;
         stats(i, &mean, &sd);
-        return akka_phi(now - rec_[i].last, mean + cfg_.pause, sd);
+        return akka_phi(now - last_at(i), mean + cfg_.pause, sd);
     }
 
     // phi of every slot (NaN for removed ids) into out[0, slots()).
@@ -336,13 +338,19 @@ public:
     double suspect_deadline(int64_t id) const noexcept {
         const size_t i = static_cast<size_t>(id);
         if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
-        return cfg_.mode == HB_TIMEOUT ? last_[i] + (has_suspect_ ? cfg_.suspect_after : cfg_.timeout)
-                                       : rec_[i].last + rec_[i].off_s;
+        if (cfg_.mode == HB_TIMEOUT)
+            return last_[i] + (has_suspect_ ? cfg_.suspect_after : cfg_.timeout);
+        double s, d;
+        phi_offsets(i, &s, &d);
+        return last_at(i) + s;
     }
     double dead_deadline(int64_t id) const noexcept {
         const size_t i = static_cast<size_t>(id);
         if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
-        return cfg_.mode == HB_TIMEOUT ? last_[i] + cfg_.timeout : rec_[i].last + rec_[i].off_d;
+        if (cfg_.mode == HB_TIMEOUT) return last_[i] + cfg_.timeout;
+        double s, d;
+        phi_offsets(i, &s, &d);
+        return last_at(i) + d;
     }
 
     // Both deadlines of every slot (inf for removed or never-heard ids).
@@ -360,9 +368,9 @@ public:
         size_t b = last_.capacity() * sizeof(double) + state_.capacity()
                  + incarnation_.capacity() * sizeof(uint64_t)
                  + bmin_.capacity() * sizeof(double) + free_.capacity() * sizeof(int64_t)
-                 + rec_.capacity() * sizeof(PhiRec) + pending_.capacity() * sizeof(HbEvent);
-        if (cfg_.mode == HB_PHI_WINDOW)
-            for (const PhiRec& r : rec_) b += win_cap(r.n) * sizeof(double);
+                 + ewma_.capacity() * sizeof(EwmaRec) + win_.capacity() * sizeof(WinRec)
+                 + pending_.capacity() * sizeof(HbEvent);
+        for (const WinRec& r : win_) b += win_cap(r.n) * sizeof(double);
         return b;
     }
 
@@ -378,40 +386,68 @@ private:
 #endif
     }
 
-    bool phi_mode() const noexcept { return cfg_.mode != HB_TIMEOUT; }
+    template <bool WINDOW>
+    using Rec = std::conditional_t<WINDOW, WinRec, EwmaRec>;
+    template <bool WINDOW>
+    Rec<WINDOW>* recs() noexcept {
+        if constexpr (WINDOW) return win_.data();
+        else return ewma_.data();
+    }
+
+    // Whether the batch fast path and the square-root-free block bound hold:
+    // phi at y <= 0 is at most log10(2) ~ 0.30103, well below a threshold
+    // whose y* exceeds 0.1, and a bound with std at min_std is below the
+    // suspect deadline when y*_suspect >= 0.
+    bool fast_ok() const noexcept {
+        return y_dead_ > 0.1 && (!has_suspect_ || y_suspect_ >= 0.0);
+    }
 
     // heartbeat_many's phi loop.  Fast path, inlined: an alive component whose
-    // elapsed time is clearly below its dead offset (available_fast's first
-    // test) takes the interval as a sample, exactly as beat() would; anything
-    // else goes through beat().
+    // elapsed time is below its dead offset's floor (mean + pause + y* x
+    // min_std, by a margin of 1e-9 relative; the offset itself is at least
+    // that, so available_fast would say "available" without computing phi)
+    // takes the interval as a sample exactly as beat() would, and lowers its
+    // block's bound to the suspect deadline's floor: no square root, no
+    // division for EWMA, one for the window (the new mean).  Anything else
+    // goes through beat().
     template <bool WINDOW>
     size_t phi_many(const int64_t* ids, const double* times, size_t n) {
-        // One line a component (its record), and for the window the line its
-        // next sample goes to, prefetched once the record has arrived.
-        constexpr size_t PREFETCH = 32, PREFETCH_WIN = 16;
-        const bool fast = y_dead_ > 0.1;
+        // One record a component, and for the window the line its next
+        // sample goes to, prefetched once the record has arrived.
+        constexpr size_t PREFETCH = 64, PREFETCH_WIN = 32;
+        Rec<WINDOW>* const rec = recs<WINDOW>();
+        const uint8_t* const st = state_.data();
+        double* const bmin = bmin_.data();
+        const bool fast = fast_ok();
+        const double min_std = cfg_.min_std;
+        const double dfloor = y_dead_ * min_std;
+        const double sfloor = (has_suspect_ ? y_suspect_ : y_dead_) * min_std;
+        const uint32_t cap = cfg_.max_samples;
         size_t stale = 0;
         for (size_t k = 0; k < n; ++k) {
             if (k + PREFETCH < n) {
                 const size_t j = static_cast<size_t>(ids[k + PREFETCH]);
-                prefetch(&rec_[j]);
-                prefetch(&state_[j]);
+                prefetch(rec + j);
+                prefetch(st + j);
             }
-            if (WINDOW && k + PREFETCH_WIN < n) {
-                const PhiRec& r = rec_[static_cast<size_t>(ids[k + PREFETCH_WIN])];
-                if (r.win) prefetch(r.win + (r.n < cfg_.max_samples ? r.n : r.head));
+            if constexpr (WINDOW) {
+                if (k + PREFETCH_WIN < n) {
+                    const WinRec& r = rec[static_cast<size_t>(ids[k + PREFETCH_WIN])];
+                    if (r.win) prefetch(r.win + (r.n < cap ? r.n : r.head));
+                }
             }
             const size_t i = static_cast<size_t>(ids[k]);
             const double t = times[k];
-            PhiRec& r = rec_[i];
-            if (fast && state_[i] == HB_ALIVE) {
-                const double el = t - r.last, d = r.off_d;
+            Rec<WINDOW>& r = rec[i];
+            if (fast && st[i] == HB_ALIVE) {
+                const double el = t - r.last;
+                const double d = mean_adj<WINDOW>(r) + dfloor;
                 if (el >= 0.0 && el < d - 1e-9 * (1.0 + d)) {  // el >= 0: not stale
                     push_sample<WINDOW>(r, el);
-                    set_offsets<WINDOW>(r);
                     r.last = t;
-                    double& bm = bmin_[i / BLOCK];
-                    const double nd = t + r.off_s;
+                    // m + y* x min_std <= m + y* x std, rounding included
+                    const double nd = t + (mean_adj<WINDOW>(r) + sfloor);
+                    double& bm = bmin[i / BLOCK];
                     if (nd < bm) bm = nd;
                     continue;
                 }
@@ -422,25 +458,56 @@ private:
         return stale;
     }
 
-    // The statistics (min_std applied) and from them the two deadline offsets.
+    // mean + pause, as offsets() computes it: the window keeps it in the
+    // record (one division a sample, done in push_sample).
     template <bool WINDOW>
-    void set_offsets(PhiRec& r) const noexcept {
-        double mean, var;
-        if (WINDOW) {
+    double mean_adj(const Rec<WINDOW>& r) const noexcept {
+        if constexpr (WINDOW) return r.m;
+        else return r.a + cfg_.pause;
+    }
+
+    // The mean and standard deviation (min_std applied) of a record.
+    template <bool WINDOW>
+    void stats_of(const Rec<WINDOW>& r, double* mean, double* std_dev) const noexcept {
+        double var;
+        if constexpr (WINDOW) {
             const double n = static_cast<double>(r.n);
-            mean = r.a / n;
-            var = r.b / n - mean * mean;
+            *mean = r.a / n;
+            var = r.b / n - *mean * *mean;
         } else {
-            mean = r.a;
+            *mean = r.a;
             var = r.b;
         }
-        const double sd = std::max(std::sqrt(std::max(var, 0.0)), cfg_.min_std);
+        // Akka's sums are integer milliseconds, so its variance is never
+        // negative; in floating point it can be by rounding: clamp at 0.
+        *std_dev = std::max(std::sqrt(std::max(var, 0.0)), cfg_.min_std);
+    }
+
+    // The suspect and dead deadlines' offsets from the last heartbeat:
+    // mean + pause + y* x std, from the statistics (no suspect stage: both
+    // are the dead one).
+    template <bool WINDOW>
+    void offsets(const Rec<WINDOW>& r, double* off_s, double* off_d) const noexcept {
+        double mean, sd;
+        stats_of<WINDOW>(r, &mean, &sd);
         const double m = mean + cfg_.pause;
         const double d = m + y_dead_ * sd;
-        r.off_s = has_suspect_ ? m + y_suspect_ * sd : d;
-        r.off_d = d;
+        *off_s = has_suspect_ ? m + y_suspect_ * sd : d;
+        *off_d = d;
     }
-    double last_at(size_t i) const noexcept { return phi_mode() ? rec_[i].last : last_[i]; }
+    void phi_offsets(size_t i, double* off_s, double* off_d) const noexcept {
+        if (cfg_.mode == HB_PHI_WINDOW) offsets<true>(win_[i], off_s, off_d);
+        else offsets<false>(ewma_[i], off_s, off_d);
+    }
+
+    double last_at(size_t i) const noexcept {
+        if (cfg_.mode == HB_TIMEOUT) return last_[i];
+        return cfg_.mode == HB_PHI_WINDOW ? win_[i].last : ewma_[i].last;
+    }
+    uint64_t& incarnation_ref(size_t i) noexcept {
+        if (cfg_.mode == HB_TIMEOUT) return incarnation_[i];
+        return cfg_.mode == HB_PHI_WINDOW ? win_[i].incarnation : ewma_[i].incarnation;
+    }
 
     // Capacity of a window holding n samples: it grows by doubling from 4,
     // capped at max_samples, so the capacity follows from n alone.
@@ -454,8 +521,10 @@ private:
     void grow(size_t n) {
         state_.resize(n, HB_FREE);
         bmin_.resize((n + BLOCK - 1) / BLOCK, INF);
-        if (phi_mode()) {
-            rec_.resize(n);
+        if (cfg_.mode == HB_PHI_WINDOW) {
+            win_.resize(n);
+        } else if (cfg_.mode == HB_PHI_EWMA) {
+            ewma_.resize(n);
         } else {
             last_.resize(n, 0.0);
             incarnation_.resize(n, 0);
@@ -463,115 +532,108 @@ private:
     }
 
     void reset(size_t i) {
-        if (phi_mode()) {
-            std::free(rec_[i].win);  // give the window's memory back
-            rec_[i] = PhiRec{};
+        if (cfg_.mode == HB_PHI_WINDOW) {
+            std::free(win_[i].win);  // give the window's memory back
+            win_[i] = WinRec{};
+        } else if (cfg_.mode == HB_PHI_EWMA) {
+            ewma_[i] = EwmaRec{};
         } else {
             last_[i] = 0.0;
             incarnation_[i] = 0;
         }
     }
 
-    void seed_stats(size_t i) {
-        PhiRec& r = rec_[i];
-        if (cfg_.mode == HB_PHI_WINDOW) {
+    template <bool WINDOW>
+    void seed_stats(Rec<WINDOW>& r) {
+        if constexpr (WINDOW) {
             r.n = 0;  // its capacity follows n: start a new block
             std::free(r.win);
             r.win = nullptr;
             r.head = 0;
             r.a = 0.0;
             r.b = 0.0;
-            push_interval(r, seed_lo_);
-            push_interval(r, seed_hi_);
-        } else if (cfg_.mode == HB_PHI_EWMA) {
+            push_sample<true>(r, seed_lo_);
+            push_sample<true>(r, seed_hi_);
+        } else {
             const double sd = cfg_.first_estimate / 4.0;
             r.a = cfg_.first_estimate;  // EWMA mean
             r.b = sd * sd;              // EWMA variance
         }
     }
 
-    void push_interval(PhiRec& r, double x) {
-        if (cfg_.mode == HB_PHI_WINDOW) push_sample<true>(r, x);
-        else push_sample<false>(r, x);
-    }
-
     // Akka's HeartbeatHistory :+ (running sums; drop the oldest when full),
     // or the EWMA update.
     template <bool WINDOW>
-    void push_sample(PhiRec& r, double x) {
-        if (!WINDOW) {
+    void push_sample(Rec<WINDOW>& r, double x) {
+        if constexpr (!WINDOW) {
             const double a = cfg_.alpha, d = x - r.a;
             r.a += a * d;
             r.b = (1.0 - a) * (r.b + a * d * d);
-            return;
-        }
-        if (r.n < cfg_.max_samples) {
-            if (r.n == win_cap(r.n)) {  // full block: grow by doubling, capped at the window
-                const size_t cap = std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * size_t{r.n}));
-                void* p = std::realloc(r.win, cap * sizeof(double));
-                if (!p) throw std::bad_alloc();
-                r.win = static_cast<double*>(p);
-            }
-            r.win[r.n++] = x;
         } else {
-            const double old = r.win[r.head];
-            r.a = r.a - old;
-            r.b = r.b - old * old;
-            r.win[r.head] = x;
-            r.head = r.head + 1 == cfg_.max_samples ? 0 : r.head + 1;
+            if (r.n < cfg_.max_samples) {
+                if (r.n == win_cap(r.n)) {  // full block: grow by doubling, capped at the window
+                    const size_t cap = std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * size_t{r.n}));
+                    void* p = std::realloc(r.win, cap * sizeof(double));
+                    if (!p) throw std::bad_alloc();
+                    r.win = static_cast<double*>(p);
+                }
+                r.win[r.n++] = x;
+            } else {
+                const double old = r.win[r.head];
+                r.a = r.a - old;
+                r.b = r.b - old * old;
+                r.win[r.head] = x;
+                r.head = r.head + 1 == cfg_.max_samples ? 0 : r.head + 1;
+            }
+            r.a = r.a + x;
+            r.b = r.b + x * x;
+            r.m = r.a / static_cast<double>(r.n) + cfg_.pause;
         }
-        r.a = r.a + x;
-        r.b = r.b + x * x;
     }
 
     // Akka's isAvailable at `now` (phi(now) < threshold) given the current
     // stats: decided on y (the same division phi does), and by phi itself
     // only within a hair of y*, so the decision is phi's to the last bit.
-    bool available(size_t i, double now, double mean, double sd) const noexcept {
-        const double t = now - rec_[i].last, m = mean + cfg_.pause;
+    bool available(double last, double now, double mean, double sd) const noexcept {
+        const double t = now - last, m = mean + cfg_.pause;
         const double y = (t - m) / sd, tol = 1e-9 * (1.0 + std::fabs(y_dead_));
         if (y < y_dead_ - tol) return true;
         if (y > y_dead_ + tol) return false;
         return akka_phi(t, m, sd) < cfg_.threshold;
     }
 
-    // available() without recomputing the statistics: the dead offset stored
-    // at the last heartbeat is mean + pause + y* std for the current ones, so
-    // away from it, comparing the elapsed time with it decides the same way
-    // (the 1e-9 relative margin dwarfs the rounding of the offset and of phi
-    // once y* > 0.1, i.e. threshold > ~0.35; below that, or near the
-    // boundary, phi decides).
-    bool available_fast(size_t i, double now) const noexcept {
+    // available() by the dead offset: it is mean + pause + y* std, so away
+    // from it, comparing the elapsed time with it decides the same way (the
+    // 1e-9 relative margin dwarfs the rounding of the offset and of phi once
+    // y* > 0.1, i.e. threshold > ~0.35; below that, or near the boundary,
+    // phi decides).
+    template <bool WINDOW>
+    bool available_fast(const Rec<WINDOW>& r, double now) const noexcept {
+        double mean, sd;
+        stats_of<WINDOW>(r, &mean, &sd);
         if (y_dead_ > 0.1) {
-            const double t = now - rec_[i].last, d = rec_[i].off_d, tol = 1e-9 * (1.0 + d);
+            const double t = now - r.last, d = mean + cfg_.pause + y_dead_ * sd;
+            const double tol = 1e-9 * (1.0 + d);
             if (t < d - tol) return true;
             if (t > d + tol) return false;
         }
-        double mean, sd;
-        stats(i, &mean, &sd);
-        return available(i, now, mean, sd);
+        return available(r.last, now, mean, sd);
+    }
+
+    template <bool WINDOW>
+    void beat_phi(size_t i, double now, bool fresh) {
+        Rec<WINDOW>& r = recs<WINDOW>()[i];
+        if (state_[i] == HB_IDLE || fresh) seed_stats<WINDOW>(r);
+        else if (available_fast<WINDOW>(r, now)) push_sample<WINDOW>(r, now - r.last);
+        // else: an interval observed while not available is not a sample
+        r.last = now;
     }
 
     void beat(size_t i, double now, bool fresh) {
         const uint8_t old = state_[i];
-        if (phi_mode()) {
-            PhiRec& r = rec_[i];
-            bool changed = true;
-            if (old == HB_IDLE || fresh) {
-                seed_stats(i);
-            } else if (available_fast(i, now)) {
-                push_interval(r, now - r.last);
-            } else {
-                changed = false;  // an interval observed while not available is not a sample
-            }
-            if (changed) {  // else the statistics, hence the offsets, stay as they are
-                if (cfg_.mode == HB_PHI_WINDOW) set_offsets<true>(r);
-                else set_offsets<false>(r);
-            }
-            r.last = now;
-        } else {
-            last_[i] = now;
-        }
+        if (cfg_.mode == HB_PHI_WINDOW) beat_phi<true>(i, now, fresh);
+        else if (cfg_.mode == HB_PHI_EWMA) beat_phi<false>(i, now, fresh);
+        else last_[i] = now;
         state_[i] = HB_ALIVE;
         if (old == HB_SUSPECT || old == HB_DEAD)
             pending_.push_back({static_cast<int64_t>(i), old, HB_ALIVE, now});
@@ -601,8 +663,9 @@ private:
     // timeout mode
     std::vector<double, HugeAlloc<double>> last_;             // time of the last heartbeat
     std::vector<uint64_t, HugeAlloc<uint64_t>> incarnation_;  // highest sender incarnation seen
-    // phi modes: one record a component (last, offsets, statistics, window)
-    std::vector<PhiRec, HugeAlloc<PhiRec>> rec_;
+    // phi modes: one record a component (last, statistics, window)
+    std::vector<EwmaRec, HugeAlloc<EwmaRec>> ewma_;
+    std::vector<WinRec, HugeAlloc<WinRec>> win_;
 };
 
 }  // namespace faultkit

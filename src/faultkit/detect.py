@@ -19,10 +19,12 @@ healthy").
 
 Memory per component in the native table (plus the name <-> id dict in
 Python, ~100-200 bytes a name): ``TimeoutDetector`` 17 bytes; phi accrual
-65 bytes (a 64-byte record holding all a heartbeat touches, one cache line,
-plus a state byte) with ``estimator="ewma"``, and with the exact window
-(Akka's) 65 bytes + 8 bytes per stored interval (at most
-``max_sample_size``; the window grows only as intervals arrive, by doubling).
+33 bytes with ``estimator="ewma"`` (a 32-byte record holding all a heartbeat
+touches - last heartbeat, mean, variance, incarnation -, half a cache line,
+plus a state byte), and with the exact window (Akka's) 65 bytes (a 64-byte
+record) + 8 bytes per stored interval (at most ``max_sample_size``; the
+window grows only as intervals arrive, by doubling).  The deadlines are not
+stored: they follow from the last heartbeat and the statistics.
 """
 from __future__ import annotations
 
@@ -310,7 +312,7 @@ class PhiAccrualDetector(_Detector):
     interval per component.  ``estimator="ewma"`` keeps an exponentially
     weighted mean and variance instead (weight ``ewma_alpha`` for the newest
     interval, default ``2 / (max_sample_size + 1)``, the weight whose mean age
-    equals a window's): 65 bytes per component whatever the history, but old
+    equals a window's): 33 bytes per component whatever the history, but old
     intervals fade gradually instead of dropping out, so phi differs from
     Akka's once the history is long.  Differences from Akka: times are float
     seconds (Akka: integer milliseconds, so its ``e/4`` rounds down), and a
