@@ -78,24 +78,19 @@ public:
         size_ += n;
         return p;
     }
-    // Unchecked appends: the caller has ensure()d the room.
-    void raw_u8(uint8_t v) { data_[size_++] = v; }
-    void raw_u64(uint64_t v) {
-        store_le64(data_ + size_, v);
-        size_ += 8;
-    }
-    void raw_varint(uint64_t v) {
-        uint8_t* p = data_ + size_;
-        size_t i = 0;
+    // Unchecked writers at a cursor (the caller has ensure()d the room); each
+    // returns the end of what it wrote.  The put_* functions below load
+    // data_/size_ once and store size_ once: byte stores may alias any
+    // member, so writing through data_[size_++] would reload both each time.
+    static uint8_t* at_varint(uint8_t* p, uint64_t v) {
         while (v >= 0x80) {
-            p[i++] = static_cast<uint8_t>(v | 0x80);
+            *p++ = static_cast<uint8_t>(v | 0x80);
             v >>= 7;
         }
-        p[i++] = static_cast<uint8_t>(v);
-        size_ += i;
+        *p++ = static_cast<uint8_t>(v);
+        return p;
     }
-    void raw_bytes(const void* src, size_t n) {
-        uint8_t* d = data_ + size_;
+    static uint8_t* at_bytes(uint8_t* d, const void* src, size_t n) {
         const uint8_t* p = static_cast<const uint8_t*>(src);
         // Short strings (dict keys, names) dominate object trees: copy them
         // with two overlapping fixed-size moves instead of a memcpy call.
@@ -117,17 +112,22 @@ public:
         } else {
             std::memcpy(d, p, n);
         }
-        size_ += n;
+        return d + n;
     }
 
     void put_u8(uint8_t v) {
         ensure(1);
-        raw_u8(v);
+        size_t s = size_;
+        data_[s] = v;
+        size_ = s + 1;
     }
     void put_tag_u64(uint8_t tag, uint64_t v) {
         ensure(9);
-        raw_u8(tag);
-        raw_u64(v);
+        size_t s = size_;
+        uint8_t* p = data_ + s;
+        p[0] = tag;
+        store_le64(p + 1, v);
+        size_ = s + 9;
     }
     void put_u16(uint16_t v) { store_le16(extend(2), v); }
     void put_u32(uint32_t v) { store_le32(extend(4), v); }
@@ -138,21 +138,26 @@ public:
     // LEB128 unsigned varint (1..10 bytes).
     void put_varint(uint64_t v) {
         ensure(10);
-        raw_varint(v);
+        uint8_t* b = data_;
+        size_ = static_cast<size_t>(at_varint(b + size_, v) - b);
     }
     // A tag byte followed by a varint (the common "tag + length" prefix).
     void put_tag_varint(uint8_t tag, uint64_t v) {
         ensure(11);
-        raw_u8(tag);
-        raw_varint(v);
+        uint8_t* b = data_;
+        uint8_t* p = b + size_;
+        *p = tag;
+        size_ = static_cast<size_t>(at_varint(p + 1, v) - b);
     }
     // Tag, varint length n, then n bytes: one capacity check.
     void put_tagged_bytes(uint8_t tag, const void* src, size_t n) {
         if (n > SIZE_MAX - 11) throw std::bad_alloc();
         ensure(n + 11);
-        raw_u8(tag);
-        raw_varint(n);
-        if (n) raw_bytes(src, n);
+        uint8_t* b = data_;
+        uint8_t* p = b + size_;
+        *p = tag;
+        p = at_varint(p + 1, n);
+        size_ = static_cast<size_t>(at_bytes(p, src, n) - b);
     }
     void pad_to(size_t alignment) {
         size_t r = size_ % alignment;
