@@ -178,3 +178,79 @@ def test_chunk_hashes_are_xxh3_64_bit_for_bit(nbytes):
         hashes = b"".join(struct.pack("<Q", chunks[first + k][0]) for k in range(n))
         assert checksum == xxhash.xxh3_64_intdigest(hashes)
     assert checked >= 2 + 2 * (nbytes // chunk_size)
+
+
+# ---------------------------------------------------------------- dict tables
+
+def _ref_varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ref_tree(v):
+    """docs/FORMAT.md's tree encoding of None/bool/int64/float/str/list/tuple/dict (the spec, in Python)."""
+    if v is None:
+        return b"\x00"
+    if v is False or v is True:
+        return b"\x02" if v else b"\x01"
+    if type(v) is int:
+        return b"\x03" + struct.pack("<q", v)
+    if type(v) is float:
+        return b"\x05" + struct.pack("<d", v)
+    if type(v) is str:
+        b = v.encode("utf-8", "surrogatepass")
+        return b"\x06" + _ref_varint(len(b)) + b
+    if type(v) in (list, tuple):
+        return (b"\x10" if type(v) is list else b"\x11") + _ref_varint(len(v)) + b"".join(ref_tree(x) for x in v)
+    if type(v) is dict:
+        return b"\x12" + _ref_varint(len(v)) + b"".join(ref_tree(k) + ref_tree(x) for k, x in v.items())
+    raise TypeError(type(v))
+
+
+def tree_of(state):
+    return _codec.encode(state, {}, blob_threshold=1 << 62).tree_bytes()
+
+
+# A dict's history: inserts, deletes and re-inserts of str keys (CPython's
+# "unicode" tables) or of mixed keys (its "general" tables), around the
+# encoder's small-dict size (16) -- deleted entries stay in the table as holes.
+dict_ops = st.lists(st.tuples(st.booleans(), st.one_of(st.integers(0, 40), st.text(max_size=3)),
+                              st.integers(-(2**63), 2**63 - 1)),
+                    max_size=80)
+
+
+@given(dict_ops, st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_dicts_encode_their_items_in_order_whatever_their_table(ops, str_keys):
+    d = {}
+    for insert, key, value in ops:
+        key = str(key) if str_keys else key
+        if insert:
+            d[key] = value
+        else:
+            d.pop(key, None)
+    assert tree_of(d) == ref_tree(d)
+    assert tree_of([d, {"k": d}]) == ref_tree([d, {"k": d}])
+    assert list(loads(dumps(d)).items()) == list(d.items())
+
+
+def test_split_table_dicts_and_dict_subtleties():
+    class Obj:
+        def __init__(self, i):
+            self.a, self.b, self.c = i, str(i), [i]
+
+    objs = [Obj(i) for i in range(3)]
+    split = [vars(o) for o in objs]  # instance dicts sharing one keys table
+    del objs[1].b
+    objs[2].z = 9
+    for d in split + [dict.fromkeys(range(16)), dict.fromkeys(range(17)), dict.fromkeys("abcdefghijklmnopq"),
+                      {"x": 1, 2: "y"}, {}]:
+        assert tree_of(d) == ref_tree(d)
+    big = {str(i): i for i in range(1000)}
+    for i in range(0, 1000, 3):
+        del big[str(i)]
+    assert tree_of(big) == ref_tree(big)
