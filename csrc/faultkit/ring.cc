@@ -1,8 +1,12 @@
-// Building, merging and querying consistent-hash ring tables (see ring.h).
+// The segmented consistent-hash ring: building, changing and querying
+// snapshots (see ring.h and docs/ring.md).
 #include "faultkit/ring.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 #include "faultkit/md5.h"
@@ -13,52 +17,239 @@ namespace faultkit {
 namespace {
 
 constexpr uint64_t kTop = ~uint64_t{0};
+// Directory bits: the fewest in [1, kMaxDirBits] giving at most kTargetAvg
+// points a segment on average.  ~40 points a segment at 1,000 x 160 points
+// (4,096 segments): a one-node change then writes ~160 segments of ~0.7 KiB
+// and a 64 KiB directory (the two costs are about equal there).
+constexpr int kMaxDirBits = 16;
+constexpr uint32_t kTargetAvg = 48;
+// A change that leaves the average outside [kShrinkAvg, kGrowAvg] re-chooses
+// the bits and rebuilds every segment (amortized: the size must double or
+// halve between two such rebuilds).
+constexpr uint32_t kGrowAvg = 128;
+constexpr uint32_t kShrinkAvg = 8;
+
+int choose_bits(size_t points) {
+    int bits = 1;
+    while (bits < kMaxDirBits && points > (size_t{kTargetAvg} << bits)) ++bits;
+    return bits;
+}
+
+bool point_less(uint64_t pa, int32_t oa, uint64_t pb, int32_t ob, bool high_first) {
+    return pa < pb || (pa == pb && (high_first ? oa > ob : oa < ob));
+}
 
 }  // namespace
 
-void RingTable::finish() {
-    size_ = static_cast<uint32_t>(points_.size());
-    // Index bits: 2^bits >= 2 * size, within [1, kMaxIndexBits].
-    bits_ = 1;
-    while (bits_ < kMaxIndexBits && (uint64_t{1} << bits_) < 2 * uint64_t{size_}) ++bits_;
-    shift_ = 64 - bits_;
-    const uint32_t buckets = uint32_t{1} << bits_;
-    index_.resize(size_t{buckets} + 1);
-    // One pass over the points: bucket b starts at the first point whose top
-    // bits are >= b.
-    uint32_t b = 0, prev_start = 0;
-    scan_ = 0;
-    for (uint32_t i = 0; i < size_; ++i) {
-        const uint32_t pb = static_cast<uint32_t>(points_[i] >> shift_);
-        while (b <= pb) {
-            if (b) scan_ = std::max(scan_, i - prev_start);
-            prev_start = i;
-            index_[b++] = i;
+// A block of segments from one fresh build; segments in it are retired
+// one by one (by any thread), and the last one frees the block.
+struct alignas(16) Arena {
+    std::atomic<uint32_t> live{0};
+};
+
+// Allocation and construction of segments (a friend of RingSegment).
+class SegmentBuilder {
+public:
+    // Bytes of a segment of `count` points (a multiple of 16), and its local bits.
+    static int local_bits(uint32_t count) noexcept {
+        int lbits = 1;
+        while (lbits < RingSegment::kMaxLocalBits && (uint32_t{1} << lbits) < 2 * count) ++lbits;
+        return lbits;
+    }
+    static size_t bytes(uint32_t count) noexcept {
+        const size_t raw = sizeof(RingSegment) + (size_t{count} + 1) * sizeof(RingPoint) +
+                           ((size_t{1} << local_bits(count)) + 1) * sizeof(uint16_t);
+        return (raw + 15) & ~size_t{15};
+    }
+    static RingSegment* place(void* mem, uint32_t count, Arena* arena) noexcept {
+        RingSegment* s = static_cast<RingSegment*>(mem);
+        s->count_ = count;
+        s->lshift_ = static_cast<uint32_t>(64 - local_bits(count));
+        s->arena_ = arena;
+        return s;
+    }
+    static void check(uint32_t count) {
+        if (count > RingSegment::kMaxPoints)
+            throw std::overflow_error("more than 65535 ring points in one segment");
+    }
+    // A segment of `count` points in its own allocation; records and index
+    // uninitialized.
+    static RingSegment* alloc(uint32_t count) {
+        check(count);
+        return place(::operator new(bytes(count)), count, nullptr);
+    }
+    // Segments of the given sizes (all > 0) in one allocation, freed when
+    // the last of them is (a fresh build allocates once, not per segment).
+    static void alloc_many(const uint32_t* counts, size_t n, RingSegment** out) {
+        size_t total = sizeof(Arena);
+        for (size_t i = 0; i < n; ++i) {
+            check(counts[i]);
+            total += bytes(counts[i]);
+        }
+        char* mem = static_cast<char*>(::operator new(total));
+        Arena* arena = new (mem) Arena{};
+        arena->live.store(static_cast<uint32_t>(n), std::memory_order_relaxed);
+        char* at = mem + sizeof(Arena);
+        for (size_t i = 0; i < n; ++i) {
+            out[i] = place(at, counts[i], arena);
+            at += bytes(counts[i]);
         }
     }
-    scan_ = std::max(scan_, size_ - prev_start);
-    while (b <= buckets) index_[b++] = size_;
-    // One sentinel: position() reads the point at a bucket's start, which
-    // can be size_ (the end), and a position of size_ wraps to owner 0.
-    points_.push_back(kTop);
-    owners_.push_back(size_ ? owners_[0] : 0);
+
+    static void free(const RingSegment* s) noexcept {
+        if (s == empty()) return;
+        Arena* a = s->arena_;
+        if (a == nullptr) {
+            ::operator delete(const_cast<RingSegment*>(s));
+        } else if (a->live.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            a->~Arena();
+            ::operator delete(static_cast<void*>(a));
+        }
+    }
+
+    static RingPoint* records(RingSegment* s) noexcept { return const_cast<RingPoint*>(s->records()); }
+    static uint16_t* index(RingSegment* s) noexcept { return const_cast<uint16_t*>(s->index()); }
+    static uint32_t buckets(const RingSegment* s) noexcept { return uint32_t{1} << (64 - s->lshift_); }
+    static uint32_t bucket(const RingSegment* s, uint64_t point, int dir_bits) noexcept {
+        return static_cast<uint32_t>((point << dir_bits) >> s->lshift_);
+    }
+
+    // Local index and sentinel of a segment whose records are sorted.
+    static void finish(RingSegment* s, int dir_bits) noexcept {
+        RingPoint* r = records(s);
+        count_index(s, r, dir_bits);
+        r[s->count()] = {kTop, 0};
+    }
+    // idx[b] = number of points of `src` in buckets below b (idx[nb] = count).
+    static void count_index(RingSegment* s, const RingPoint* src, int dir_bits) noexcept {
+        uint16_t* idx = index(s);
+        const uint32_t n = s->count(), nb = buckets(s);
+        std::memset(idx, 0, (size_t{nb} + 1) * sizeof(uint16_t));
+        for (uint32_t i = 0; i < n; ++i) ++idx[bucket(s, src[i].point, dir_bits) + 1];
+        uint16_t run = 0;
+        for (uint32_t b = 1; b <= nb; ++b) idx[b] = run = static_cast<uint16_t>(run + idx[b]);
+    }
+
+    // The index of s, built from old's when they have the same local bits
+    // (copy, then shift the counts past each changed point: far cheaper than
+    // recounting), else counted afresh.  `changed` are the points added
+    // (delta +1) or removed (delta -1) going from old to s.
+    static bool same_shape(const RingSegment* s, const RingSegment* old) noexcept {
+        return s->lshift_ == old->lshift_ && old != empty();
+    }
+    static void shift_index(RingSegment* s, uint64_t point, int delta, int dir_bits) noexcept {
+        uint16_t* idx = index(s);
+        const uint32_t nb = buckets(s);
+        const uint16_t d = static_cast<uint16_t>(delta);
+        for (uint32_t b = bucket(s, point, dir_bits) + 1; b <= nb; ++b) idx[b] = static_cast<uint16_t>(idx[b] + d);
+    }
+    static void copy_index(RingSegment* s, const RingSegment* old) noexcept {
+        std::memcpy(index(s), old->index(), (size_t{buckets(s)} + 1) * sizeof(uint16_t));
+    }
+
+    // Sort a segment's records in place (they are there in any order): a
+    // counting pass over the local buckets (which is also the index), then
+    // one insertion-sort pass for the few buckets holding several points.
+    static void sort_in_place(RingSegment* s, int dir_bits, bool high_first,
+                              std::vector<RingPoint>& tmp, std::vector<uint16_t>& fill) {
+        const uint32_t n = s->count(), nb = buckets(s);
+        RingPoint* r = records(s);
+        tmp.assign(r, r + n);
+        count_index(s, tmp.data(), dir_bits);
+        const uint16_t* idx = s->index();
+        fill.assign(idx, idx + nb);
+        for (uint32_t i = 0; i < n; ++i) r[fill[bucket(s, tmp[i].point, dir_bits)]++] = tmp[i];
+        const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
+            return point_less(a.point, a.owner, c.point, c.owner, high_first);
+        };
+        for (uint32_t i = 1; i < n; ++i) {
+            if (!less(r[i], r[i - 1])) continue;
+            // Out of order only within a bucket: move r[i] back.
+            const uint32_t lo = idx[bucket(s, r[i].point, dir_bits)];
+            if (i - lo > 32) {  // a crowded bucket: sort the rest of it at once
+                uint32_t hi = i + 1;
+                while (hi < n && bucket(s, r[hi].point, dir_bits) == bucket(s, r[i].point, dir_bits)) ++hi;
+                std::sort(r + lo, r + hi, less);
+                i = hi - 1;
+                continue;
+            }
+            const RingPoint v = r[i];
+            uint32_t j = i;
+            for (; j > lo && less(v, r[j - 1]); --j) r[j] = r[j - 1];
+            r[j] = v;
+        }
+        r[n] = {kTop, 0};
+    }
+
+    static const RingSegment* empty() noexcept {
+        static const RingSegment* const e = [] {
+            RingSegment* s = alloc(0);
+            finish(s, 1);
+            return s;
+        }();
+        return e;
+    }
+
+    // An entry for s (next_slot as given: the caller links the directory).
+    static RingEntry entry(const RingSegment* s, int32_t next_slot = 0) noexcept {
+        return {s, static_cast<uint16_t>(s->count()), static_cast<uint8_t>(s->lshift()), 0,
+                next_slot};
+    }
+};
+
+uint32_t RingEntry::bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept {
+    const RingPoint* r = seg->records();
+    return static_cast<uint32_t>(
+        std::lower_bound(r + lo, r + hi, h,
+                         [](const RingPoint& p, uint64_t v) { return p.point < v; }) - r);
 }
 
-uint32_t RingTable::bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept {
-    const uint64_t* p = points_.data();
-    return static_cast<uint32_t>(std::lower_bound(p + lo, p + hi, h) - p);
+RetiredSegments::~RetiredSegments() {
+    for (const RingSegment* s : segs) SegmentBuilder::free(s);
+    // Free the rest of the chain iteratively, not by recursive destructors:
+    // while we hold the last reference to the next link, unhook its own next
+    // before dropping it.  use_count() == 1 means no one else owns it (no
+    // weak_ptrs exist, and a copy needs an owner); the fence orders our reads
+    // of it after the release decrements of its former owners.
+    std::shared_ptr<RetiredSegments> n = std::move(next);
+    while (n && n.use_count() == 1) {
+        std::atomic_thread_fence(std::memory_order_acquire);
+        std::shared_ptr<RetiredSegments> after = std::move(n->next);
+        n.reset();
+        n = std::move(after);
+    }
 }
 
-int32_t RingTable::live_owners_n(uint64_t h, const uint8_t* alive, int32_t n, int32_t* out,
-                                 uint8_t* seen) const noexcept {
+// -- snapshot lookups --------------------------------------------------------
+
+RingSnapshot::Cursor RingSnapshot::locate(uint64_t h) const noexcept {
+    const uint32_t i = static_cast<uint32_t>(h >> shift_);
+    const uint32_t pos = dir_[i].position(h << bits_, h);
+    if (pos == dir_[i].count) return {next_nonempty(i), 0};
+    return {i, pos};
+}
+
+int32_t RingSnapshot::live_owner(uint64_t h, const uint8_t* alive) const noexcept {
+    if (size_ == 0) return -1;
+    if (alive == nullptr) return owner(h);
+    Cursor c = locate(h);
+    for (uint32_t step = 0; step < size_; ++step) {
+        const int32_t o = node_at(c);
+        if (o >= 0 && alive[o]) return o;
+        advance(c);
+    }
+    return -1;
+}
+
+int32_t RingSnapshot::live_owners_n(uint64_t h, const uint8_t* alive, int32_t n, int32_t* out,
+                                    uint8_t* seen) const noexcept {
     if (size_ == 0 || n <= 0) return 0;
-    uint32_t pos = position(h);
-    if (pos >= size_) pos = 0;
+    Cursor c = locate(h);
     int32_t found = 0;
     for (uint32_t step = 0; step < size_ && found < n; ++step) {
-        const int32_t o = owners_[pos];
-        if (++pos == size_) pos = 0;
-        if (alive != nullptr && !alive[o]) continue;
+        const int32_t o = node_at(c);
+        advance(c);
+        if (o < 0 || (alive != nullptr && !alive[o])) continue;
         bool dup = false;
         if (seen != nullptr) {
             dup = seen[o] != 0;
@@ -73,53 +264,408 @@ int32_t RingTable::live_owners_n(uint64_t h, const uint8_t* alive, int32_t n, in
     return found;
 }
 
-void RingTable::live_owner_many(const uint64_t* hashes, size_t count, const uint8_t* alive,
-                                int32_t* out) const noexcept {
+void RingSnapshot::live_owner_many(const uint64_t* hashes, size_t count, const uint8_t* alive,
+                                   int32_t* out) const noexcept {
     if (size_ == 0) {
         for (size_t i = 0; i < count; ++i) out[i] = -1;
         return;
     }
     if (alive == nullptr) {
-        for (size_t i = 0; i < count; ++i) out[i] = owners_[position(hashes[i])];
+        // Locals, not members: stores to out (int32) could alias int members.
+        const RingEntry* dir = dir_.data();
+        const int32_t* slots = slot_index_.data();
+        const int bits = bits_, shift = shift_;
+        for (size_t i = 0; i < count; ++i) {
+            const uint64_t h = hashes[i];
+            out[i] = slots[dir[h >> shift].slot(h << bits, h)];
+        }
         return;
     }
     for (size_t i = 0; i < count; ++i) {
-        const uint32_t pos = position(hashes[i]);
-        const int32_t o = owners_[pos];
-        out[i] = alive[o] ? o : live_owner_from(pos, alive);
+        const int32_t o = owner(hashes[i]);
+        out[i] = o >= 0 && alive[o] ? o : live_owner(hashes[i], alive);
     }
 }
 
-void RingTable::distribution(const uint8_t* alive, int32_t n_nodes, double* out) const noexcept {
-    for (int32_t i = 0; i < n_nodes; ++i) out[i] = 0.0;
-    if (size_ == 0) return;
-    // Walk backwards from the last point so the "next live owner" of each
-    // point is known when its arc (from the previous point, exclusive, up to
-    // it, inclusive) is credited.  Two laps settle the wrap-around.
-    int32_t next_live = -1;
-    for (uint32_t k = 0; k < size_; ++k) {  // lap 1: find the live owner after the top
-        const int32_t o = owners_[k];
-        if (alive == nullptr || alive[o]) {
-            next_live = o;
-            break;
+void RingSnapshot::export_points(uint64_t* points, int32_t* owners) const noexcept {
+    size_t k = 0;
+    for (const RingEntry& e : dir_) {
+        const RingPoint* r = e.seg->records();
+        for (uint32_t i = 0; i < e.count; ++i, ++k) {
+            points[k] = r[i].point;
+            owners[k] = slot_index(r[i].owner);
         }
     }
+}
+
+void RingSnapshot::distribution(const uint8_t* alive, int32_t n_nodes, double* out) const {
+    for (int32_t i = 0; i < n_nodes; ++i) out[i] = 0.0;
+    if (size_ == 0) return;
+    std::vector<uint64_t> points(size_);
+    std::vector<int32_t> owners(size_);
+    export_points(points.data(), owners.data());
+    const auto up = [&](int32_t o) { return o >= 0 && (alive == nullptr || alive[o]); };
+    // Walk backwards from the last point so the "next live owner" of each
+    // point is known when its arc (from the previous point, exclusive, up to
+    // it, inclusive) is credited; the live owner after the top comes first.
+    int32_t next_live = -1;
+    for (uint32_t k = 0; k < size_ && next_live < 0; ++k)
+        if (up(owners[k])) next_live = owners[k];
     if (next_live < 0) return;  // nothing is up
     constexpr double kSpan = 18446744073709551616.0;  // 2^64
     for (uint32_t k = size_; k-- > 0;) {
-        const int32_t o = owners_[k];
-        if (alive == nullptr || alive[o]) next_live = o;
-        const uint64_t arc = k ? points_[k] - points_[k - 1] : points_[0] - points_[size_ - 1];
+        if (up(owners[k])) next_live = owners[k];
+        const uint64_t arc = k ? points[k] - points[k - 1] : points[0] - points[size_ - 1];
         double share = static_cast<double>(arc) / kSpan;
         if (k == 0 && size_ == 1) share = 1.0;
-        if (next_live >= 0 && next_live < n_nodes) out[next_live] += share;
+        if (next_live < n_nodes) out[next_live] += share;
     }
 }
+
+// -- the writer ----------------------------------------------------------------
+
+namespace {
+
+// At most this many points on one ring (positions are uint32).
+constexpr size_t kMaxRingPoints = 0xFFFFFFF0u;
+
+// New segments of a change not yet published: freed if the change throws.
+struct Built {
+    std::vector<const RingSegment*> segs;
+    bool committed = false;
+    ~Built() {
+        if (!committed)
+            for (const RingSegment* s : segs) SegmentBuilder::free(s);
+    }
+};
+
+// The owner of the first point at or after segment i, wrapping (the ring
+// must have a point).
+int32_t first_owner_from(const std::vector<RingEntry>& dir, uint32_t i) {
+    const uint32_t mask = static_cast<uint32_t>(dir.size()) - 1;
+    while (dir[i].count == 0) i = (i + 1) & mask;
+    return dir[i].seg->records()[0].owner;
+}
+
+// Every entry's next_slot, in one backward pass (fresh builds).
+void link_all(std::vector<RingEntry>& dir, uint32_t size) {
+    if (size == 0) {
+        for (RingEntry& e : dir) e.next_slot = 0;
+        return;
+    }
+    int32_t next_slot = first_owner_from(dir, 0);  // what a key above the last point gets
+    for (uint32_t i = static_cast<uint32_t>(dir.size()); i-- > 0;) {
+        dir[i].next_slot = next_slot;
+        if (dir[i].count) next_slot = dir[i].seg->records()[0].owner;
+    }
+}
+
+// Re-link after the segments in `touched` changed: only entries from each
+// one's previous nonempty segment up to it can have a new successor point.
+void link_touched(std::vector<RingEntry>& dir, const std::vector<uint32_t>& touched,
+                  uint32_t size) {
+    if (size == 0) {
+        link_all(dir, 0);
+        return;
+    }
+    const uint32_t mask = static_cast<uint32_t>(dir.size()) - 1;
+    for (uint32_t t : touched) {
+        const int32_t v = first_owner_from(dir, t);
+        uint32_t j = t;
+        do {
+            j = (j - 1) & mask;
+            dir[j].next_slot = v;
+        } while (dir[j].count == 0 && j != t);
+    }
+}
+
+void check_owners(const std::vector<RingPoint>& pts, size_t slots) {
+    for (const RingPoint& p : pts)
+        if (p.owner < 0 || static_cast<size_t>(p.owner) >= slots)
+            throw std::invalid_argument("ring point owner outside the slot map");
+}
+
+}  // namespace
+
+SegmentedRing::SegmentedRing()
+    : cur_(std::make_shared<RingSnapshot>()), tail_(std::make_shared<RetiredSegments>()) {
+    cur_->dir_.assign(2, SegmentBuilder::entry(SegmentBuilder::empty()));
+    cur_->retired_ = tail_;
+}
+
+SegmentedRing::~SegmentedRing() {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Readers may still hold the current snapshot: its segments go to the
+    // link it holds, freed with the last such snapshot.
+    try {
+        for (const RingEntry& e : cur_->dir_)
+            if (e.seg != SegmentBuilder::empty()) tail_->segs.push_back(e.seg);
+    } catch (...) {  // out of memory: leak rather than free what a reader may use
+    }
+    cur_.reset();
+    tail_.reset();
+}
+
+std::shared_ptr<RingSnapshot> SegmentedRing::snapshot() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cur_;
+}
+
+void SegmentedRing::publish(std::shared_ptr<RingSnapshot> next,
+                            std::shared_ptr<RetiredSegments> link) noexcept {
+    next->retired_ = link;
+    tail_->next = link;
+    tail_ = std::move(link);
+    cur_ = std::move(next);
+}
+
+void SegmentedRing::collect(const RingSnapshot& s, std::vector<RingPoint>& out) const {
+    out.reserve(out.size() + s.size());
+    for (const RingEntry& e : s.dir_)
+        out.insert(out.end(), e.seg->records(), e.seg->records() + e.count);
+}
+
+// A fresh partition: count the points by their top bits, allocate every
+// segment at its size in one block, scatter, then sort each segment in place
+// (a counting pass over its local buckets, which is also its index).
+void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index,
+                                bool high_first) {
+    if (pts.size() > kMaxRingPoints) throw std::overflow_error("too many ring points");
+    const int bits = choose_bits(pts.size());
+    const int shift = 64 - bits;
+    const uint32_t n_segs = uint32_t{1} << bits;
+    std::vector<uint32_t> fill(n_segs, 0);
+    std::vector<uint32_t> per_slot(slot_index.size(), 0);
+    for (const RingPoint& p : pts) {
+        if (p.owner < 0 || static_cast<size_t>(p.owner) >= per_slot.size())
+            throw std::invalid_argument("ring point owner outside the slot map");
+        ++per_slot[p.owner];
+        ++fill[p.point >> shift];
+    }
+    auto next = std::make_shared<RingSnapshot>();
+    auto link = std::make_shared<RetiredSegments>();
+    next->dir_.assign(n_segs, SegmentBuilder::entry(SegmentBuilder::empty()));
+    next->bits_ = bits;
+    next->shift_ = shift;
+    next->size_ = static_cast<uint32_t>(pts.size());
+    std::vector<uint32_t> counts;
+    for (uint32_t i = 0; i < n_segs; ++i)
+        if (fill[i]) counts.push_back(fill[i]);
+    std::vector<RingSegment*> segs(counts.size());
+    std::vector<RingPoint*> dst(n_segs, nullptr);
+    Built built;
+    built.segs.reserve(counts.size());
+    tail_->segs.reserve(tail_->segs.size() + cur_->dir_.size());  // retiring cannot throw
+    SegmentBuilder::alloc_many(counts.data(), counts.size(), segs.data());
+    built.segs.assign(segs.begin(), segs.end());  // reserved: no throw
+    for (uint32_t i = 0, k = 0; i < n_segs; ++i) {
+        if (!fill[i]) continue;
+        next->dir_[i] = SegmentBuilder::entry(segs[k]);
+        dst[i] = SegmentBuilder::records(segs[k++]);
+    }
+    for (const RingPoint& p : pts) *dst[p.point >> shift]++ = p;
+    std::vector<RingPoint> tmp;
+    for (RingSegment* seg : segs) SegmentBuilder::sort_in_place(seg, bits, high_first, tmp, scratch_);
+    link_all(next->dir_, next->size_);
+    next->slot_index_ = std::move(slot_index);
+    for (const RingEntry& e : cur_->dir_)
+        if (e.seg != SegmentBuilder::empty()) tail_->segs.push_back(e.seg);
+    built.committed = true;
+    last_written_ = static_cast<uint32_t>(segs.size());
+    slot_points_.swap(per_slot);
+    high_first_ = high_first;
+    publish(std::move(next), std::move(link));
+}
+
+void SegmentedRing::assign(std::vector<RingPoint>& pts, bool high_owner_first,
+                           std::vector<int32_t> slot_index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    rebuild_all(pts, std::move(slot_index), high_owner_first);
+}
+
+void SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    check_owners(pts, slot_index.size());
+    const RingSnapshot& cur = *cur_;
+    const size_t total = size_t{cur.size_} + pts.size();
+    if (total > kMaxRingPoints) throw std::overflow_error("too many ring points");
+    // Many points at once (or a ring that outgrows its directory): one fresh
+    // partition of everything costs less than merging segment by segment.
+    if (cur.size_ == 0 || pts.size() > cur.size_ / 4 ||
+        (total > (size_t{kGrowAvg} << cur.bits_) && cur.bits_ < kMaxDirBits)) {
+        collect(cur, pts);
+        rebuild_all(pts, std::move(slot_index), high_first_);
+        return;
+    }
+    const bool high_first = high_first_;
+    std::sort(pts.begin(), pts.end(), [high_first](const RingPoint& a, const RingPoint& b) {
+        return point_less(a.point, a.owner, b.point, b.owner, high_first);
+    });
+    auto next = std::make_shared<RingSnapshot>();
+    auto link = std::make_shared<RetiredSegments>();
+    next->dir_ = cur.dir_;
+    next->bits_ = cur.bits_;
+    next->shift_ = cur.shift_;
+    next->size_ = static_cast<uint32_t>(total);
+    Built built;
+    built.segs.reserve(pts.size());
+    std::vector<const RingSegment*> replaced;
+    replaced.reserve(pts.size());
+    std::vector<uint32_t> touched;
+    touched.reserve(pts.size());
+    tail_->segs.reserve(tail_->segs.size() + pts.size());  // retiring cannot throw
+    for (size_t a = 0; a < pts.size();) {
+        const uint32_t i = static_cast<uint32_t>(pts[a].point >> cur.shift_);
+        size_t b = a + 1;
+        while (b < pts.size() && (pts[b].point >> cur.shift_) == i) ++b;
+        const RingSegment* old = cur.dir_[i].seg;
+        RingSegment* s = SegmentBuilder::alloc(static_cast<uint32_t>(old->count() + (b - a)));
+        built.segs.push_back(s);
+        RingPoint* r = SegmentBuilder::records(s);
+        const RingPoint* o = old->records();
+        uint32_t x = 0, k = 0;
+        const uint32_t n_old = old->count();
+        size_t y = a;
+        while (x < n_old && y < b) {
+            const bool take_new = high_first ? pts[y].point <= o[x].point : pts[y].point < o[x].point;
+            r[k++] = take_new ? pts[y++] : o[x++];
+        }
+        for (; x < n_old; ++x) r[k++] = o[x];
+        for (; y < b; ++y) r[k++] = pts[y];
+        r[k] = {kTop, 0};
+        if (SegmentBuilder::same_shape(s, old)) {
+            SegmentBuilder::copy_index(s, old);
+            for (y = a; y < b; ++y) SegmentBuilder::shift_index(s, pts[y].point, +1, cur.bits_);
+        } else {
+            SegmentBuilder::finish(s, cur.bits_);
+        }
+        next->dir_[i] = SegmentBuilder::entry(s, next->dir_[i].next_slot);
+        touched.push_back(i);
+        if (old != SegmentBuilder::empty()) replaced.push_back(old);
+        a = b;
+    }
+    link_touched(next->dir_, touched, next->size_);
+    std::vector<uint32_t> per_slot(slot_points_);
+    per_slot.resize(slot_index.size(), 0);
+    for (const RingPoint& p : pts) ++per_slot[p.owner];
+    next->slot_index_ = std::move(slot_index);
+    tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());
+    built.committed = true;
+    last_written_ = static_cast<uint32_t>(built.segs.size());
+    slot_points_.swap(per_slot);
+    publish(std::move(next), std::move(link));
+}
+
+void SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* drop,
+                           size_t drop_len, std::vector<int32_t> slot_index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const RingSnapshot& cur = *cur_;
+    if (drop_len != cur.slot_index_.size())
+        throw std::invalid_argument("drop mask length differs from the slot count");
+    const auto dropped = [drop, drop_len](int32_t o) {
+        return o >= 0 && static_cast<size_t>(o) < drop_len && drop[o] != 0;
+    };
+    auto next = std::make_shared<RingSnapshot>();
+    auto link = std::make_shared<RetiredSegments>();
+    next->dir_ = cur.dir_;
+    next->bits_ = cur.bits_;
+    next->shift_ = cur.shift_;
+    Built built;
+    std::vector<const RingSegment*> replaced;
+    std::vector<uint32_t> touched;
+    std::vector<uint8_t> done(cur.dir_.size(), 0);
+    uint64_t removed = 0;
+    // Rewrite segment i without the dropped owners' points (if it has any).
+    const auto filter = [&](uint32_t i) {
+        if (done[i]) return;
+        done[i] = 1;
+        const RingSegment* old = cur.dir_[i].seg;
+        const RingPoint* o = old->records();
+        const uint32_t n_old = old->count();
+        uint32_t kept = 0;
+        for (uint32_t x = 0; x < n_old; ++x) kept += !dropped(o[x].owner);
+        if (kept == n_old) return;
+        removed += n_old - kept;
+        replaced.push_back(old);
+        touched.push_back(i);
+        if (kept == 0) {
+            next->dir_[i] = SegmentBuilder::entry(SegmentBuilder::empty(), next->dir_[i].next_slot);
+            return;
+        }
+        built.segs.push_back(nullptr);  // grow first, so the new segment is never unowned
+        RingSegment* s = SegmentBuilder::alloc(kept);
+        built.segs.back() = s;
+        RingPoint* r = SegmentBuilder::records(s);
+        uint32_t k = 0;
+        const bool derive = SegmentBuilder::same_shape(s, old);
+        if (derive) SegmentBuilder::copy_index(s, old);
+        for (uint32_t x = 0; x < n_old; ++x) {
+            if (!dropped(o[x].owner))
+                r[k++] = o[x];
+            else if (derive)
+                SegmentBuilder::shift_index(s, o[x].point, -1, cur.bits_);
+        }
+        r[k] = {kTop, 0};
+        if (!derive) SegmentBuilder::finish(s, cur.bits_);
+        next->dir_[i] = SegmentBuilder::entry(s, next->dir_[i].next_slot);
+    };
+    for (const RingPoint& h : hint) filter(static_cast<uint32_t>(h.point >> cur.shift_));
+    // The hint names where the points are; if the dropped owners have points
+    // it missed (a wrong hint), a full pass finds them rather than leave them.
+    uint64_t expected = 0;
+    for (size_t x = 0; x < drop_len && x < slot_points_.size(); ++x)
+        if (drop[x]) expected += slot_points_[x];
+    if (removed != expected)
+        for (uint32_t i = 0; i < cur.dir_.size(); ++i) filter(i);
+    next->size_ = static_cast<uint32_t>(cur.size_ - removed);
+    if (next->size_ < (size_t{kShrinkAvg} << cur.bits_) && cur.bits_ > 1 &&
+        choose_bits(next->size_) < cur.bits_) {
+        std::vector<RingPoint> pts;
+        pts.reserve(next->size_);
+        for (const RingEntry& e : cur.dir_)
+            for (uint32_t x = 0; x < e.count; ++x)
+                if (!dropped(e.seg->records()[x].owner)) pts.push_back(e.seg->records()[x]);
+        rebuild_all(pts, std::move(slot_index), high_first_);  // `built` is freed unpublished
+        return;
+    }
+    link_touched(next->dir_, touched, next->size_);
+    std::vector<uint32_t> per_slot(slot_points_);
+    per_slot.resize(slot_index.size(), 0);
+    for (size_t x = 0; x < drop_len && x < per_slot.size(); ++x)
+        if (drop[x]) per_slot[x] = 0;
+    next->slot_index_ = std::move(slot_index);
+    tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());
+    built.committed = true;
+    last_written_ = static_cast<uint32_t>(built.segs.size());
+    slot_points_.swap(per_slot);
+    publish(std::move(next), std::move(link));
+}
+
+void SegmentedRing::renumber(const int32_t* remap, size_t remap_len,
+                             std::vector<int32_t> slot_index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (remap_len != cur_->slot_index_.size())
+        throw std::invalid_argument("remap length differs from the slot count");
+    std::vector<RingPoint> pts;
+    collect(*cur_, pts);
+    for (RingPoint& p : pts) {
+        const int32_t to = remap[p.owner];  // owners are < remap_len (checked when added)
+        if (to < 0 || static_cast<size_t>(to) >= slot_index.size())
+            throw std::invalid_argument("remap sends a slot outside the new slot map");
+        p.owner = to;
+    }
+    rebuild_all(pts, std::move(slot_index), high_first_);
+}
+
+// -- points --------------------------------------------------------------------
 
 void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                       int32_t owner, std::vector<RingPoint>& out) {
     const uint64_t node_seed = xxh3_64(name, name_len, seed);
-    for (uint32_t j = 0; j < count; ++j) out.push_back({xxh3_64_u64(j, node_seed), owner});
+    const size_t base = out.size();
+    out.resize(base + count);
+    RingPoint* o = out.data() + base;
+    for (uint32_t j = 0; j < count; ++j) o[j] = {xxh3_64_u64(j, node_seed), owner};
 }
 
 void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes, int32_t owner,
@@ -138,112 +684,6 @@ void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes,
             out.push_back({p << 32, owner});
         }
     }
-}
-
-void ring_sort(std::vector<RingPoint>& pts, bool high_owner_first) {
-    const auto less = [high_owner_first](const RingPoint& a, const RingPoint& b) {
-        return a.point < b.point ||
-               (a.point == b.point && (high_owner_first ? a.owner > b.owner : a.owner < b.owner));
-    };
-    const size_t n = pts.size();
-    if (n < 4096) {
-        std::sort(pts.begin(), pts.end(), less);
-        return;
-    }
-    // Points are hash values, spread evenly: one stable counting pass on the
-    // top 16 bits leaves buckets of a few points, each finished by insertion
-    // sort (std::sort for a rare crowded bucket).
-    constexpr int kBits = 16;
-    std::vector<uint32_t> start((size_t{1} << kBits) + 1, 0);
-    for (const RingPoint& p : pts) ++start[(p.point >> (64 - kBits)) + 1];
-    for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-    std::vector<RingPoint> out(n);
-    {
-        std::vector<uint32_t> fill(start.begin(), start.end() - 1);
-        for (const RingPoint& p : pts) out[fill[p.point >> (64 - kBits)]++] = p;
-    }
-    for (size_t b = 0; b + 1 < start.size(); ++b) {
-        RingPoint* lo = out.data() + start[b];
-        RingPoint* hi = out.data() + start[b + 1];
-        if (hi - lo > 32) {
-            std::sort(lo, hi, less);
-            continue;
-        }
-        for (RingPoint* i = lo + 1; i < hi; ++i) {
-            const RingPoint v = *i;
-            RingPoint* j = i;
-            for (; j > lo && less(v, j[-1]); --j) *j = j[-1];
-            *j = v;
-        }
-    }
-    pts.swap(out);
-}
-
-RingTable* ring_from_sorted(const std::vector<RingPoint>& pts) {
-    std::vector<uint64_t> points;
-    std::vector<int32_t> owners;
-    points.reserve(pts.size() + 1);  // + the sentinel finish() appends
-    owners.reserve(pts.size() + 1);
-    points.resize(pts.size());
-    owners.resize(pts.size());
-    for (size_t i = 0; i < pts.size(); ++i) {
-        points[i] = pts[i].point;
-        owners[i] = pts[i].owner;
-    }
-    return new RingTable(std::move(points), std::move(owners));
-}
-
-RingTable* ring_merge(const RingTable& old, const std::vector<RingPoint>& added,
-                      bool high_owner_first) {
-    const uint32_t n_old = old.size();
-    const size_t total = n_old + added.size();
-    std::vector<uint64_t> points;
-    std::vector<int32_t> owners;
-    points.reserve(total + 1);  // + the sentinel finish() appends
-    owners.reserve(total + 1);
-    points.resize(total);
-    owners.resize(total);
-    const uint64_t* op = old.points();
-    const int32_t* oo = old.owners();
-    size_t i = 0, j = 0, k = 0;
-    while (i < n_old && j < added.size()) {
-        const bool take_added = high_owner_first ? added[j].point <= op[i] : added[j].point < op[i];
-        if (take_added) {
-            points[k] = added[j].point;
-            owners[k++] = added[j++].owner;
-        } else {
-            points[k] = op[i];
-            owners[k++] = oo[i++];
-        }
-    }
-    for (; i < n_old; ++i, ++k) {
-        points[k] = op[i];
-        owners[k] = oo[i];
-    }
-    for (; j < added.size(); ++j, ++k) {
-        points[k] = added[j].point;
-        owners[k] = added[j].owner;
-    }
-    return new RingTable(std::move(points), std::move(owners));
-}
-
-RingTable* ring_remap(const RingTable& old, const int32_t* remap, int32_t n_nodes) {
-    const uint32_t n_old = old.size();
-    const uint64_t* op = old.points();
-    const int32_t* oo = old.owners();
-    std::vector<uint64_t> points;
-    std::vector<int32_t> owners;
-    points.reserve(n_old + 1);  // + the sentinel finish() appends
-    owners.reserve(n_old + 1);
-    for (uint32_t i = 0; i < n_old; ++i) {
-        const int32_t o = oo[i];
-        if (o < 0 || o >= n_nodes) return nullptr;
-        const int32_t to = remap[o];
-        if (to < 0) continue;
-        points.push_back(op[i]);
-        owners.push_back(to);
-    }
-    return new RingTable(std::move(points), std::move(owners));
 }
 
 }  // namespace faultkit

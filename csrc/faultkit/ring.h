@@ -1,97 +1,144 @@
-// The consistent-hash ring: sorted 64-bit points, each owned by a node index,
-// plus an index over the top bits of the hash so a lookup is a table load
-// and a short branch-free scan instead of a binary search.  No Python.
+// The consistent-hash ring as a copy-on-write segmented table.  No Python.
 //
-// A RingTable is immutable once built.  Membership changes build a new table
-// (by merging or filtering the old one's arrays, never re-hashing the other
-// nodes) and the owner swaps a shared_ptr, as Envoy's ring_hash does, so a
-// reader holding the old table keeps a consistent view.
+// Layout.  A snapshot (RingSnapshot) is a directory of 2^bits entries indexed
+// by the top `bits` bits of a hash; each entry points to an immutable segment
+// (RingSegment) holding that hash range's sorted points, their owners and a
+// small local index over the next bits of the hash, so a lookup is two table
+// loads and (mostly) one compare: no binary search.  Owners are *slots*:
+// stable node identities that never change while the node is on the ring,
+// mapped to the node's current index by the snapshot's slot map, so adding or
+// removing a node rewrites only the segments its points fall in (about one
+// per point) plus a new directory, not the whole ring.  A key above the last
+// point of its segment belongs to the first point of the next nonempty
+// segment (each directory entry caches which one, wrapping at the top).
 //
-// Liveness is separate from the table: `alive` is an array of one byte per
-// node (nonzero = up), or null when every node is up.  A lookup that lands on
-// a down node walks on to the next point whose node is up.
+// Publication.  A change (SegmentedRing's writer methods) builds new segments
+// and a new snapshot, then swaps the writer's shared_ptr to it.  A reader
+// copies that shared_ptr once (its only atomic operation) and uses only that
+// snapshot, so it sees the old ring or the new one, never a mix.
+//
+// Reclamation.  Segments are not reference-counted (a change would otherwise
+// pay an atomic increment per directory entry).  A segment replaced by change
+// v+1 is referenced only by snapshots v and older, so it is put in the
+// RetiredSegments link that snapshot v holds (snapshot v holds link v+1, which
+// holds link v+2, ...).  A link, and the segments in it, is freed when the
+// last snapshot of version < its own is gone, by whichever thread drops that
+// snapshot.  The writer's current segments go into the last link when the
+// writer is destroyed.  See docs/ring.md.
+//
+// Liveness is separate: `alive` is one byte per node index (nonzero = up), or
+// null when every node is up.  A lookup that lands on a down node walks on to
+// the next point whose node is up.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace faultkit {
 
-// A point to place on the ring: its position and the node that owns it.
+// A point to place on the ring: its position and the slot that owns it.
 struct RingPoint {
     uint64_t point;
     int32_t owner;
 };
 
-class RingTable {
+// One hash range's points: immutable once published.  One allocation: this
+// header, the points with their owners (+ a UINT64_MAX sentinel), then a
+// local index over the next bits of the hash.  A point and its owner share a
+// cache line, so a lookup touches the index and one record.
+class RingSegment {
 public:
-    // Index buckets are the top `bits` bits of a hash; bits is chosen so a
-    // bucket holds about half a point on average (2^bits >= 2P), capped so
-    // the index never exceeds 4 MiB.
-    static constexpr int kMaxIndexBits = 20;
-    // Above this many points in one bucket (only on rings with more than
-    // 2^19 points), a bucket is searched by bisection rather than a scan.
+    // Above this many points in one local bucket (only in crowded segments),
+    // a bucket is searched by bisection rather than a scan.
     static constexpr uint32_t kMaxScan = 16;
+    // Local index bits: 2^lbits >= 2 x count (about half a point a bucket),
+    // at most this many.
+    static constexpr int kMaxLocalBits = 15;
+    // Points in one segment: counts and local index entries are uint16.
+    static constexpr uint32_t kMaxPoints = 65535;
 
-    RingTable() { finish(); }
-
-    // Points sorted by (point, tie order); owners in [0, n_nodes).  The caller
-    // guarantees the order (see ring_sort / ring_merge / ring_drop_node).
-    RingTable(std::vector<uint64_t> points, std::vector<int32_t> owners)
-        : points_(std::move(points)), owners_(std::move(owners)) {
-        finish();
+    uint32_t count() const noexcept { return count_; }
+    uint32_t lshift() const noexcept { return lshift_; }
+    const RingPoint* records() const noexcept { return reinterpret_cast<const RingPoint*>(this + 1); }
+    const uint16_t* index() const noexcept {
+        return reinterpret_cast<const uint16_t*>(records() + count_ + 1);
     }
 
+private:
+    friend class SegmentBuilder;
+    uint32_t count_;
+    uint32_t lshift_;  // local bucket = (h << directory bits) >> lshift_ (64 - local bits)
+    struct Arena* arena_;  // the block it was built in with others, or null if alone
+};
+static_assert(sizeof(RingSegment) == 16 && sizeof(RingPoint) == 16, "segment layout");
+
+// A directory entry: the segment and what a lookup needs before reading it.
+struct RingEntry {
+    const RingSegment* seg;
+    uint16_t count;     // seg->count()
+    uint8_t lshift;     // seg->lshift()
+    uint8_t unused;
+    int32_t next_slot;  // owner of the first point after this segment (wrapping)
+
+    // First position i with seg->records()[i].point >= h, or count if none
+    // is.  `rest` is h shifted left by the directory's bits.
+    inline uint32_t position(uint64_t rest, uint64_t h) const noexcept {
+        const RingPoint* r = reinterpret_cast<const RingPoint*>(seg + 1);
+        const uint16_t* idx = reinterpret_cast<const uint16_t*>(r + count + 1);
+        const uint64_t b = rest >> lshift;
+        const uint32_t lo = idx[b];
+        const uint32_t n = uint32_t{idx[b + 1]} - lo;
+        const RingPoint* p = r + lo;
+        // p[0] is the bucket's first point or, in an empty bucket, a later
+        // one (or the sentinel), so one compare decides a bucket of 0 or 1.
+        if (n <= 1) return lo + (p[0].point < h);
+        if (n <= RingSegment::kMaxScan) {
+            uint32_t k = 0;
+            for (uint32_t j = 0; j < n; ++j) k += p[j].point < h;
+            return lo + k;
+        }
+        return bisect(lo, lo + n, h);
+    }
+    // The slot owning the first point >= h, wrapping.
+    inline int32_t slot(uint64_t rest, uint64_t h) const noexcept {
+        const uint32_t pos = position(rest, h);
+        return pos < count ? seg->records()[pos].owner : next_slot;
+    }
+    uint32_t bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept;
+};
+
+// Segments retired by one change, freed with the last snapshot that can see
+// them (see the top of this file).
+struct RetiredSegments {
+    std::vector<const RingSegment*> segs;
+    std::shared_ptr<RetiredSegments> next;
+    ~RetiredSegments();
+};
+
+// One immutable version of the ring.  Lookups are const and allocate nothing.
+class RingSnapshot {
+public:
     uint32_t size() const noexcept { return size_; }
-    const uint64_t* points() const noexcept { return points_.data(); }
-    const int32_t* owners() const noexcept { return owners_.data(); }
-    int index_bits() const noexcept { return bits_; }
-    uint32_t scan_length() const noexcept { return scan_; }
-
-    // First position i with points[i] >= h, or size() when h is above every
-    // point (the caller wraps to 0; owners()[size()] == owners()[0]).
-    // Requires size() > 0.
-    inline uint32_t position(uint64_t h) const noexcept {
-        const uint64_t b = h >> shift_;
-        const uint32_t lo = index_[b];
-        const uint32_t count = index_[b + 1] - lo;
-        const uint64_t* p = points_.data() + lo;
-        // Most buckets hold 0 or 1 point (a bucket holds half a point on
-        // average): one compare decides.  p[0] is the bucket's first point
-        // or, in an empty bucket, a later one (>= the next bucket's start > h;
-        // past the end it is the UINT64_MAX sentinel), so the compare is
-        // right either way.
-        if (count <= 1) return lo + (p[0] < h);
-        if (count <= kMaxScan) {
-            uint32_t n = 0;
-            for (uint32_t k = 0; k < count; ++k) n += p[k] < h;
-            return lo + n;
-        }
-        return bisect(lo, lo + count, h);
+    int bits() const noexcept { return bits_; }
+    uint32_t segments() const noexcept { return uint32_t{1} << bits_; }
+    const RingEntry* directory() const noexcept { return dir_.data(); }
+    // Slots ever issued since the last renumbering (the slot map's length).
+    int32_t slots() const noexcept { return static_cast<int32_t>(slot_index_.size()); }
+    // Node index of a slot (-1 for a slot whose node was removed).
+    int32_t slot_index(int32_t slot) const noexcept {
+        return slot >= 0 && slot < slots() ? slot_index_[slot] : -1;
     }
 
-    // The node owning the first point >= h, wrapping past the top.
-    inline int32_t owner(uint64_t h) const noexcept { return owners_[position(h)]; }
-
-    // The first node at or after position `pos` (wrapping) whose alive byte is
-    // nonzero; -1 if none is.  `alive` null means every node is up.
-    inline int32_t live_owner_from(uint32_t pos, const uint8_t* alive) const noexcept {
-        if (pos >= size_) pos = 0;
-        if (alive == nullptr) return owners_[pos];
-        for (uint32_t step = 0; step < size_; ++step) {
-            const int32_t o = owners_[pos];
-            if (alive[o]) return o;
-            if (++pos == size_) pos = 0;
-        }
-        return -1;
+    // The node index owning the first point >= h, wrapping.  Requires size() > 0.
+    inline int32_t owner(uint64_t h) const noexcept {
+        return slot_index_[dir_[h >> shift_].slot(h << bits_, h)];
     }
 
-    inline int32_t live_owner(uint64_t h, const uint8_t* alive) const noexcept {
-        const uint32_t pos = position(h);
-        if (alive == nullptr) return owners_[pos];
-        return live_owner_from(pos, alive);
-    }
+    // The first live node at or after h (-1 if none); alive null = all up.
+    int32_t live_owner(uint64_t h, const uint8_t* alive) const noexcept;
 
     // Up to n distinct live nodes in ring order from the first point >= h,
     // written to out; returns how many were found.  `seen` is caller scratch
@@ -100,25 +147,95 @@ public:
     int32_t live_owners_n(uint64_t h, const uint8_t* alive, int32_t n, int32_t* out,
                           uint8_t* seen) const noexcept;
 
-    // Owners of many hashes (-1 where no node is up).
+    // Owners of many hashes (-1 where no node is up or the ring is empty).
     void live_owner_many(const uint64_t* hashes, size_t count, const uint8_t* alive,
                          int32_t* out) const noexcept;
 
     // Share of the 2^64 keyspace each node serves, with down nodes' arcs
     // given to the live node that serves them; out has n_nodes entries.
-    void distribution(const uint8_t* alive, int32_t n_nodes, double* out) const noexcept;
+    void distribution(const uint8_t* alive, int32_t n_nodes, double* out) const;
+
+    // The sorted points and their owners' node indices, size() of each.
+    void export_points(uint64_t* points, int32_t* owners) const noexcept;
 
 private:
-    uint32_t bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept;
-    void finish();
+    friend class SegmentedRing;
+    struct Cursor {
+        uint32_t seg, pos;
+    };
+    Cursor locate(uint64_t h) const noexcept;
+    // The first nonempty segment after i, wrapping (requires size() > 0).
+    uint32_t next_nonempty(uint32_t i) const noexcept {
+        const uint32_t mask = segments() - 1;
+        do i = (i + 1) & mask; while (dir_[i].count == 0);
+        return i;
+    }
+    int32_t slot_at(Cursor c) const noexcept { return dir_[c.seg].seg->records()[c.pos].owner; }
+    void advance(Cursor& c) const noexcept {
+        if (++c.pos == dir_[c.seg].count) c = {next_nonempty(c.seg), 0};
+    }
+    int32_t node_at(Cursor c) const noexcept { return slot_index(slot_at(c)); }
 
-    std::vector<uint64_t> points_;   // size_ points, then one UINT64_MAX
-    std::vector<int32_t> owners_;    // size_ owners, then a copy of owners_[0]
-    std::vector<uint32_t> index_;    // 2^bits_ + 1 bucket starts
+    std::vector<RingEntry> dir_;
+    std::vector<int32_t> slot_index_;
+    std::shared_ptr<RetiredSegments> retired_;  // what changes after this one retire
     uint32_t size_ = 0;
     int bits_ = 1;
     int shift_ = 63;
-    uint32_t scan_ = 0;
+};
+
+// The writer: builds snapshots and publishes them.  Writer methods take an
+// internal mutex (one change at a time); snapshot() may be called from any
+// thread.  Owners of points are slots in [0, slot_index.size()); every
+// method gets the full new slot -> node index map (-1 = no node), published
+// with the new points in one snapshot.  Methods throw std::invalid_argument
+// on a bad slot and std::bad_alloc on memory; the published ring is then
+// unchanged.
+class SegmentedRing {
+public:
+    SegmentedRing();
+    ~SegmentedRing();
+    SegmentedRing(const SegmentedRing&) = delete;
+    SegmentedRing& operator=(const SegmentedRing&) = delete;
+
+    std::shared_ptr<RingSnapshot> snapshot() const;
+
+    // Replace the whole ring with `pts` (any order).  Equal points are
+    // ordered by owner slot, ascending, or descending when high_owner_first
+    // (ketama's "last node written wins"); later add()s use the same rule.
+    void assign(std::vector<RingPoint>& pts, bool high_owner_first,
+                std::vector<int32_t> slot_index);
+    // Add `pts` (any order) whose owners are slots above every slot on the
+    // ring; at an equal point they go after the old points (before them when
+    // high_owner_first).  Rewrites only the segments they fall in.
+    void add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index);
+    // Remove every point whose owner slot has drop[slot] != 0 (drop has
+    // slots() entries of the current snapshot).  `hint` lists the points to
+    // remove (any order); only their segments are rewritten, unless some
+    // dropped owner has points the hint missed, which a full pass then finds.
+    void remove(const std::vector<RingPoint>& hint, const uint8_t* drop, size_t drop_len,
+                std::vector<int32_t> slot_index);
+    // Rewrite every owner slot s as remap[s] (remap has slots() entries,
+    // each >= 0 and order-preserving), e.g. to renumber slots densely.
+    void renumber(const int32_t* remap, size_t remap_len, std::vector<int32_t> slot_index);
+
+    // Segments the last change wrote (a complexity probe for tests).
+    uint32_t last_written() const noexcept { return last_written_; }
+
+private:
+    void publish(std::shared_ptr<RingSnapshot> next,
+                 std::shared_ptr<RetiredSegments> link) noexcept;
+    void rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index,
+                     bool high_first);
+    void collect(const RingSnapshot& s, std::vector<RingPoint>& out) const;
+
+    mutable std::mutex mu_;
+    std::shared_ptr<RingSnapshot> cur_;
+    std::shared_ptr<RetiredSegments> tail_;  // the link cur_ holds
+    bool high_first_ = false;
+    uint32_t last_written_ = 0;
+    std::vector<uint16_t> scratch_;
+    std::vector<uint32_t> slot_points_;  // points per slot on the current ring
 };
 
 // Points of one node for the XXH3 ring: count points, point j being
@@ -132,24 +249,5 @@ void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t
 // ketama's order.  Appended to out with `owner`.
 void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes, int32_t owner,
                              std::vector<RingPoint>& out);
-
-// Sort points by point, ties by owner (ascending, or descending when
-// high_owner_first: ketama's "last node written wins" rule).
-void ring_sort(std::vector<RingPoint>& pts, bool high_owner_first);
-
-// A table from sorted points.
-RingTable* ring_from_sorted(const std::vector<RingPoint>& pts);
-
-// A new table: `old` plus sorted `added` points (owners >= every old owner),
-// merged in O(P + k).  Ties place the added points after (or, with
-// high_owner_first, before) the old ones at the same position.
-RingTable* ring_merge(const RingTable& old, const std::vector<RingPoint>& added,
-                      bool high_owner_first);
-
-// A new table keeping the points whose owner o has remap[o] >= 0, with owner
-// remap[o]; remap has n_nodes entries and must be order-preserving on the
-// kept owners (so ties keep their order).  Returns null if an owner of `old`
-// is outside [0, n_nodes).
-RingTable* ring_remap(const RingTable& old, const int32_t* remap, int32_t n_nodes);
 
 }  // namespace faultkit

@@ -4,13 +4,14 @@ from cython.operator cimport dereference as deref
 from libc.math cimport isfinite, llround, floorf
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libcpp.memory cimport shared_ptr
+from libcpp.utility cimport move
 from libcpp.vector cimport vector
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from faultkit._out cimport out_array
 from faultkit.ring cimport (
-    RingPoint, RingTable, ring_node_points, ring_ketama_node_points, ring_sort, ring_from_sorted,
-    ring_merge, ring_remap, md5, ketama_hash,
+    RingPoint, RingSnapshot, SegmentedRing, ring_node_points, ring_ketama_node_points, md5,
+    ketama_hash,
 )
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from faultkit._keys cimport hash_key, str_utf8
@@ -311,22 +312,46 @@ cdef class HashRing(_Balancer):
     ``weights`` is a dict ``node -> weight`` (missing nodes weigh 1.0) or a
     sequence aligned with ``nodes``; weights are finite floats > 0.
 
-    Membership changes merge or filter the sorted point arrays (no other
-    node is re-hashed) and swap in the new immutable table, so lookups in
-    other threads see the old ring or the new one, never a mix.  Nodes marked
+    The ring is a directory of immutable segments (sorted points of one hash
+    range each, see docs/ring.md): adding or removing a node rewrites only
+    the segments its points fall in (no other node is re-hashed) and swaps
+    in a new snapshot, so lookups in other threads see the old ring or the
+    new one, never a mix.  Nodes marked
     down stay on the ring; lookups walk on to the next live node, so only the
     down node's keys move, and they move back when it is marked up.
     """
-    cdef shared_ptr[RingTable] _table
+    # The writer (owned) and its current snapshot, which every lookup uses.
+    # _index maps a node to its slot (a stable id the segments store);
+    # the snapshot maps slots to indices into _nodes.
+    cdef SegmentedRing* _ring
+    cdef shared_ptr[RingSnapshot] _snap
     cdef uint64_t _seed
     cdef int _vnodes
     cdef int _mode
     cdef uint64_t _key_offset   # ketama keys: hash << 32, + 1 for "first point > hash"
 
     def __cinit__(self):
-        self._table.reset(new RingTable())
+        self._ring = new SegmentedRing()
+        self._snap = self._ring.snapshot()
         self._mode = MODE_XXH3
         self._key_offset = 0
+
+    def __dealloc__(self):
+        # A GIL-free get_many in another thread holds its own snapshot (and
+        # with it the segments it reads); deleting the writer frees nothing
+        # a snapshot can still see.
+        del self._ring
+        self._ring = NULL
+
+    cdef Py_ssize_t _node_index(self, object node) except -1:
+        cdef int32_t i
+        try:
+            i = self._snap.get().slot_index(self._index[node])
+        except (KeyError, TypeError):
+            raise KeyError(f"node {node!r} is not on the ring") from None
+        if i < 0:
+            raise RuntimeError(f"node {node!r} has no index in the ring snapshot")
+        return i
 
     def __init__(self, nodes=(), *, vnodes=DEFAULT_VNODES, weights=None, seed=0):
         if isinstance(vnodes, bool) or not isinstance(vnodes, int):
@@ -389,7 +414,7 @@ cdef class HashRing(_Balancer):
     # -- lookups ---------------------------------------------------------
 
     cdef int _check_lookup(self) except -1:
-        if self._table.get().size() == 0:
+        if self._snap.get().size() == 0:
             raise EmptyRingError(f"lookup on a ring with no points ({len(self._nodes)} nodes)")
         if self._n_down == len(self._nodes):
             raise NoLiveNodeError(f"all {len(self._nodes)} nodes are marked down")
@@ -402,14 +427,17 @@ cdef class HashRing(_Balancer):
             h = hash_key(key, self._seed)
         else:
             h = self._hash(key)
-        cdef RingTable* t = self._table.get()
+        cdef RingSnapshot* t = self._snap.get()
+        cdef int32_t o
         if self._n_down == 0 and t.size() != 0:
-            return self._nodes[t.owner(h)]
+            o = t.owner(h)
+            if o >= 0:
+                return self._nodes[o]
         return self._nodes[self._live_owner(h)]
 
     cdef Py_ssize_t _live_owner(self, uint64_t h) except -1:
         self._check_lookup()
-        cdef int32_t o = self._table.get().live_owner(h, self._alive_ptr())
+        cdef int32_t o = self._snap.get().live_owner(h, self._alive_ptr())
         if o < 0:  # only a ketama ring can have live nodes with no points
             raise NoLiveNodeError("no live node has a point on the ring")
         return o
@@ -438,7 +466,7 @@ cdef class HashRing(_Balancer):
         if n > 8:
             seen.resize(len(self._nodes), 0)
             seen_ptr = seen.data()
-        cdef int32_t found = self._table.get().live_owners_n(
+        cdef int32_t found = self._snap.get().live_owners_n(
             h, self._alive_ptr(), <int32_t>n, out.data(), seen_ptr)
         if found != n:  # only a ketama ring can have live nodes with no points
             raise ValueError(f"only {found} live nodes have points on the ring, asked for {n}")
@@ -475,7 +503,7 @@ cdef class HashRing(_Balancer):
         self._check_lookup()
         # Hold the table and the alive bytes for the GIL-free loop: a
         # concurrent add/remove/mark swaps in new ones and cannot free these.
-        cdef shared_ptr[RingTable] table = self._table
+        cdef shared_ptr[RingSnapshot] table = self._snap
         cdef shared_ptr[vector[uint8_t]] alive = self._alive
         cdef const uint8_t* alive_ptr = self._alive_ptr()
         with nogil:
@@ -495,7 +523,7 @@ cdef class HashRing(_Balancer):
         if n == 0:
             return res.base if out is None else out
         self._check_lookup()
-        cdef shared_ptr[RingTable] table = self._table   # one snapshot for every key
+        cdef shared_ptr[RingSnapshot] table = self._snap   # one snapshot for every key
         cdef shared_ptr[vector[uint8_t]] alive = self._alive
         cdef const uint8_t* alive_ptr = self._alive_ptr()
         cdef uint64_t block[GET_MANY_BLOCK]
@@ -530,13 +558,35 @@ cdef class HashRing(_Balancer):
 
     # -- membership ------------------------------------------------------
 
+    cdef vector[int32_t] _slot_map(self):
+        """A copy of the current slot -> node index map."""
+        cdef RingSnapshot* t = self._snap.get()
+        cdef int32_t s, n = t.slots()
+        cdef vector[int32_t] m = vector[int32_t](<size_t>n)
+        for s in range(n):
+            m[s] = t.slot_index(s)
+        return m
+
+    cdef int _compact(self) except -1:
+        """Renumber the slots densely (slot = node index) by rebuilding every
+        segment once.  Called when removed nodes' slots outnumber the live
+        ones, so its O(points) cost is spread over as many changes."""
+        cdef vector[int32_t] remap = self._slot_map()
+        cdef Py_ssize_t n = len(self._nodes), i
+        cdef vector[int32_t] ident = vector[int32_t](<size_t>n)
+        for i in range(n):
+            ident[i] = <int32_t>i
+        new_index = {node: i for i, node in enumerate(self._nodes)}
+        self._ring.renumber(remap.data(), remap.size(), move(ident))
+        self._publish(self._alive, self._nodes, self._weights, new_index)
+        return 0
+
     cdef _add_many(self, list nodes, list weights):
         cdef vector[RingPoint] pts
         cdef Py_ssize_t size, i, base = len(self._nodes)
         cdef const char* data
-        cdef int64_t count, total = self._table.get().size()
+        cdef int64_t count, total = self._snap.get().size()
         cdef list counts = []
-        cdef shared_ptr[RingTable] table
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
             new vector[uint8_t](deref(self._alive)))
         deref(alive).resize(base + len(nodes), 1)
@@ -555,22 +605,33 @@ cdef class HashRing(_Balancer):
             counts.append(count)
         if base + len(nodes) > (1 << 30):
             raise ValueError("more than 2**30 nodes")
-        pts.reserve(<size_t>(total - self._table.get().size()))
+        # Slots: a fresh ring numbers them 0..n-1; a growing one issues new
+        # slots above every old one (so equal points keep their order),
+        # renumbering first when dead slots outnumber the live ones.
+        if base and self._snap.get().slots() > 2 * base + 64:
+            self._compact()
+        cdef vector[int32_t] slot_map
+        if base:
+            slot_map = self._slot_map()
+        cdef int32_t first = <int32_t>slot_map.size()
+        for i in range(len(nodes)):
+            slot_map.push_back(<int32_t>(base + i))
+        pts.reserve(<size_t>(total - self._snap.get().size()))
         for i in range(len(nodes)):
             data = _node_bytes(nodes[i], &size)
             ring_node_points(data, <size_t>size, self._seed, <uint32_t>counts[i],
-                             <int32_t>(base + i), pts)
-        ring_sort(pts, False)
-        if base == 0:
-            table.reset(ring_from_sorted(pts))
-        else:
-            table.reset(ring_merge(deref(self._table.get()), pts, False))
+                             <int32_t>(first + i), pts)
         new_nodes = self._nodes + nodes
         new_weights = self._weights + weights
-        new_index = dict(self._index)
-        for i in range(len(nodes)):
-            new_index[nodes[i]] = base + i
-        self._publish(table, alive, new_nodes, new_weights, new_index)
+        if base:
+            new_index = self._index.copy()
+            for i in range(len(nodes)):
+                new_index[nodes[i]] = first + i
+            self._ring.add(pts, move(slot_map))
+        else:
+            new_index = {node: i for i, node in enumerate(nodes)}
+            self._ring.assign(pts, False, move(slot_map))
+        self._publish(alive, new_nodes, new_weights, new_index)
 
     cdef _ketama_rebuild(self, list nodes, list weights, shared_ptr[vector[uint8_t]] alive):
         """Build the whole ketama continuum for nodes/weights and publish it."""
@@ -584,30 +645,33 @@ cdef class HashRing(_Balancer):
         for i in range(len(nodes)):
             data = _node_bytes(nodes[i], &size)
             ring_ketama_node_points(data, <size_t>size, <uint32_t>counts[i], <int32_t>i, pts)
+        cdef vector[int32_t] ident = vector[int32_t](<size_t>len(nodes))
+        for i in range(len(nodes)):
+            ident[i] = <int32_t>i
         # On equal points the node listed last comes first (uhashring keeps
         # the last writer; libketama's qsort leaves ties unspecified).
-        ring_sort(pts, True)
-        cdef shared_ptr[RingTable] table
-        table.reset(ring_from_sorted(pts))
-        self._publish(table, alive, nodes, weights, {node: i for i, node in enumerate(nodes)})
+        self._ring.assign(pts, True, move(ident))
+        self._publish(alive, nodes, weights, {node: i for i, node in enumerate(nodes)})
 
-    cdef _publish(self, shared_ptr[RingTable] table, shared_ptr[vector[uint8_t]] alive,
-                  list nodes, list weights, dict index):
-        """Swap in a new state.  No Python code runs between the assignments
-        (the old objects live on in the locals until return), so a thread
-        holding the GIL sees all of the old state or all of the new."""
+    cdef _publish(self, shared_ptr[vector[uint8_t]] alive, list nodes, list weights, dict index):
+        """Install the writer's new snapshot with the matching members.  No
+        Python code runs between the assignments (the old objects live on in
+        the locals until return), so a thread holding the GIL sees all of
+        the old state or all of the new."""
+        cdef shared_ptr[RingSnapshot] snap = self._ring.snapshot()
         old = (self._nodes, self._weights, self._index)
-        self._table = table
+        self._snap = snap
         self._set_members(alive, nodes, weights, index)
         del old
 
     def add(self, node, weight=1.0):
         """Add ``node`` with ``weight`` (default 1.0).  ``ValueError`` if it is
-        already on the ring.  O(points) merge; no other node is re-hashed."""
+        already on the ring.  Rewrites only the segments its points land in
+        (about one per point); no other node is re-hashed."""
         self._add_many(self._check_new([node]), [_weight_value(weight, node)])
 
     def add_many(self, nodes, weights=None):
-        """Add several nodes in one merge (``weights`` as in the constructor)."""
+        """Add several nodes in one change (``weights`` as in the constructor)."""
         node_list = self._check_new(_node_list(nodes, "nodes"))
         self._add_many(node_list, _weights_for(node_list, weights))
 
@@ -616,38 +680,66 @@ cdef class HashRing(_Balancer):
         self.remove_many([node])
 
     def remove_many(self, nodes):
-        """Remove several nodes in one pass over the points."""
+        """Remove several nodes in one change."""
         node_list = _node_list(nodes, "nodes")
-        drop = set()
+        cdef Py_ssize_t n = len(self._nodes), i, j, k, size
+        cdef int32_t s, v, slot
+        cdef int64_t count
+        cdef const char* data
+        gone = {}
         for node in node_list:
-            if node not in self._index:
-                raise KeyError(f"node {node!r} is not on the ring")
-            drop.add(self._index[node])
-        if not drop:
+            gone[self._node_index(node)] = node
+        if not gone:
             return
-        cdef Py_ssize_t n = len(self._nodes), i, k = 0
-        cdef vector[int32_t] remap = vector[int32_t](<size_t>n)
+        cdef vector[uint8_t] removed = vector[uint8_t](<size_t>n, 0)
+        for i in gone:
+            removed[i] = 1
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](new vector[uint8_t]())
-        new_nodes = []
-        new_weights = []
+        deref(alive).reserve(<size_t>(n - len(gone)))
         for i in range(n):
-            if i in drop:
-                remap[i] = -1
-                continue
-            remap[i] = <int32_t>k
-            k += 1
-            new_nodes.append(self._nodes[i])
-            new_weights.append(self._weights[i])
-            deref(alive).push_back(deref(self._alive)[i])
+            if not removed[i]:
+                deref(alive).push_back(deref(self._alive)[i])
+        if len(gone) == 1:
+            i = next(iter(gone))
+            new_nodes = self._nodes[:i] + self._nodes[i + 1:]
+            new_weights = self._weights[:i] + self._weights[i + 1:]
+        else:
+            new_nodes = [self._nodes[i] for i in range(n) if not removed[i]]
+            new_weights = [self._weights[i] for i in range(n) if not removed[i]]
         if self._mode != MODE_XXH3:
             self._ketama_rebuild(new_nodes, new_weights, alive)
             return
-        cdef shared_ptr[RingTable] table
-        table.reset(ring_remap(deref(self._table.get()), remap.data(), <int32_t>n))
-        if table.get() == NULL:
-            raise RuntimeError("ring table has an owner outside its node list")
-        self._publish(table, alive, new_nodes, new_weights,
-                      {node: i for i, node in enumerate(new_nodes)})
+        # below[i]: removed indices below i, so index i becomes i - below[i].
+        cdef vector[int32_t] below = vector[int32_t](<size_t>(n + 1), 0)
+        for i in range(n):
+            below[i + 1] = below[i] + removed[i]
+        cdef RingSnapshot* t = self._snap.get()
+        cdef int32_t n_slots = t.slots()
+        cdef vector[uint8_t] drop = vector[uint8_t](<size_t>n_slots, 0)
+        cdef vector[int32_t] slot_map = vector[int32_t](<size_t>n_slots)
+        for s in range(n_slots):
+            v = t.slot_index(s)
+            if v < 0 or v >= n or removed[v]:
+                slot_map[s] = -1
+                drop[s] = v >= 0 and v < n
+            else:
+                slot_map[s] = v - below[v]
+        # Where the removed nodes' points are: the same points add() made.
+        cdef vector[RingPoint] hint
+        new_index = self._index.copy()
+        for i, node in gone.items():
+            slot = <int32_t>new_index.pop(node)
+            count = max(1, llround(self._vnodes * <double>self._weights[i]))
+            data = _node_bytes(node, &size)
+            ring_node_points(data, <size_t>size, self._seed, <uint32_t>count, slot, hint)
+        self._ring.remove(hint, drop.data(), drop.size(), move(slot_map))
+        self._publish(alive, new_nodes, new_weights, new_index)
+
+    def _segment_stats(self):
+        """``(segments, written, slots)``: the directory's size, how many
+        segments the last change wrote, and the slots issued (for tests)."""
+        cdef RingSnapshot* t = self._snap.get()
+        return t.segments(), self._ring.last_written(), t.slots()
 
     # -- introspection ---------------------------------------------------
 
@@ -658,7 +750,7 @@ cdef class HashRing(_Balancer):
         res = np.zeros(n, dtype=np.float64)
         cdef double[::1] r = res
         if n:
-            self._table.get().distribution(self._alive_ptr(), <int32_t>n, &r[0])
+            self._snap.get().distribution(self._alive_ptr(), <int32_t>n, &r[0])
         return dict(zip(self._nodes, res.tolist()))
 
     @property
@@ -680,26 +772,24 @@ cdef class HashRing(_Balancer):
         """Copies of the ring: ``(points, owners)``, the sorted ``uint64``
         points (ketama: the 32-bit point << 32) and the ``int32`` index into
         :attr:`nodes` of each point's node."""
-        cdef RingTable* t = self._table.get()
+        cdef RingSnapshot* t = self._snap.get()
         cdef uint32_t n = t.size()
         pts = np.empty(n, dtype=np.uint64)
         own = np.empty(n, dtype=np.int32)
         cdef uint64_t[::1] p = pts
         cdef int32_t[::1] o = own
-        cdef uint32_t i
-        for i in range(n):
-            p[i] = t.points()[i]
-            o[i] = t.owners()[i]
+        if n:
+            t.export_points(&p[0], &o[0])
         return pts, own
 
     @property
     def num_points(self):
         """Points on the ring."""
-        return self._table.get().size()
+        return self._snap.get().size()
 
     def __repr__(self):
         kind = "HashRing" if self._mode == MODE_XXH3 else f"HashRing.ketama[{self.compat}]"
-        return (f"{kind}({len(self._nodes)} nodes, {self._table.get().size()} points, "
+        return (f"{kind}({len(self._nodes)} nodes, {self._snap.get().size()} points, "
                 f"{self._n_down} down)")
 
 
