@@ -126,8 +126,21 @@ public:
         const uint32_t n = s->count(), nb = buckets(s);
         std::memset(idx, 0, (size_t{nb} + 1) * sizeof(uint16_t));
         for (uint32_t i = 0; i < n; ++i) ++idx[bucket(s, src[i].point, dir_bits) + 1];
-        uint16_t run = 0;
-        for (uint32_t b = 1; b <= nb; ++b) idx[b] = run = static_cast<uint16_t>(run + idx[b]);
+        // Prefix sums of idx[1..nb], four uint16 lanes at a time (nb is a
+        // power of two >= 2; the last lane group may hold idx[nb] alone).
+        uint64_t carry = 0;
+        uint32_t b = 1;
+        for (; b + 4 <= nb + 1; b += 4) {
+            uint64_t x;
+            std::memcpy(&x, idx + b, 8);
+            x += x << 16;
+            x += x << 32;
+            x += carry * 0x0001000100010001ull;
+            std::memcpy(idx + b, &x, 8);
+            carry = x >> 48;
+        }
+        for (uint16_t run = static_cast<uint16_t>(carry); b <= nb; ++b)
+            idx[b] = run = static_cast<uint16_t>(run + idx[b]);
     }
 
     // The index of s, built from old's when they have the same local bits
@@ -477,13 +490,14 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     publish(std::move(next), std::move(link));
 }
 
-void SegmentedRing::assign(std::vector<RingPoint>& pts, bool high_owner_first,
+std::shared_ptr<RingSnapshot> SegmentedRing::assign(std::vector<RingPoint>& pts, bool high_owner_first,
                            std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     rebuild_all(pts, std::move(slot_index), high_owner_first);
+    return cur_;
 }
 
-void SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index) {
+std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     check_owners(pts, slot_index.size());
     const RingSnapshot& cur = *cur_;
@@ -495,7 +509,7 @@ void SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_i
         (total > (size_t{kGrowAvg} << cur.bits_) && cur.bits_ < kMaxDirBits)) {
         collect(cur, pts);
         rebuild_all(pts, std::move(slot_index), high_first_);
-        return;
+        return cur_;
     }
     const bool high_first = high_first_;
     std::sort(pts.begin(), pts.end(), [high_first](const RingPoint& a, const RingPoint& b) {
@@ -523,19 +537,33 @@ void SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_i
         built.segs.push_back(s);
         RingPoint* r = SegmentBuilder::records(s);
         const RingPoint* o = old->records();
-        uint32_t x = 0, k = 0;
+        const RingEntry& oe = cur.dir_[i];
         const uint32_t n_old = old->count();
-        size_t y = a;
-        while (x < n_old && y < b) {
-            const bool take_new = high_first ? pts[y].point <= o[x].point : pts[y].point < o[x].point;
-            r[k++] = take_new ? pts[y++] : o[x++];
+        uint32_t x = 0, k = 0;
+        // Each new point goes after the old points below it (and, unless
+        // high_first, after the old points equal to it): find that position
+        // with the old segment's index and copy the run before it at once.
+        for (size_t y = a; y < b; ++y) {
+            const uint64_t p = pts[y].point;
+            uint32_t at;
+            if (high_first)
+                at = oe.position(p << cur.bits_, p);  // before the old points equal to p
+            else if (p == kTop || ((p + 1) >> cur.shift_) != i)
+                at = oe.count;  // p is the top of this segment's range
+            else
+                at = oe.position((p + 1) << cur.bits_, p + 1);  // after those equal to p
+            if (at < x) at = x;  // cannot happen (pts are sorted); keeps the copy in bounds
+            std::memcpy(r + k, o + x, (at - x) * sizeof(RingPoint));
+            k += at - x;
+            x = at;
+            r[k++] = pts[y];
         }
-        for (; x < n_old; ++x) r[k++] = o[x];
-        for (; y < b; ++y) r[k++] = pts[y];
+        std::memcpy(r + k, o + x, (n_old - x) * sizeof(RingPoint));
+        k += n_old - x;
         r[k] = {kTop, 0};
         if (SegmentBuilder::same_shape(s, old)) {
             SegmentBuilder::copy_index(s, old);
-            for (y = a; y < b; ++y) SegmentBuilder::shift_index(s, pts[y].point, +1, cur.bits_);
+            for (size_t y = a; y < b; ++y) SegmentBuilder::shift_index(s, pts[y].point, +1, cur.bits_);
         } else {
             SegmentBuilder::finish(s, cur.bits_);
         }
@@ -554,9 +582,10 @@ void SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_i
     last_written_ = static_cast<uint32_t>(built.segs.size());
     slot_points_.swap(per_slot);
     publish(std::move(next), std::move(link));
+    return cur_;
 }
 
-void SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* drop,
+std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* drop,
                            size_t drop_len, std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     const RingSnapshot& cur = *cur_;
@@ -573,19 +602,19 @@ void SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* dr
     Built built;
     std::vector<const RingSegment*> replaced;
     std::vector<uint32_t> touched;
-    std::vector<uint8_t> done(cur.dir_.size(), 0);
     uint64_t removed = 0;
-    // Rewrite segment i without the dropped owners' points (if it has any).
-    const auto filter = [&](uint32_t i) {
-        if (done[i]) return;
-        done[i] = 1;
+    uint64_t expected = 0;  // the dropped owners' points
+    for (size_t x = 0; x < drop_len && x < slot_points_.size(); ++x)
+        if (drop[x]) expected += slot_points_[x];
+    // A new segment i: the old one without the records at the sorted
+    // positions `gone` (runs between them are copied at once).
+    std::vector<uint32_t> gone;
+    const auto rewrite = [&](uint32_t i) {
         const RingSegment* old = cur.dir_[i].seg;
         const RingPoint* o = old->records();
         const uint32_t n_old = old->count();
-        uint32_t kept = 0;
-        for (uint32_t x = 0; x < n_old; ++x) kept += !dropped(o[x].owner);
-        if (kept == n_old) return;
-        removed += n_old - kept;
+        const uint32_t kept = n_old - static_cast<uint32_t>(gone.size());
+        removed += gone.size();
         replaced.push_back(old);
         touched.push_back(i);
         if (kept == 0) {
@@ -596,37 +625,73 @@ void SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* dr
         RingSegment* s = SegmentBuilder::alloc(kept);
         built.segs.back() = s;
         RingPoint* r = SegmentBuilder::records(s);
-        uint32_t k = 0;
         const bool derive = SegmentBuilder::same_shape(s, old);
         if (derive) SegmentBuilder::copy_index(s, old);
-        for (uint32_t x = 0; x < n_old; ++x) {
-            if (!dropped(o[x].owner))
-                r[k++] = o[x];
-            else if (derive)
-                SegmentBuilder::shift_index(s, o[x].point, -1, cur.bits_);
+        uint32_t x = 0, k = 0;
+        for (uint32_t at : gone) {
+            std::memcpy(r + k, o + x, (at - x) * sizeof(RingPoint));
+            k += at - x;
+            if (derive) SegmentBuilder::shift_index(s, o[at].point, -1, cur.bits_);
+            x = at + 1;
         }
-        r[k] = {kTop, 0};
+        std::memcpy(r + k, o + x, (n_old - x) * sizeof(RingPoint));
+        r[kept] = {kTop, 0};
         if (!derive) SegmentBuilder::finish(s, cur.bits_);
         next->dir_[i] = SegmentBuilder::entry(s, next->dir_[i].next_slot);
     };
-    for (const RingPoint& h : hint) filter(static_cast<uint32_t>(h.point >> cur.shift_));
-    // The hint names where the points are; if the dropped owners have points
-    // it missed (a wrong hint), a full pass finds them rather than leave them.
-    uint64_t expected = 0;
-    for (size_t x = 0; x < drop_len && x < slot_points_.size(); ++x)
-        if (drop[x]) expected += slot_points_[x];
-    if (removed != expected)
-        for (uint32_t i = 0; i < cur.dir_.size(); ++i) filter(i);
+    // Fast path: find each hinted point with the old segment's index.
+    std::vector<RingPoint> pts(hint);
+    std::sort(pts.begin(), pts.end(), [](const RingPoint& a, const RingPoint& b) {
+        return a.point < b.point || (a.point == b.point && a.owner < b.owner);
+    });
+    bool exact = true;
+    for (size_t a = 0; a < pts.size() && exact;) {
+        const uint32_t i = static_cast<uint32_t>(pts[a].point >> cur.shift_);
+        const RingEntry& e = cur.dir_[i];
+        const RingPoint* o = e.seg->records();
+        gone.clear();
+        size_t b = a;
+        for (; b < pts.size() && (pts[b].point >> cur.shift_) == i; ++b) {
+            const uint64_t p = pts[b].point;
+            uint32_t at = e.position(p << cur.bits_, p);
+            if (!gone.empty() && at <= gone.back()) at = gone.back() + 1;
+            while (at < e.count && o[at].point == p && o[at].owner != pts[b].owner) ++at;
+            if (at >= e.count || o[at].point != p || !dropped(o[at].owner)) {
+                exact = false;  // not there, or not a dropped owner's: a wrong hint
+                break;
+            }
+            gone.push_back(at);
+        }
+        if (exact) rewrite(i);
+        a = b;
+    }
+    // A wrong hint, or dropped owners with points it missed: start over and
+    // filter every segment by owner.
+    if (!exact || removed != expected) {
+        for (const RingSegment* seg : built.segs) SegmentBuilder::free(seg);
+        built.segs.clear();
+        replaced.clear();
+        touched.clear();
+        removed = 0;
+        next->dir_ = cur.dir_;
+        for (uint32_t i = 0; i < cur.dir_.size(); ++i) {
+            const RingEntry& e = cur.dir_[i];
+            gone.clear();
+            for (uint32_t x = 0; x < e.count; ++x)
+                if (dropped(e.seg->records()[x].owner)) gone.push_back(x);
+            if (!gone.empty()) rewrite(i);
+        }
+    }
     next->size_ = static_cast<uint32_t>(cur.size_ - removed);
     if (next->size_ < (size_t{kShrinkAvg} << cur.bits_) && cur.bits_ > 1 &&
         choose_bits(next->size_) < cur.bits_) {
-        std::vector<RingPoint> pts;
-        pts.reserve(next->size_);
+        std::vector<RingPoint> all;
+        all.reserve(next->size_);
         for (const RingEntry& e : cur.dir_)
             for (uint32_t x = 0; x < e.count; ++x)
-                if (!dropped(e.seg->records()[x].owner)) pts.push_back(e.seg->records()[x]);
-        rebuild_all(pts, std::move(slot_index), high_first_);  // `built` is freed unpublished
-        return;
+                if (!dropped(e.seg->records()[x].owner)) all.push_back(e.seg->records()[x]);
+        rebuild_all(all, std::move(slot_index), high_first_);  // `built` is freed unpublished
+        return cur_;
     }
     link_touched(next->dir_, touched, next->size_);
     std::vector<uint32_t> per_slot(slot_points_);
@@ -634,14 +699,16 @@ void SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* dr
     for (size_t x = 0; x < drop_len && x < per_slot.size(); ++x)
         if (drop[x]) per_slot[x] = 0;
     next->slot_index_ = std::move(slot_index);
+    tail_->segs.reserve(tail_->segs.size() + replaced.size());
     tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());
     built.committed = true;
     last_written_ = static_cast<uint32_t>(built.segs.size());
     slot_points_.swap(per_slot);
     publish(std::move(next), std::move(link));
+    return cur_;
 }
 
-void SegmentedRing::renumber(const int32_t* remap, size_t remap_len,
+std::shared_ptr<RingSnapshot> SegmentedRing::renumber(const int32_t* remap, size_t remap_len,
                              std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     if (remap_len != cur_->slot_index_.size())
@@ -655,6 +722,7 @@ void SegmentedRing::renumber(const int32_t* remap, size_t remap_len,
         p.owner = to;
     }
     rebuild_all(pts, std::move(slot_index), high_first_);
+    return cur_;
 }
 
 // -- points --------------------------------------------------------------------
@@ -662,10 +730,15 @@ void SegmentedRing::renumber(const int32_t* remap, size_t remap_len,
 void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                       int32_t owner, std::vector<RingPoint>& out) {
     const uint64_t node_seed = xxh3_64(name, name_len, seed);
-    const size_t base = out.size();
-    out.resize(base + count);
-    RingPoint* o = out.data() + base;
-    for (uint32_t j = 0; j < count; ++j) o[j] = {xxh3_64_u64(j, node_seed), owner};
+    // Hash into a small buffer and append it whole: a push_back per point
+    // (or a zero-filling resize) costs as much as the hashing.
+    constexpr uint32_t kChunk = 256;
+    RingPoint buf[kChunk];
+    for (uint32_t j = 0; j < count;) {
+        const uint32_t m = std::min(kChunk, count - j);
+        for (uint32_t t = 0; t < m; ++t, ++j) buf[t] = {xxh3_64_u64(j, node_seed), owner};
+        out.insert(out.end(), buf, buf + m);
+    }
 }
 
 void ring_ketama_node_points(const char* name, size_t name_len, uint32_t hashes, int32_t owner,

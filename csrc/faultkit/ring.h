@@ -188,9 +188,9 @@ private:
 // internal mutex (one change at a time); snapshot() may be called from any
 // thread.  Owners of points are slots in [0, slot_index.size()); every
 // method gets the full new slot -> node index map (-1 = no node), published
-// with the new points in one snapshot.  Methods throw std::invalid_argument
-// on a bad slot and std::bad_alloc on memory; the published ring is then
-// unchanged.
+// with the new points in one snapshot, and returns that snapshot.  Methods
+// throw std::invalid_argument on a bad slot, std::overflow_error on too many
+// points and std::bad_alloc on memory; the published ring is then unchanged.
 class SegmentedRing {
 public:
     SegmentedRing();
@@ -203,21 +203,21 @@ public:
     // Replace the whole ring with `pts` (any order).  Equal points are
     // ordered by owner slot, ascending, or descending when high_owner_first
     // (ketama's "last node written wins"); later add()s use the same rule.
-    void assign(std::vector<RingPoint>& pts, bool high_owner_first,
+    std::shared_ptr<RingSnapshot> assign(std::vector<RingPoint>& pts, bool high_owner_first,
                 std::vector<int32_t> slot_index);
     // Add `pts` (any order) whose owners are slots above every slot on the
     // ring; at an equal point they go after the old points (before them when
     // high_owner_first).  Rewrites only the segments they fall in.
-    void add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index);
+    std::shared_ptr<RingSnapshot> add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index);
     // Remove every point whose owner slot has drop[slot] != 0 (drop has
     // slots() entries of the current snapshot).  `hint` lists the points to
     // remove (any order); only their segments are rewritten, unless some
     // dropped owner has points the hint missed, which a full pass then finds.
-    void remove(const std::vector<RingPoint>& hint, const uint8_t* drop, size_t drop_len,
+    std::shared_ptr<RingSnapshot> remove(const std::vector<RingPoint>& hint, const uint8_t* drop, size_t drop_len,
                 std::vector<int32_t> slot_index);
     // Rewrite every owner slot s as remap[s] (remap has slots() entries,
     // each >= 0 and order-preserving), e.g. to renumber slots densely.
-    void renumber(const int32_t* remap, size_t remap_len, std::vector<int32_t> slot_index);
+    std::shared_ptr<RingSnapshot> renumber(const int32_t* remap, size_t remap_len, std::vector<int32_t> slot_index);
 
     // Segments the last change wrote (a complexity probe for tests).
     uint32_t last_written() const noexcept { return last_written_; }

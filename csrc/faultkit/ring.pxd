@@ -26,12 +26,13 @@ cdef extern from "faultkit/ring.h" namespace "faultkit" nogil:
     cdef cppclass SegmentedRing:
         SegmentedRing() except +
         shared_ptr[RingSnapshot] snapshot() except +
-        void assign(vector[RingPoint]& pts, bint high_owner_first,
-                    vector[int32_t] slot_index) except +
-        void add(vector[RingPoint]& pts, vector[int32_t] slot_index) except +
-        void remove(const vector[RingPoint]& hint, const uint8_t* drop, size_t drop_len,
-                    vector[int32_t] slot_index) except +
-        void renumber(const int32_t* remap, size_t remap_len, vector[int32_t] slot_index) except +
+        shared_ptr[RingSnapshot] assign(vector[RingPoint]& pts, bint high_owner_first,
+                                        vector[int32_t] slot_index) except +
+        shared_ptr[RingSnapshot] add(vector[RingPoint]& pts, vector[int32_t] slot_index) except +
+        shared_ptr[RingSnapshot] remove(const vector[RingPoint]& hint, const uint8_t* drop,
+                                        size_t drop_len, vector[int32_t] slot_index) except +
+        shared_ptr[RingSnapshot] renumber(const int32_t* remap, size_t remap_len,
+                                          vector[int32_t] slot_index) except +
         uint32_t last_written() noexcept
 
     void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,

@@ -16,6 +16,7 @@ from faultkit.ring cimport (
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from faultkit._keys cimport hash_key, str_utf8
 
+import threading
 from numbers import Real
 
 import numpy as np
@@ -325,6 +326,7 @@ cdef class HashRing(_Balancer):
     # the snapshot maps slots to indices into _nodes.
     cdef SegmentedRing* _ring
     cdef shared_ptr[RingSnapshot] _snap
+    cdef object _write_lock
     cdef uint64_t _seed
     cdef int _vnodes
     cdef int _mode
@@ -333,6 +335,7 @@ cdef class HashRing(_Balancer):
     def __cinit__(self):
         self._ring = new SegmentedRing()
         self._snap = self._ring.snapshot()
+        self._write_lock = threading.Lock()
         self._mode = MODE_XXH3
         self._key_offset = 0
 
@@ -557,6 +560,16 @@ cdef class HashRing(_Balancer):
         return res.base if out is None else out
 
     # -- membership ------------------------------------------------------
+    #
+    # A change runs everything that can fail or run Python code first (new
+    # points, slot maps, the new index dict, the alive bytes), then the C++
+    # change, then installs the returned snapshot with the matching members
+    # with no Python code in between, so a thread holding the GIL sees all
+    # of the old state or all of the new.  The node and weight lists change
+    # in place (append / delete one entry, not a copy of n), and the alive
+    # bytes are never shorter than the node list.  _write_lock keeps two
+    # membership changes from interleaving (a GC callback can switch threads
+    # in the Python part of one).
 
     cdef vector[int32_t] _slot_map(self):
         """A copy of the current slot -> node index map."""
@@ -566,6 +579,28 @@ cdef class HashRing(_Balancer):
         for s in range(n):
             m[s] = t.slot_index(s)
         return m
+
+    cdef _install(self, shared_ptr[RingSnapshot] snap, shared_ptr[vector[uint8_t]] alive,
+                  dict index):
+        """Swap in a snapshot, its alive bytes and its node -> slot dict (the
+        old ones live on in the locals until return: no dealloc runs here)."""
+        cdef Py_ssize_t i, n_down = 0
+        cdef vector[uint8_t]* a = alive.get()
+        for i in range(len(self._nodes)):
+            n_down += a[0][i] == 0
+        old_index = self._index
+        cdef shared_ptr[vector[uint8_t]] old_alive = self._alive
+        self._snap = snap
+        self._alive = alive
+        self._index = index
+        self._n_down = n_down
+        del old_index
+
+    cdef shared_ptr[vector[uint8_t]] _alive_resized(self, Py_ssize_t n):
+        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
+            new vector[uint8_t](deref(self._alive)))
+        deref(alive).resize(<size_t>n, 1)
+        return alive
 
     cdef int _compact(self) except -1:
         """Renumber the slots densely (slot = node index) by rebuilding every
@@ -577,25 +612,27 @@ cdef class HashRing(_Balancer):
         for i in range(n):
             ident[i] = <int32_t>i
         new_index = {node: i for i, node in enumerate(self._nodes)}
-        self._ring.renumber(remap.data(), remap.size(), move(ident))
-        self._publish(self._alive, self._nodes, self._weights, new_index)
+        cdef shared_ptr[vector[uint8_t]] alive = self._alive
+        cdef shared_ptr[RingSnapshot] snap = self._ring.renumber(remap.data(), remap.size(),
+                                                                 move(ident))
+        self._install(snap, alive, new_index)
         return 0
 
     cdef _add_many(self, list nodes, list weights):
         cdef vector[RingPoint] pts
-        cdef Py_ssize_t size, i, base = len(self._nodes)
+        cdef Py_ssize_t size, i, base = len(self._nodes), k = len(nodes)
         cdef const char* data
         cdef int64_t count, total = self._snap.get().size()
         cdef list counts = []
-        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
-            new vector[uint8_t](deref(self._alive)))
-        deref(alive).resize(base + len(nodes), 1)
+        cdef shared_ptr[vector[uint8_t]] alive
+        cdef shared_ptr[RingSnapshot] snap
         if not nodes:
             return
         if self._mode != MODE_XXH3:
-            self._ketama_rebuild(self._nodes + nodes, self._weights + weights, alive)
+            self._ketama_rebuild(self._nodes + nodes, self._weights + weights,
+                                 self._alive_resized(base + k))
             return
-        for i in range(len(nodes)):
+        for i in range(k):
             count = max(1, llround(self._vnodes * <double>weights[i]))
             total += count
             if count > MAX_POINTS or total > MAX_POINTS:
@@ -603,7 +640,7 @@ cdef class HashRing(_Balancer):
                     f"weight {weights[i]!r} of node {nodes[i]!r} gives the ring more than "
                     f"{MAX_POINTS} points")
             counts.append(count)
-        if base + len(nodes) > (1 << 30):
+        if base + k > (1 << 30):
             raise ValueError("more than 2**30 nodes")
         # Slots: a fresh ring numbers them 0..n-1; a growing one issues new
         # slots above every old one (so equal points keep their order),
@@ -614,27 +651,39 @@ cdef class HashRing(_Balancer):
         if base:
             slot_map = self._slot_map()
         cdef int32_t first = <int32_t>slot_map.size()
-        for i in range(len(nodes)):
+        for i in range(k):
             slot_map.push_back(<int32_t>(base + i))
         pts.reserve(<size_t>(total - self._snap.get().size()))
-        for i in range(len(nodes)):
+        for i in range(k):
             data = _node_bytes(nodes[i], &size)
             ring_node_points(data, <size_t>size, self._seed, <uint32_t>counts[i],
                              <int32_t>(first + i), pts)
-        new_nodes = self._nodes + nodes
-        new_weights = self._weights + weights
         if base:
             new_index = self._index.copy()
-            for i in range(len(nodes)):
+            for i in range(k):
                 new_index[nodes[i]] = first + i
-            self._ring.add(pts, move(slot_map))
         else:
             new_index = {node: i for i, node in enumerate(nodes)}
-            self._ring.assign(pts, False, move(slot_map))
-        self._publish(alive, new_nodes, new_weights, new_index)
+        # Longer alive bytes first (harmless to readers of the old snapshot),
+        # then the lists, then the change; undo the lists if it fails.
+        self._alive = self._alive_resized(base + k)
+        alive = self._alive
+        self._nodes.extend(nodes)
+        try:
+            self._weights.extend(weights)
+            if base:
+                snap = self._ring.add(pts, move(slot_map))
+            else:
+                snap = self._ring.assign(pts, False, move(slot_map))
+        except BaseException:
+            del self._nodes[base:]
+            del self._weights[base:]
+            raise
+        self._install(snap, alive, new_index)
 
     cdef _ketama_rebuild(self, list nodes, list weights, shared_ptr[vector[uint8_t]] alive):
-        """Build the whole ketama continuum for nodes/weights and publish it."""
+        """Build the whole ketama continuum for nodes/weights and install it
+        (new list objects: every index may change)."""
         cdef list counts = _ketama_counts(weights, self._mode, self._vnodes)
         cdef vector[RingPoint] pts
         cdef Py_ssize_t i, size
@@ -648,32 +697,29 @@ cdef class HashRing(_Balancer):
         cdef vector[int32_t] ident = vector[int32_t](<size_t>len(nodes))
         for i in range(len(nodes)):
             ident[i] = <int32_t>i
+        new_index = {node: i for i, node in enumerate(nodes)}
+        old = (self._nodes, self._weights)
         # On equal points the node listed last comes first (uhashring keeps
         # the last writer; libketama's qsort leaves ties unspecified).
-        self._ring.assign(pts, True, move(ident))
-        self._publish(alive, nodes, weights, {node: i for i, node in enumerate(nodes)})
-
-    cdef _publish(self, shared_ptr[vector[uint8_t]] alive, list nodes, list weights, dict index):
-        """Install the writer's new snapshot with the matching members.  No
-        Python code runs between the assignments (the old objects live on in
-        the locals until return), so a thread holding the GIL sees all of
-        the old state or all of the new."""
-        cdef shared_ptr[RingSnapshot] snap = self._ring.snapshot()
-        old = (self._nodes, self._weights, self._index)
-        self._snap = snap
-        self._set_members(alive, nodes, weights, index)
+        cdef shared_ptr[RingSnapshot] snap = self._ring.assign(pts, True, move(ident))
+        self._nodes = nodes
+        self._weights = weights
+        self._install(snap, alive, new_index)
         del old
 
     def add(self, node, weight=1.0):
         """Add ``node`` with ``weight`` (default 1.0).  ``ValueError`` if it is
         already on the ring.  Rewrites only the segments its points land in
         (about one per point); no other node is re-hashed."""
-        self._add_many(self._check_new([node]), [_weight_value(weight, node)])
+        with self._write_lock:
+            self._add_many(self._check_new([node]), [_weight_value(weight, node)])
 
     def add_many(self, nodes, weights=None):
         """Add several nodes in one change (``weights`` as in the constructor)."""
         node_list = self._check_new(_node_list(nodes, "nodes"))
-        self._add_many(node_list, _weights_for(node_list, weights))
+        weight_list = _weights_for(node_list, weights)
+        with self._write_lock:
+            self._add_many(self._check_new(node_list), weight_list)
 
     def remove(self, node):
         """Remove ``node`` (``KeyError`` if absent); its keys move to the nodes after it."""
@@ -682,7 +728,11 @@ cdef class HashRing(_Balancer):
     def remove_many(self, nodes):
         """Remove several nodes in one change."""
         node_list = _node_list(nodes, "nodes")
-        cdef Py_ssize_t n = len(self._nodes), i, j, k, size
+        with self._write_lock:
+            self._remove_many(node_list)
+
+    cdef _remove_many(self, list node_list):
+        cdef Py_ssize_t n = len(self._nodes), i, size
         cdef int32_t s, v, slot
         cdef int64_t count
         cdef const char* data
@@ -696,18 +746,12 @@ cdef class HashRing(_Balancer):
             removed[i] = 1
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](new vector[uint8_t]())
         deref(alive).reserve(<size_t>(n - len(gone)))
-        for i in range(n):
-            if not removed[i]:
-                deref(alive).push_back(deref(self._alive)[i])
-        if len(gone) == 1:
-            i = next(iter(gone))
-            new_nodes = self._nodes[:i] + self._nodes[i + 1:]
-            new_weights = self._weights[:i] + self._weights[i + 1:]
-        else:
-            new_nodes = [self._nodes[i] for i in range(n) if not removed[i]]
-            new_weights = [self._weights[i] for i in range(n) if not removed[i]]
         if self._mode != MODE_XXH3:
-            self._ketama_rebuild(new_nodes, new_weights, alive)
+            for i in range(n):
+                if not removed[i]:
+                    deref(alive).push_back(deref(self._alive)[i])
+            self._ketama_rebuild([self._nodes[i] for i in range(n) if not removed[i]],
+                                 [self._weights[i] for i in range(n) if not removed[i]], alive)
             return
         # below[i]: removed indices below i, so index i becomes i - below[i].
         cdef vector[int32_t] below = vector[int32_t](<size_t>(n + 1), 0)
@@ -732,8 +776,26 @@ cdef class HashRing(_Balancer):
             count = max(1, llround(self._vnodes * <double>self._weights[i]))
             data = _node_bytes(node, &size)
             ring_node_points(data, <size_t>size, self._seed, <uint32_t>count, slot, hint)
-        self._ring.remove(hint, drop.data(), drop.size(), move(slot_map))
-        self._publish(alive, new_nodes, new_weights, new_index)
+        kept_nodes = kept_weights = None
+        if len(gone) > 1:
+            kept_nodes = [self._nodes[i] for i in range(n) if not removed[i]]
+            kept_weights = [self._weights[i] for i in range(n) if not removed[i]]
+        # From here on no Python code runs: the alive bytes (taken now, so a
+        # concurrent mark is not lost), the change, the lists, the install.
+        for i in range(n):
+            if not removed[i]:
+                deref(alive).push_back(deref(self._alive)[i])
+        cdef shared_ptr[RingSnapshot] snap = self._ring.remove(hint, drop.data(), drop.size(),
+                                                               move(slot_map))
+        if kept_nodes is None:
+            i = next(iter(gone))
+            del self._nodes[i]
+            del self._weights[i]
+        else:
+            old_lists = (self._nodes, self._weights)
+            self._nodes = kept_nodes
+            self._weights = kept_weights
+        self._install(snap, alive, new_index)
 
     def _segment_stats(self):
         """``(segments, written, slots)``: the directory's size, how many
