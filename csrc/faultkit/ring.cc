@@ -123,21 +123,24 @@ public:
     // idx[b] = number of points of `src` in buckets below b (idx[nb] = count).
     static void count_index(RingSegment* s, const RingPoint* src, int dir_bits) noexcept {
         uint16_t* idx = index(s);
-        const uint32_t n = s->count(), nb = buckets(s);
+        const uint32_t n = s->count(), nb = buckets(s), lshift = s->lshift_;
         std::memset(idx, 0, (size_t{nb} + 1) * sizeof(uint16_t));
-        for (uint32_t i = 0; i < n; ++i) ++idx[bucket(s, src[i].point, dir_bits) + 1];
-        // Prefix sums of idx[1..nb], four uint16 lanes at a time (nb is a
-        // power of two >= 2; the last lane group may hold idx[nb] alone).
-        uint64_t carry = 0;
+        for (uint32_t i = 0; i < n; ++i) ++idx[((src[i].point << dir_bits) >> lshift) + 1];
+        prefix_sums(idx, nb);
+    }
+    // Running sums of idx[1..nb], four uint16 lanes at a time.
+    static void prefix_sums(uint16_t* idx, uint32_t nb) noexcept {
+        uint64_t carry = 0;  // the running total: one add a group on its chain
         uint32_t b = 1;
         for (; b + 4 <= nb + 1; b += 4) {
             uint64_t x;
             std::memcpy(&x, idx + b, 8);
             x += x << 16;
             x += x << 32;
+            const uint64_t total = x >> 48;
             x += carry * 0x0001000100010001ull;
             std::memcpy(idx + b, &x, 8);
-            carry = x >> 48;
+            carry += total;
         }
         for (uint16_t run = static_cast<uint16_t>(carry); b <= nb; ++b)
             idx[b] = run = static_cast<uint16_t>(run + idx[b]);
@@ -163,25 +166,37 @@ public:
     // Sort a segment's records in place (they are there in any order): a
     // counting pass over the local buckets (which is also the index), then
     // one insertion-sort pass for the few buckets holding several points.
+    // `tmp` and `bk` are caller scratch.
     static void sort_in_place(RingSegment* s, int dir_bits, bool high_first,
-                              std::vector<RingPoint>& tmp, std::vector<uint16_t>& fill) {
+                              std::vector<RingPoint>& tmp, std::vector<uint16_t>& bk) {
         const uint32_t n = s->count(), nb = buckets(s);
+        const uint32_t lshift = s->lshift_;  // a local: stores to r could alias members
         RingPoint* r = records(s);
+        uint16_t* idx = index(s);
         tmp.assign(r, r + n);
-        count_index(s, tmp.data(), dir_bits);
-        const uint16_t* idx = s->index();
-        fill.assign(idx, idx + nb);
-        for (uint32_t i = 0; i < n; ++i) r[fill[bucket(s, tmp[i].point, dir_bits)]++] = tmp[i];
+        bk.resize(n);
+        std::memset(idx, 0, (size_t{nb} + 1) * sizeof(uint16_t));
+        for (uint32_t i = 0; i < n; ++i) {
+            const uint32_t b = static_cast<uint32_t>((tmp[i].point << dir_bits) >> lshift);
+            bk[i] = static_cast<uint16_t>(b);
+            ++idx[b + 1];
+        }
+        prefix_sums(idx, nb);
+        // Scatter from the end of each bucket backwards (idx[b + 1] is its
+        // end), then idx[b + 1] is its start: shift the index back by one.
+        for (uint32_t i = n; i-- > 0;) r[--idx[bk[i] + 1]] = tmp[i];
+        std::memmove(idx, idx + 1, size_t{nb} * sizeof(uint16_t));
+        idx[nb] = static_cast<uint16_t>(n);
         const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
             return point_less(a.point, a.owner, c.point, c.owner, high_first);
         };
         for (uint32_t i = 1; i < n; ++i) {
             if (!less(r[i], r[i - 1])) continue;
             // Out of order only within a bucket: move r[i] back.
-            const uint32_t lo = idx[bucket(s, r[i].point, dir_bits)];
+            const uint32_t b = static_cast<uint32_t>((r[i].point << dir_bits) >> lshift);
+            const uint32_t lo = idx[b];
             if (i - lo > 32) {  // a crowded bucket: sort the rest of it at once
-                uint32_t hi = i + 1;
-                while (hi < n && bucket(s, r[hi].point, dir_bits) == bucket(s, r[i].point, dir_bits)) ++hi;
+                const uint32_t hi = idx[b + 1];
                 std::sort(r + lo, r + hi, less);
                 i = hi - 1;
                 continue;
@@ -288,6 +303,13 @@ void RingSnapshot::live_owner_many(const uint64_t* hashes, size_t count, const u
         const RingEntry* dir = dir_.data();
         const int32_t* slots = slot_index_.data();
         const int bits = bits_, shift = shift_;
+        if (identity_) {  // no node removed since slots were numbered: slot = index
+            for (size_t i = 0; i < count; ++i) {
+                const uint64_t h = hashes[i];
+                out[i] = dir[h >> shift].slot(h << bits, h);
+            }
+            return;
+        }
         for (size_t i = 0; i < count; ++i) {
             const uint64_t h = hashes[i];
             out[i] = slots[dir[h >> shift].slot(h << bits, h)];
@@ -480,7 +502,7 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     std::vector<RingPoint> tmp;
     for (RingSegment* seg : segs) SegmentBuilder::sort_in_place(seg, bits, high_first, tmp, scratch_);
     link_all(next->dir_, next->size_);
-    next->slot_index_ = std::move(slot_index);
+    next->set_slot_index(std::move(slot_index));
     for (const RingEntry& e : cur_->dir_)
         if (e.seg != SegmentBuilder::empty()) tail_->segs.push_back(e.seg);
     built.committed = true;
@@ -576,7 +598,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, st
     std::vector<uint32_t> per_slot(slot_points_);
     per_slot.resize(slot_index.size(), 0);
     for (const RingPoint& p : pts) ++per_slot[p.owner];
-    next->slot_index_ = std::move(slot_index);
+    next->set_slot_index(std::move(slot_index));
     tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());
     built.committed = true;
     last_written_ = static_cast<uint32_t>(built.segs.size());
@@ -698,7 +720,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
     per_slot.resize(slot_index.size(), 0);
     for (size_t x = 0; x < drop_len && x < per_slot.size(); ++x)
         if (drop[x]) per_slot[x] = 0;
-    next->slot_index_ = std::move(slot_index);
+    next->set_slot_index(std::move(slot_index));
     tail_->segs.reserve(tail_->segs.size() + replaced.size());
     tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());
     built.committed = true;

@@ -176,8 +176,16 @@ private:
     }
     int32_t node_at(Cursor c) const noexcept { return slot_index(slot_at(c)); }
 
+    void set_slot_index(std::vector<int32_t> m) noexcept {
+        slot_index_ = std::move(m);
+        identity_ = true;
+        for (size_t s = 0; s < slot_index_.size(); ++s)
+            identity_ &= slot_index_[s] == static_cast<int32_t>(s);
+    }
+
     std::vector<RingEntry> dir_;
     std::vector<int32_t> slot_index_;
+    bool identity_ = true;  // slot_index_[s] == s for every slot
     std::shared_ptr<RetiredSegments> retired_;  // what changes after this one retire
     uint32_t size_ = 0;
     int bits_ = 1;
