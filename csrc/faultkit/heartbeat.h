@@ -571,7 +571,10 @@ private:
             r.b = (1.0 - a) * (r.b + a * d * d);
         } else {
             if (r.n < cfg_.max_samples) {
-                if (r.n == win_cap(r.n)) {  // full block: grow by doubling, capped at the window
+                // Full block (its capacity win_cap(n) == n: n is 0 or a power
+                // of two >= 4, as n < max_samples): grow by doubling, capped
+                // at the window.
+                if (r.n == 0 || (r.n >= 4 && (r.n & (r.n - 1)) == 0)) {
                     const size_t cap = std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * size_t{r.n}));
                     void* p = std::realloc(r.win, cap * sizeof(double));
                     if (!p) throw std::bad_alloc();
