@@ -207,7 +207,9 @@ private:
         return false;
     }
 
-    inline void item(PyObject* o, Frame::Kind kind, Py_ssize_t index, PyObject* key) {
+    // Inlined into each container loop: a call per leaf cost more (saved
+    // registers) than the leaf itself.
+    __attribute__((always_inline)) inline void item(PyObject* o, Frame::Kind kind, Py_ssize_t index, PyObject* key) {
         if (!scalar(o)) child(o, kind, index, key);
     }
 
