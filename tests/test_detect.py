@@ -455,17 +455,19 @@ def test_ewma_estimator_tracks_mean_and_variance():
     assert det.phi("n", t + 1.3) == pytest.approx(akka_phi(1.3, mean, math.sqrt(var)), rel=1e-12)
 
 
-def test_incarnation_restart_reseeds_statistics():
-    det = PhiAccrualDetector()
+@pytest.mark.parametrize("estimator", ["window", "ewma"])
+def test_incarnation_restart_reseeds_statistics(estimator):
+    det = PhiAccrualDetector(estimator=estimator)
     det.add("n")
     for t in range(0, 50, 5):  # 5 s intervals
         det.heartbeat("n", float(t), incarnation=1)
-    fresh = PhiAccrualDetector()
+    fresh = PhiAccrualDetector(estimator=estimator)
     fresh.add("n")
     fresh.heartbeat("n", 50.0)
     det.heartbeat("n", 50.0, incarnation=2)
     assert det.incarnation("n") == 2
     assert det.phi("n", 52.0) == fresh.phi("n", 52.0)
+    assert det.deadlines("n") == fresh.deadlines("n")
     det.heartbeat("n", 51.0, incarnation=1)  # an older incarnation does not reseed
     assert det.incarnation("n") == 2
 
