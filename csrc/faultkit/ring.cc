@@ -97,7 +97,7 @@ public:
     }
 
     static void free(const RingSegment* s) noexcept {
-        if (s == empty()) return;
+        if (s == nullptr || s == empty()) return;
         Arena* a = s->arena_;
         if (a == nullptr) {
             ::operator delete(const_cast<RingSegment*>(s));
@@ -218,10 +218,27 @@ public:
         return e;
     }
 
-    // An entry for s (next_slot as given: the caller links the directory).
-    static RingEntry entry(const RingSegment* s, int32_t next_slot = 0) noexcept {
-        return {s, static_cast<uint16_t>(s->count()), static_cast<uint8_t>(s->lshift()), 0,
-                next_slot};
+    static RingEntry entry(const RingSegment* s) noexcept {
+        return {s, static_cast<uint16_t>(s->count()), static_cast<uint8_t>(s->lshift()), 0, 0};
+    }
+    // A segment for an empty hash range: only the sentinel.
+    static RingSegment* stub(int32_t next_owner) {
+        RingSegment* s = alloc(0);
+        finish(s, 1);
+        records(s)[0].owner = next_owner;
+        return s;
+    }
+    // A copy of old (its own allocation) with the sentinel's owner changed.
+    static RingSegment* resentinel(const RingSegment* old, int32_t next_owner) {
+        RingSegment* s = alloc(old->count());
+        std::memcpy(records(s), old->records(),
+                    bytes(old->count()) - sizeof(RingSegment));  // records and index
+        records(s)[s->count()].owner = next_owner;
+        return s;
+    }
+    static int32_t sentinel(const RingSegment* s) noexcept { return s->records()[s->count()].owner; }
+    static void set_sentinel(RingSegment* s, int32_t owner) noexcept {
+        records(s)[s->count()].owner = owner;
     }
 };
 
@@ -382,34 +399,35 @@ int32_t first_owner_from(const std::vector<RingEntry>& dir, uint32_t i) {
     return dir[i].seg->records()[0].owner;
 }
 
-// Every entry's next_slot, in one backward pass (fresh builds).
-void link_all(std::vector<RingEntry>& dir, uint32_t size) {
-    if (size == 0) {
-        for (RingEntry& e : dir) e.next_slot = 0;
-        return;
-    }
-    int32_t next_slot = first_owner_from(dir, 0);  // what a key above the last point gets
-    for (uint32_t i = static_cast<uint32_t>(dir.size()); i-- > 0;) {
-        dir[i].next_slot = next_slot;
-        if (dir[i].count) next_slot = dir[i].seg->records()[0].owner;
-    }
-}
-
-// Re-link after the segments in `touched` changed: only entries from each
-// one's previous nonempty segment up to it can have a new successor point.
-void link_touched(std::vector<RingEntry>& dir, const std::vector<uint32_t>& touched,
-                  uint32_t size) {
-    if (size == 0) {
-        link_all(dir, 0);
-        return;
-    }
+// After a change placed new segments at `touched` (a fresh flag each, in
+// `fresh`): give each new segment the owner of the first point after it,
+// and give each touched range's predecessors (back to the previous nonempty
+// segment) the first owner at or after it, copying an old predecessor only
+// if its sentinel changes (when a segment's first point changed).
+void relink(std::vector<RingEntry>& dir, const std::vector<uint32_t>& touched,
+            std::vector<uint8_t>& fresh, std::vector<const RingSegment*>& built,
+            std::vector<const RingSegment*>& replaced) {
     const uint32_t mask = static_cast<uint32_t>(dir.size()) - 1;
+    const auto owned = [&](uint32_t j) { return const_cast<RingSegment*>(dir[j].seg); };
+    for (uint32_t t : touched)
+        SegmentBuilder::set_sentinel(owned(t), first_owner_from(dir, (t + 1) & mask));
     for (uint32_t t : touched) {
         const int32_t v = first_owner_from(dir, t);
         uint32_t j = t;
         do {
             j = (j - 1) & mask;
-            dir[j].next_slot = v;
+            if (SegmentBuilder::sentinel(dir[j].seg) != v) {
+                if (fresh[j]) {
+                    SegmentBuilder::set_sentinel(owned(j), v);
+                } else {
+                    built.push_back(nullptr);  // grow first, so the copy is never unowned
+                    RingSegment* c = SegmentBuilder::resentinel(dir[j].seg, v);
+                    built.back() = c;
+                    replaced.push_back(dir[j].seg);
+                    dir[j] = SegmentBuilder::entry(c);
+                    fresh[j] = 1;
+                }
+            }
         } while (dir[j].count == 0 && j != t);
     }
 }
@@ -489,7 +507,7 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     std::vector<RingSegment*> segs(counts.size());
     std::vector<RingPoint*> dst(n_segs, nullptr);
     Built built;
-    built.segs.reserve(counts.size());
+    built.segs.reserve(n_segs);  // the filled segments and a stub for each empty range
     tail_->segs.reserve(tail_->segs.size() + cur_->dir_.size());  // retiring cannot throw
     SegmentBuilder::alloc_many(counts.data(), counts.size(), segs.data());
     built.segs.assign(segs.begin(), segs.end());  // reserved: no throw
@@ -501,12 +519,27 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     for (const RingPoint& p : pts) *dst[p.point >> shift]++ = p;
     std::vector<RingPoint> tmp;
     for (RingSegment* seg : segs) SegmentBuilder::sort_in_place(seg, bits, high_first, tmp, scratch_);
-    link_all(next->dir_, next->size_);
+    // Sentinels, from the top down: each segment's is the first owner after
+    // it (wrapping); an empty range gets a stub holding just that.
+    if (!pts.empty()) {
+        int32_t next_owner = first_owner_from(next->dir_, 0);
+        for (uint32_t i = n_segs; i-- > 0;) {
+            if (fill[i] == 0) {
+                RingSegment* st = SegmentBuilder::stub(next_owner);
+                built.segs.push_back(st);  // reserved: no throw
+                next->dir_[i] = SegmentBuilder::entry(st);
+                continue;
+            }
+            RingSegment* seg = const_cast<RingSegment*>(next->dir_[i].seg);
+            SegmentBuilder::set_sentinel(seg, next_owner);
+            next_owner = seg->records()[0].owner;
+        }
+    }
     next->set_slot_index(std::move(slot_index));
     for (const RingEntry& e : cur_->dir_)
         if (e.seg != SegmentBuilder::empty()) tail_->segs.push_back(e.seg);
     built.committed = true;
-    last_written_ = static_cast<uint32_t>(segs.size());
+    last_written_ = static_cast<uint32_t>(built.segs.size());
     slot_points_.swap(per_slot);
     high_first_ = high_first;
     publish(std::move(next), std::move(link));
@@ -549,7 +582,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, st
     replaced.reserve(pts.size());
     std::vector<uint32_t> touched;
     touched.reserve(pts.size());
-    tail_->segs.reserve(tail_->segs.size() + pts.size());  // retiring cannot throw
+    std::vector<uint8_t> fresh(cur.dir_.size(), 0);
     for (size_t a = 0; a < pts.size();) {
         const uint32_t i = static_cast<uint32_t>(pts[a].point >> cur.shift_);
         size_t b = a + 1;
@@ -589,17 +622,19 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, st
         } else {
             SegmentBuilder::finish(s, cur.bits_);
         }
-        next->dir_[i] = SegmentBuilder::entry(s, next->dir_[i].next_slot);
+        next->dir_[i] = SegmentBuilder::entry(s);
         touched.push_back(i);
+        fresh[i] = 1;
         if (old != SegmentBuilder::empty()) replaced.push_back(old);
         a = b;
     }
-    link_touched(next->dir_, touched, next->size_);
+    relink(next->dir_, touched, fresh, built.segs, replaced);
     std::vector<uint32_t> per_slot(slot_points_);
     per_slot.resize(slot_index.size(), 0);
     for (const RingPoint& p : pts) ++per_slot[p.owner];
     next->set_slot_index(std::move(slot_index));
-    tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());
+    tail_->segs.reserve(tail_->segs.size() + replaced.size());
+    tail_->segs.insert(tail_->segs.end(), replaced.begin(), replaced.end());  // no throw
     built.committed = true;
     last_written_ = static_cast<uint32_t>(built.segs.size());
     slot_points_.swap(per_slot);
@@ -624,6 +659,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
     Built built;
     std::vector<const RingSegment*> replaced;
     std::vector<uint32_t> touched;
+    std::vector<uint8_t> fresh(cur.dir_.size(), 0);
     uint64_t removed = 0;
     uint64_t expected = 0;  // the dropped owners' points
     for (size_t x = 0; x < drop_len && x < slot_points_.size(); ++x)
@@ -639,11 +675,14 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         removed += gone.size();
         replaced.push_back(old);
         touched.push_back(i);
-        if (kept == 0) {
-            next->dir_[i] = SegmentBuilder::entry(SegmentBuilder::empty(), next->dir_[i].next_slot);
+        fresh[i] = 1;
+        built.segs.push_back(nullptr);  // grow first, so the new segment is never unowned
+        if (kept == 0) {  // an empty range: a stub (relink sets its sentinel)
+            RingSegment* st = SegmentBuilder::stub(0);
+            built.segs.back() = st;
+            next->dir_[i] = SegmentBuilder::entry(st);
             return;
         }
-        built.segs.push_back(nullptr);  // grow first, so the new segment is never unowned
         RingSegment* s = SegmentBuilder::alloc(kept);
         built.segs.back() = s;
         RingPoint* r = SegmentBuilder::records(s);
@@ -659,7 +698,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         std::memcpy(r + k, o + x, (n_old - x) * sizeof(RingPoint));
         r[kept] = {kTop, 0};
         if (!derive) SegmentBuilder::finish(s, cur.bits_);
-        next->dir_[i] = SegmentBuilder::entry(s, next->dir_[i].next_slot);
+        next->dir_[i] = SegmentBuilder::entry(s);
     };
     // Fast path: find each hinted point with the old segment's index.
     std::vector<RingPoint> pts(hint);
@@ -694,6 +733,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         built.segs.clear();
         replaced.clear();
         touched.clear();
+        std::fill(fresh.begin(), fresh.end(), 0);
         removed = 0;
         next->dir_ = cur.dir_;
         for (uint32_t i = 0; i < cur.dir_.size(); ++i) {
@@ -705,8 +745,8 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         }
     }
     next->size_ = static_cast<uint32_t>(cur.size_ - removed);
-    if (next->size_ < (size_t{kShrinkAvg} << cur.bits_) && cur.bits_ > 1 &&
-        choose_bits(next->size_) < cur.bits_) {
+    if (next->size_ == 0 || (next->size_ < (size_t{kShrinkAvg} << cur.bits_) && cur.bits_ > 1 &&
+                             choose_bits(next->size_) < cur.bits_)) {
         std::vector<RingPoint> all;
         all.reserve(next->size_);
         for (const RingEntry& e : cur.dir_)
@@ -715,7 +755,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         rebuild_all(all, std::move(slot_index), high_first_);  // `built` is freed unpublished
         return cur_;
     }
-    link_touched(next->dir_, touched, next->size_);
+    relink(next->dir_, touched, fresh, built.segs, replaced);
     std::vector<uint32_t> per_slot(slot_points_);
     per_slot.resize(slot_index.size(), 0);
     for (size_t x = 0; x < drop_len && x < per_slot.size(); ++x)

@@ -46,9 +46,12 @@ struct RingPoint {
 };
 
 // One hash range's points: immutable once published.  One allocation: this
-// header, the points with their owners (+ a UINT64_MAX sentinel), then a
-// local index over the next bits of the hash.  A point and its owner share a
-// cache line, so a lookup touches the index and one record.
+// header, the points with their owners, a sentinel record {UINT64_MAX, owner
+// of the first point after this segment, wrapping}, then a local index over
+// the next bits of the hash.  A point and its owner share a cache line, so a
+// lookup touches the index and one record, and a key above the segment's
+// last point reads the sentinel's owner: no branch for the wrap.  An empty
+// hash range has a segment of its own too (count 0, just the sentinel).
 class RingSegment {
 public:
     // Above this many points in one local bucket (only in crowded segments),
@@ -78,10 +81,10 @@ static_assert(sizeof(RingSegment) == 16 && sizeof(RingPoint) == 16, "segment lay
 // A directory entry: the segment and what a lookup needs before reading it.
 struct RingEntry {
     const RingSegment* seg;
-    uint16_t count;     // seg->count()
-    uint8_t lshift;     // seg->lshift()
-    uint8_t unused;
-    int32_t next_slot;  // owner of the first point after this segment (wrapping)
+    uint16_t count;  // seg->count()
+    uint8_t lshift;  // seg->lshift()
+    uint8_t unused8;
+    uint32_t unused32;
 
     // First position i with seg->records()[i].point >= h, or count if none
     // is.  `rest` is h shifted left by the directory's bits.
@@ -102,10 +105,10 @@ struct RingEntry {
         }
         return bisect(lo, lo + n, h);
     }
-    // The slot owning the first point >= h, wrapping.
+    // The slot owning the first point >= h, wrapping (the sentinel's owner
+    // when h is above the segment's last point).
     inline int32_t slot(uint64_t rest, uint64_t h) const noexcept {
-        const uint32_t pos = position(rest, h);
-        return pos < count ? seg->records()[pos].owner : next_slot;
+        return seg->records()[position(rest, h)].owner;
     }
     uint32_t bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept;
 };
