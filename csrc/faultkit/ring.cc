@@ -107,9 +107,13 @@ public:
         }
     }
 
-    static RingPoint* records(RingSegment* s) noexcept { return const_cast<RingPoint*>(s->records()); }
+    static RingPoint* records(RingSegment* s) noexcept {
+        return const_cast<RingPoint*>(s->records());
+    }
     static uint16_t* index(RingSegment* s) noexcept { return const_cast<uint16_t*>(s->index()); }
-    static uint32_t buckets(const RingSegment* s) noexcept { return uint32_t{1} << (64 - s->lshift_); }
+    static uint32_t buckets(const RingSegment* s) noexcept {
+        return uint32_t{1} << (64 - s->lshift_);
+    }
     static uint32_t bucket(const RingSegment* s, uint64_t point, int dir_bits) noexcept {
         return static_cast<uint32_t>((point << dir_bits) >> s->lshift_);
     }
@@ -157,7 +161,8 @@ public:
         uint16_t* idx = index(s);
         const uint32_t nb = buckets(s);
         const uint16_t d = static_cast<uint16_t>(delta);
-        for (uint32_t b = bucket(s, point, dir_bits) + 1; b <= nb; ++b) idx[b] = static_cast<uint16_t>(idx[b] + d);
+        for (uint32_t b = bucket(s, point, dir_bits) + 1; b <= nb; ++b)
+            idx[b] = static_cast<uint16_t>(idx[b] + d);
     }
     static void copy_index(RingSegment* s, const RingSegment* old) noexcept {
         std::memcpy(index(s), old->index(), (size_t{buckets(s)} + 1) * sizeof(uint16_t));
@@ -236,7 +241,9 @@ public:
         records(s)[s->count()].owner = next_owner;
         return s;
     }
-    static int32_t sentinel(const RingSegment* s) noexcept { return s->records()[s->count()].owner; }
+    static int32_t sentinel(const RingSegment* s) noexcept {
+        return s->records()[s->count()].owner;
+    }
     static void set_sentinel(RingSegment* s, int32_t owner) noexcept {
         records(s)[s->count()].owner = owner;
     }
@@ -518,7 +525,8 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     }
     for (const RingPoint& p : pts) *dst[p.point >> shift]++ = p;
     std::vector<RingPoint> tmp;
-    for (RingSegment* seg : segs) SegmentBuilder::sort_in_place(seg, bits, high_first, tmp, scratch_);
+    for (RingSegment* seg : segs)
+        SegmentBuilder::sort_in_place(seg, bits, high_first, tmp, scratch_);
     // Sentinels, from the top down: each segment's is the first owner after
     // it (wrapping); an empty range gets a stub holding just that.
     if (!pts.empty()) {
@@ -545,14 +553,16 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     publish(std::move(next), std::move(link));
 }
 
-std::shared_ptr<RingSnapshot> SegmentedRing::assign(std::vector<RingPoint>& pts, bool high_owner_first,
-                           std::vector<int32_t> slot_index) {
+std::shared_ptr<RingSnapshot> SegmentedRing::assign(std::vector<RingPoint>& pts,
+                                                    bool high_owner_first,
+                                                    std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     rebuild_all(pts, std::move(slot_index), high_owner_first);
     return cur_;
 }
 
-std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index) {
+std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts,
+                                                 std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     check_owners(pts, slot_index.size());
     const RingSnapshot& cur = *cur_;
@@ -618,7 +628,8 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, st
         r[k] = {kTop, 0};
         if (SegmentBuilder::same_shape(s, old)) {
             SegmentBuilder::copy_index(s, old);
-            for (size_t y = a; y < b; ++y) SegmentBuilder::shift_index(s, pts[y].point, +1, cur.bits_);
+            for (size_t y = a; y < b; ++y)
+                SegmentBuilder::shift_index(s, pts[y].point, +1, cur.bits_);
         } else {
             SegmentBuilder::finish(s, cur.bits_);
         }
@@ -642,8 +653,9 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts, st
     return cur_;
 }
 
-std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>& hint, const uint8_t* drop,
-                           size_t drop_len, std::vector<int32_t> slot_index) {
+std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>& hint,
+                                                    const uint8_t* drop, size_t drop_len,
+                                                    std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     const RingSnapshot& cur = *cur_;
     if (drop_len != cur.slot_index_.size())
@@ -771,7 +783,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
 }
 
 std::shared_ptr<RingSnapshot> SegmentedRing::renumber(const int32_t* remap, size_t remap_len,
-                             std::vector<int32_t> slot_index) {
+                                                      std::vector<int32_t> slot_index) {
     std::lock_guard<std::mutex> lock(mu_);
     if (remap_len != cur_->slot_index_.size())
         throw std::invalid_argument("remap length differs from the slot count");

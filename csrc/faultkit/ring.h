@@ -10,7 +10,8 @@
 // removing a node rewrites only the segments its points fall in (about one
 // per point) plus a new directory, not the whole ring.  A key above the last
 // point of its segment belongs to the first point of the next nonempty
-// segment (each directory entry caches which one, wrapping at the top).
+// segment, wrapping at the top: each segment's sentinel record names that
+// owner (an empty hash range has a stub segment holding just the sentinel).
 //
 // Publication.  A change (SegmentedRing's writer methods) builds new segments
 // and a new snapshot, then swaps the writer's shared_ptr to it.  A reader
@@ -65,7 +66,9 @@ public:
 
     uint32_t count() const noexcept { return count_; }
     uint32_t lshift() const noexcept { return lshift_; }
-    const RingPoint* records() const noexcept { return reinterpret_cast<const RingPoint*>(this + 1); }
+    const RingPoint* records() const noexcept {
+        return reinterpret_cast<const RingPoint*>(this + 1);
+    }
     const uint16_t* index() const noexcept {
         return reinterpret_cast<const uint16_t*>(records() + count_ + 1);
     }
@@ -215,7 +218,7 @@ public:
     // ordered by owner slot, ascending, or descending when high_owner_first
     // (ketama's "last node written wins"); later add()s use the same rule.
     std::shared_ptr<RingSnapshot> assign(std::vector<RingPoint>& pts, bool high_owner_first,
-                std::vector<int32_t> slot_index);
+                                         std::vector<int32_t> slot_index);
     // Add `pts` (any order) whose owners are slots above every slot on the
     // ring; at an equal point they go after the old points (before them when
     // high_owner_first).  Rewrites only the segments they fall in.
@@ -224,11 +227,12 @@ public:
     // slots() entries of the current snapshot).  `hint` lists the points to
     // remove (any order); only their segments are rewritten, unless some
     // dropped owner has points the hint missed, which a full pass then finds.
-    std::shared_ptr<RingSnapshot> remove(const std::vector<RingPoint>& hint, const uint8_t* drop, size_t drop_len,
-                std::vector<int32_t> slot_index);
+    std::shared_ptr<RingSnapshot> remove(const std::vector<RingPoint>& hint, const uint8_t* drop,
+                                         size_t drop_len, std::vector<int32_t> slot_index);
     // Rewrite every owner slot s as remap[s] (remap has slots() entries,
     // each >= 0 and order-preserving), e.g. to renumber slots densely.
-    std::shared_ptr<RingSnapshot> renumber(const int32_t* remap, size_t remap_len, std::vector<int32_t> slot_index);
+    std::shared_ptr<RingSnapshot> renumber(const int32_t* remap, size_t remap_len,
+                                           std::vector<int32_t> slot_index);
 
     // Segments the last change wrote (a complexity probe for tests).
     uint32_t last_written() const noexcept { return last_written_; }
