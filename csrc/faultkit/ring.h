@@ -140,7 +140,9 @@ public:
 
     // The node index owning the first point >= h, wrapping.  Requires size() > 0.
     inline int32_t owner(uint64_t h) const noexcept {
-        return slot_index_[dir_[h >> shift_].slot(h << bits_, h)];
+        const int32_t s = dir_[h >> shift_].slot(h << bits_, h);
+        if (identity_) return s;  // no node removed since slots were numbered
+        return slot_index_[s];
     }
 
     // The first live node at or after h (-1 if none); alive null = all up.
