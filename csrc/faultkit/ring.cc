@@ -18,15 +18,16 @@ namespace {
 
 constexpr uint64_t kTop = ~uint64_t{0};
 // Directory bits: the fewest in [1, kMaxDirBits] giving at most kTargetAvg
-// points a segment on average.  ~40 points a segment at 1,000 x 160 points
-// (4,096 segments): a one-node change then writes ~160 segments of ~0.7 KiB
-// and a 64 KiB directory (the two costs are about equal there).
+// points a segment on average, so a segment's 128 local buckets hold about
+// a third of a point each.  ~39 points a segment at 1,000 x 160 points
+// (4,096 segments): a one-node change then writes ~160 segments of ~0.9 KiB
+// and a 32 KiB directory (the two costs are of the same order there).
 constexpr int kMaxDirBits = 16;
 constexpr uint32_t kTargetAvg = 48;
 // A change that leaves the average outside [kShrinkAvg, kGrowAvg] re-chooses
 // the bits and rebuilds every segment (amortized: the size must double or
-// halve between two such rebuilds).
-constexpr uint32_t kGrowAvg = 128;
+// halve between two such rebuilds).  At kGrowAvg a bucket holds 0.75 points.
+constexpr uint32_t kGrowAvg = 96;
 constexpr uint32_t kShrinkAvg = 8;
 
 int choose_bits(size_t points) {
@@ -48,23 +49,21 @@ struct alignas(16) Arena {
 };
 
 // Allocation and construction of segments (a friend of RingSegment).
+// `gshift` is the snapshot's: a point's local bucket is (p >> gshift) & mask.
 class SegmentBuilder {
 public:
-    // Bytes of a segment of `count` points (a multiple of 16), and its local bits.
-    static int local_bits(uint32_t count) noexcept {
-        int lbits = 1;
-        while (lbits < RingSegment::kMaxLocalBits && (uint32_t{1} << lbits) < 2 * count) ++lbits;
-        return lbits;
+    static constexpr uint32_t kNb = RingSegment::kBuckets;
+    static uint32_t bucket(uint64_t point, int gshift) noexcept {
+        return static_cast<uint32_t>((point >> gshift) & (kNb - 1));
     }
+    // Bytes of a segment of `count` points (a multiple of 16).
     static size_t bytes(uint32_t count) noexcept {
-        const size_t raw = sizeof(RingSegment) + (size_t{count} + 1) * sizeof(RingPoint) +
-                           ((size_t{1} << local_bits(count)) + 1) * sizeof(uint16_t);
-        return (raw + 15) & ~size_t{15};
+        return RingSegment::kRecordsOffset + (size_t{count} + 1) * sizeof(RingPoint);
     }
     static RingSegment* place(void* mem, uint32_t count, Arena* arena) noexcept {
         RingSegment* s = static_cast<RingSegment*>(mem);
         s->count_ = count;
-        s->lshift_ = static_cast<uint32_t>(64 - local_bits(count));
+        s->unused_ = 0;
         s->arena_ = arena;
         return s;
     }
@@ -111,32 +110,28 @@ public:
         return const_cast<RingPoint*>(s->records());
     }
     static uint16_t* index(RingSegment* s) noexcept { return const_cast<uint16_t*>(s->index()); }
-    static uint32_t buckets(const RingSegment* s) noexcept {
-        return uint32_t{1} << (64 - s->lshift_);
-    }
-    static uint32_t bucket(const RingSegment* s, uint64_t point, int dir_bits) noexcept {
-        return static_cast<uint32_t>((point << dir_bits) >> s->lshift_);
-    }
 
-    // Local index and sentinel of a segment whose records are sorted.
-    static void finish(RingSegment* s, int dir_bits) noexcept {
+    // Local index and sentinel (owner 0: relink or the caller sets it) of a
+    // segment whose records are sorted.
+    static void finish(RingSegment* s, int gshift) noexcept {
         RingPoint* r = records(s);
-        count_index(s, r, dir_bits);
+        count_index(s, r, gshift);
         r[s->count()] = {kTop, 0};
     }
-    // idx[b] = number of points of `src` in buckets below b (idx[nb] = count).
-    static void count_index(RingSegment* s, const RingPoint* src, int dir_bits) noexcept {
+    // idx[b] = number of points of `src` in buckets below b (idx[kNb] = count).
+    static void count_index(RingSegment* s, const RingPoint* src, int gshift) noexcept {
         uint16_t* idx = index(s);
-        const uint32_t n = s->count(), nb = buckets(s), lshift = s->lshift_;
-        std::memset(idx, 0, (size_t{nb} + 1) * sizeof(uint16_t));
-        for (uint32_t i = 0; i < n; ++i) ++idx[((src[i].point << dir_bits) >> lshift) + 1];
-        prefix_sums(idx, nb);
+        const uint32_t n = s->count();
+        std::memset(idx, 0, (size_t{kNb} + 1) * sizeof(uint16_t));
+        for (uint32_t i = 0; i < n; ++i) ++idx[bucket(src[i].point, gshift) + 1];
+        prefix_sums(idx);
     }
-    // Running sums of idx[1..nb], four uint16 lanes at a time.
-    static void prefix_sums(uint16_t* idx, uint32_t nb) noexcept {
+    // Running sums of idx[1..kNb], four uint16 lanes at a time (kNb is a
+    // multiple of 4: the last entry, idx[kNb], is done alone).
+    static void prefix_sums(uint16_t* idx) noexcept {
         uint64_t carry = 0;  // the running total: one add a group on its chain
         uint32_t b = 1;
-        for (; b + 4 <= nb + 1; b += 4) {
+        for (; b + 4 <= kNb + 1; b += 4) {
             uint64_t x;
             std::memcpy(&x, idx + b, 8);
             x += x << 16;
@@ -146,59 +141,52 @@ public:
             std::memcpy(idx + b, &x, 8);
             carry += total;
         }
-        for (uint16_t run = static_cast<uint16_t>(carry); b <= nb; ++b)
+        for (uint16_t run = static_cast<uint16_t>(carry); b <= kNb; ++b)
             idx[b] = run = static_cast<uint16_t>(run + idx[b]);
     }
 
-    // The index of s, built from old's when they have the same local bits
-    // (copy, then shift the counts past each changed point: far cheaper than
-    // recounting), else counted afresh.  `changed` are the points added
-    // (delta +1) or removed (delta -1) going from old to s.
-    static bool same_shape(const RingSegment* s, const RingSegment* old) noexcept {
-        return s->lshift_ == old->lshift_ && old != empty();
-    }
-    static void shift_index(RingSegment* s, uint64_t point, int delta, int dir_bits) noexcept {
-        uint16_t* idx = index(s);
-        const uint32_t nb = buckets(s);
-        const uint16_t d = static_cast<uint16_t>(delta);
-        for (uint32_t b = bucket(s, point, dir_bits) + 1; b <= nb; ++b)
-            idx[b] = static_cast<uint16_t>(idx[b] + d);
-    }
+    // A changed segment's index from the old one's: copy it, then shift the
+    // starts past each added (delta +1) or removed (delta -1) point.
     static void copy_index(RingSegment* s, const RingSegment* old) noexcept {
-        std::memcpy(index(s), old->index(), (size_t{buckets(s)} + 1) * sizeof(uint16_t));
+        std::memcpy(index(s), old->index(), (size_t{kNb} + 1) * sizeof(uint16_t));
+    }
+    static void shift_index(RingSegment* s, uint64_t point, int delta, int gshift) noexcept {
+        uint16_t* idx = index(s);
+        const uint16_t d = static_cast<uint16_t>(delta);
+        for (uint32_t b = bucket(point, gshift) + 1; b <= kNb; ++b)
+            idx[b] = static_cast<uint16_t>(idx[b] + d);
     }
 
     // Sort a segment's records in place (they are there in any order): a
     // counting pass over the local buckets (which is also the index), then
     // one insertion-sort pass for the few buckets holding several points.
     // `tmp` and `bk` are caller scratch.
-    static void sort_in_place(RingSegment* s, int dir_bits, bool high_first,
+    static void sort_in_place(RingSegment* s, int gshift, bool high_first,
                               std::vector<RingPoint>& tmp, std::vector<uint16_t>& bk) {
-        const uint32_t n = s->count(), nb = buckets(s);
-        const uint32_t lshift = s->lshift_;  // a local: stores to r could alias members
+        const uint32_t n = s->count();
         RingPoint* r = records(s);
         uint16_t* idx = index(s);
         tmp.assign(r, r + n);
         bk.resize(n);
-        std::memset(idx, 0, (size_t{nb} + 1) * sizeof(uint16_t));
+        std::memset(idx, 0, (size_t{kNb} + 1) * sizeof(uint16_t));
         for (uint32_t i = 0; i < n; ++i) {
-            const uint32_t b = static_cast<uint32_t>((tmp[i].point << dir_bits) >> lshift);
+            const uint32_t b = bucket(tmp[i].point, gshift);
             bk[i] = static_cast<uint16_t>(b);
             ++idx[b + 1];
         }
-        prefix_sums(idx, nb);
+        prefix_sums(idx);
         // Scatter from the end of each bucket backwards (idx[b + 1] is its
         // end), then idx[b + 1] is its start: shift the index back by one.
         for (uint32_t i = n; i-- > 0;) r[--idx[bk[i] + 1]] = tmp[i];
-        std::memmove(idx, idx + 1, size_t{nb} * sizeof(uint16_t));
-        idx[nb] = static_cast<uint16_t>(n);
+        std::memmove(idx, idx + 1, size_t{kNb} * sizeof(uint16_t));
+        idx[kNb] = static_cast<uint16_t>(n);
         const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
             return point_less(a.point, a.owner, c.point, c.owner, high_first);
         };
         for (uint32_t i = 1; i < n; ++i) {
             if (!less(r[i], r[i - 1])) continue;
             // Out of order only within a bucket: move r[i] back.
-            const uint32_t b = static_cast<uint32_t>((r[i].point << dir_bits) >> lshift);
+            const uint32_t b = bucket(r[i].point, gshift);
             const uint32_t lo = idx[b];
             if (i - lo > 32) {  // a crowded bucket: sort the rest of it at once
                 const uint32_t hi = idx[b + 1];
@@ -214,30 +202,28 @@ public:
         r[n] = {kTop, 0};
     }
 
+    // The segment of the empty ring (never freed; no lookup reaches it).
     static const RingSegment* empty() noexcept {
         static const RingSegment* const e = [] {
             RingSegment* s = alloc(0);
-            finish(s, 1);
+            finish(s, 0);
             return s;
         }();
         return e;
     }
-
-    static RingEntry entry(const RingSegment* s) noexcept {
-        return {s, static_cast<uint16_t>(s->count()), static_cast<uint8_t>(s->lshift()), 0, 0};
-    }
-    // A segment for an empty hash range: only the sentinel.
+    // A segment for an empty hash range: a zero index and the sentinel.
     static RingSegment* stub(int32_t next_owner) {
         RingSegment* s = alloc(0);
-        finish(s, 1);
+        finish(s, 0);
         records(s)[0].owner = next_owner;
         return s;
     }
     // A copy of old (its own allocation) with the sentinel's owner changed.
     static RingSegment* resentinel(const RingSegment* old, int32_t next_owner) {
         RingSegment* s = alloc(old->count());
-        std::memcpy(records(s), old->records(),
-                    bytes(old->count()) - sizeof(RingSegment));  // records and index
+        std::memcpy(reinterpret_cast<char*>(s) + RingSegment::kIndexOffset,
+                    reinterpret_cast<const char*>(old) + RingSegment::kIndexOffset,
+                    bytes(old->count()) - RingSegment::kIndexOffset);  // index and records
         records(s)[s->count()].owner = next_owner;
         return s;
     }
@@ -249,8 +235,8 @@ public:
     }
 };
 
-uint32_t RingEntry::bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept {
-    const RingPoint* r = seg->records();
+uint32_t RingSegment::bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept {
+    const RingPoint* r = records();
     return static_cast<uint32_t>(
         std::lower_bound(r + lo, r + hi, h,
                          [](const RingPoint& p, uint64_t v) { return p.point < v; }) - r);
@@ -275,9 +261,11 @@ RetiredSegments::~RetiredSegments() {
 // -- snapshot lookups --------------------------------------------------------
 
 RingSnapshot::Cursor RingSnapshot::locate(uint64_t h) const noexcept {
-    const uint32_t i = static_cast<uint32_t>(h >> shift_);
-    const uint32_t pos = dir_[i].position(h << bits_, h);
-    if (pos == dir_[i].count) return {next_nonempty(i), 0};
+    const uint64_t g = h >> gshift_;
+    const uint32_t i = static_cast<uint32_t>(g >> RingSegment::kLocalBits);
+    const uint32_t pos =
+        dir_[i]->position(static_cast<uint32_t>(g & (RingSegment::kBuckets - 1)), h);
+    if (pos == dir_[i]->count()) return {next_nonempty(i), 0};
     return {i, pos};
 }
 
@@ -324,20 +312,20 @@ void RingSnapshot::live_owner_many(const uint64_t* hashes, size_t count, const u
     }
     if (alive == nullptr) {
         // Locals, not members: stores to out (int32) could alias int members.
-        const RingEntry* dir = dir_.data();
+        const RingSegment* const* dir = dir_.data();
         const int32_t* slots = slot_index_.data();
-        const int bits = bits_, shift = shift_;
+        const int gshift = gshift_;
+        const auto slot = [dir, gshift](uint64_t h) {
+            const uint64_t g = h >> gshift;
+            const RingSegment* seg = dir[g >> RingSegment::kLocalBits];
+            const uint32_t b = static_cast<uint32_t>(g & (RingSegment::kBuckets - 1));
+            return seg->records()[seg->position(b, h)].owner;
+        };
         if (identity_) {  // no node removed since slots were numbered: slot = index
-            for (size_t i = 0; i < count; ++i) {
-                const uint64_t h = hashes[i];
-                out[i] = dir[h >> shift].slot(h << bits, h);
-            }
+            for (size_t i = 0; i < count; ++i) out[i] = slot(hashes[i]);
             return;
         }
-        for (size_t i = 0; i < count; ++i) {
-            const uint64_t h = hashes[i];
-            out[i] = slots[dir[h >> shift].slot(h << bits, h)];
-        }
+        for (size_t i = 0; i < count; ++i) out[i] = slots[slot(hashes[i])];
         return;
     }
     for (size_t i = 0; i < count; ++i) {
@@ -348,9 +336,9 @@ void RingSnapshot::live_owner_many(const uint64_t* hashes, size_t count, const u
 
 void RingSnapshot::export_points(uint64_t* points, int32_t* owners) const noexcept {
     size_t k = 0;
-    for (const RingEntry& e : dir_) {
-        const RingPoint* r = e.seg->records();
-        for (uint32_t i = 0; i < e.count; ++i, ++k) {
+    for (const RingSegment* seg : dir_) {
+        const RingPoint* r = seg->records();
+        for (uint32_t i = 0; i < seg->count(); ++i, ++k) {
             points[k] = r[i].point;
             owners[k] = slot_index(r[i].owner);
         }
@@ -400,10 +388,10 @@ struct Built {
 
 // The owner of the first point at or after segment i, wrapping (the ring
 // must have a point).
-int32_t first_owner_from(const std::vector<RingEntry>& dir, uint32_t i) {
+int32_t first_owner_from(const std::vector<const RingSegment*>& dir, uint32_t i) {
     const uint32_t mask = static_cast<uint32_t>(dir.size()) - 1;
-    while (dir[i].count == 0) i = (i + 1) & mask;
-    return dir[i].seg->records()[0].owner;
+    while (dir[i]->count() == 0) i = (i + 1) & mask;
+    return dir[i]->records()[0].owner;
 }
 
 // After a change placed new segments at `touched` (a fresh flag each, in
@@ -411,11 +399,11 @@ int32_t first_owner_from(const std::vector<RingEntry>& dir, uint32_t i) {
 // and give each touched range's predecessors (back to the previous nonempty
 // segment) the first owner at or after it, copying an old predecessor only
 // if its sentinel changes (when a segment's first point changed).
-void relink(std::vector<RingEntry>& dir, const std::vector<uint32_t>& touched,
+void relink(std::vector<const RingSegment*>& dir, const std::vector<uint32_t>& touched,
             std::vector<uint8_t>& fresh, std::vector<const RingSegment*>& built,
             std::vector<const RingSegment*>& replaced) {
     const uint32_t mask = static_cast<uint32_t>(dir.size()) - 1;
-    const auto owned = [&](uint32_t j) { return const_cast<RingSegment*>(dir[j].seg); };
+    const auto owned = [&](uint32_t j) { return const_cast<RingSegment*>(dir[j]); };
     for (uint32_t t : touched)
         SegmentBuilder::set_sentinel(owned(t), first_owner_from(dir, (t + 1) & mask));
     for (uint32_t t : touched) {
@@ -423,19 +411,19 @@ void relink(std::vector<RingEntry>& dir, const std::vector<uint32_t>& touched,
         uint32_t j = t;
         do {
             j = (j - 1) & mask;
-            if (SegmentBuilder::sentinel(dir[j].seg) != v) {
+            if (SegmentBuilder::sentinel(dir[j]) != v) {
                 if (fresh[j]) {
                     SegmentBuilder::set_sentinel(owned(j), v);
                 } else {
                     built.push_back(nullptr);  // grow first, so the copy is never unowned
-                    RingSegment* c = SegmentBuilder::resentinel(dir[j].seg, v);
+                    RingSegment* c = SegmentBuilder::resentinel(dir[j], v);
                     built.back() = c;
-                    replaced.push_back(dir[j].seg);
-                    dir[j] = SegmentBuilder::entry(c);
+                    replaced.push_back(dir[j]);
+                    dir[j] = c;
                     fresh[j] = 1;
                 }
             }
-        } while (dir[j].count == 0 && j != t);
+        } while (dir[j]->count() == 0 && j != t);
     }
 }
 
@@ -449,7 +437,7 @@ void check_owners(const std::vector<RingPoint>& pts, size_t slots) {
 
 SegmentedRing::SegmentedRing()
     : cur_(std::make_shared<RingSnapshot>()), tail_(std::make_shared<RetiredSegments>()) {
-    cur_->dir_.assign(2, SegmentBuilder::entry(SegmentBuilder::empty()));
+    cur_->dir_.assign(2, SegmentBuilder::empty());
     cur_->retired_ = tail_;
 }
 
@@ -458,8 +446,8 @@ SegmentedRing::~SegmentedRing() {
     // Readers may still hold the current snapshot: its segments go to the
     // link it holds, freed with the last such snapshot.
     try {
-        for (const RingEntry& e : cur_->dir_)
-            if (e.seg != SegmentBuilder::empty()) tail_->segs.push_back(e.seg);
+        for (const RingSegment* seg : cur_->dir_)
+            if (seg != SegmentBuilder::empty()) tail_->segs.push_back(seg);
     } catch (...) {  // out of memory: leak rather than free what a reader may use
     }
     cur_.reset();
@@ -481,8 +469,8 @@ void SegmentedRing::publish(std::shared_ptr<RingSnapshot> next,
 
 void SegmentedRing::collect(const RingSnapshot& s, std::vector<RingPoint>& out) const {
     out.reserve(out.size() + s.size());
-    for (const RingEntry& e : s.dir_)
-        out.insert(out.end(), e.seg->records(), e.seg->records() + e.count);
+    for (const RingSegment* seg : s.dir_)
+        out.insert(out.end(), seg->records(), seg->records() + seg->count());
 }
 
 // A fresh partition: count the points by their top bits, allocate every
@@ -504,9 +492,10 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     }
     auto next = std::make_shared<RingSnapshot>();
     auto link = std::make_shared<RetiredSegments>();
-    next->dir_.assign(n_segs, SegmentBuilder::entry(SegmentBuilder::empty()));
+    next->dir_.assign(n_segs, SegmentBuilder::empty());
     next->bits_ = bits;
     next->shift_ = shift;
+    next->gshift_ = shift - RingSegment::kLocalBits;
     next->size_ = static_cast<uint32_t>(pts.size());
     std::vector<uint32_t> counts;
     for (uint32_t i = 0; i < n_segs; ++i)
@@ -520,13 +509,13 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     built.segs.assign(segs.begin(), segs.end());  // reserved: no throw
     for (uint32_t i = 0, k = 0; i < n_segs; ++i) {
         if (!fill[i]) continue;
-        next->dir_[i] = SegmentBuilder::entry(segs[k]);
+        next->dir_[i] = segs[k];
         dst[i] = SegmentBuilder::records(segs[k++]);
     }
     for (const RingPoint& p : pts) *dst[p.point >> shift]++ = p;
     std::vector<RingPoint> tmp;
     for (RingSegment* seg : segs)
-        SegmentBuilder::sort_in_place(seg, bits, high_first, tmp, scratch_);
+        SegmentBuilder::sort_in_place(seg, next->gshift_, high_first, tmp, scratch_);
     // Sentinels, from the top down: each segment's is the first owner after
     // it (wrapping); an empty range gets a stub holding just that.
     if (!pts.empty()) {
@@ -535,17 +524,17 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
             if (fill[i] == 0) {
                 RingSegment* st = SegmentBuilder::stub(next_owner);
                 built.segs.push_back(st);  // reserved: no throw
-                next->dir_[i] = SegmentBuilder::entry(st);
+                next->dir_[i] = st;
                 continue;
             }
-            RingSegment* seg = const_cast<RingSegment*>(next->dir_[i].seg);
+            RingSegment* seg = const_cast<RingSegment*>(next->dir_[i]);
             SegmentBuilder::set_sentinel(seg, next_owner);
             next_owner = seg->records()[0].owner;
         }
     }
     next->set_slot_index(std::move(slot_index));
-    for (const RingEntry& e : cur_->dir_)
-        if (e.seg != SegmentBuilder::empty()) tail_->segs.push_back(e.seg);
+    for (const RingSegment* seg : cur_->dir_)
+        if (seg != SegmentBuilder::empty()) tail_->segs.push_back(seg);
     built.committed = true;
     last_written_ = static_cast<uint32_t>(built.segs.size());
     slot_points_.swap(per_slot);
@@ -585,7 +574,12 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts,
     next->dir_ = cur.dir_;
     next->bits_ = cur.bits_;
     next->shift_ = cur.shift_;
+    next->gshift_ = cur.gshift_;
     next->size_ = static_cast<uint32_t>(total);
+    const int gshift = cur.gshift_;
+    const auto position = [gshift](const RingSegment* seg, uint64_t h) {
+        return seg->position(SegmentBuilder::bucket(h, gshift), h);
+    };
     Built built;
     built.segs.reserve(pts.size());
     std::vector<const RingSegment*> replaced;
@@ -597,12 +591,11 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts,
         const uint32_t i = static_cast<uint32_t>(pts[a].point >> cur.shift_);
         size_t b = a + 1;
         while (b < pts.size() && (pts[b].point >> cur.shift_) == i) ++b;
-        const RingSegment* old = cur.dir_[i].seg;
+        const RingSegment* old = cur.dir_[i];
         RingSegment* s = SegmentBuilder::alloc(static_cast<uint32_t>(old->count() + (b - a)));
         built.segs.push_back(s);
         RingPoint* r = SegmentBuilder::records(s);
         const RingPoint* o = old->records();
-        const RingEntry& oe = cur.dir_[i];
         const uint32_t n_old = old->count();
         uint32_t x = 0, k = 0;
         // Each new point goes after the old points below it (and, unless
@@ -612,11 +605,11 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts,
             const uint64_t p = pts[y].point;
             uint32_t at;
             if (high_first)
-                at = oe.position(p << cur.bits_, p);  // before the old points equal to p
+                at = position(old, p);  // before the old points equal to p
             else if (p == kTop || ((p + 1) >> cur.shift_) != i)
-                at = oe.count;  // p is the top of this segment's range
+                at = n_old;  // p is the top of this segment's range
             else
-                at = oe.position((p + 1) << cur.bits_, p + 1);  // after those equal to p
+                at = position(old, p + 1);  // after those equal to p
             if (at < x) at = x;  // cannot happen (pts are sorted); keeps the copy in bounds
             std::memcpy(r + k, o + x, (at - x) * sizeof(RingPoint));
             k += at - x;
@@ -626,14 +619,9 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts,
         std::memcpy(r + k, o + x, (n_old - x) * sizeof(RingPoint));
         k += n_old - x;
         r[k] = {kTop, 0};
-        if (SegmentBuilder::same_shape(s, old)) {
-            SegmentBuilder::copy_index(s, old);
-            for (size_t y = a; y < b; ++y)
-                SegmentBuilder::shift_index(s, pts[y].point, +1, cur.bits_);
-        } else {
-            SegmentBuilder::finish(s, cur.bits_);
-        }
-        next->dir_[i] = SegmentBuilder::entry(s);
+        SegmentBuilder::copy_index(s, old);
+        for (size_t y = a; y < b; ++y) SegmentBuilder::shift_index(s, pts[y].point, +1, gshift);
+        next->dir_[i] = s;
         touched.push_back(i);
         fresh[i] = 1;
         if (old != SegmentBuilder::empty()) replaced.push_back(old);
@@ -668,6 +656,8 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
     next->dir_ = cur.dir_;
     next->bits_ = cur.bits_;
     next->shift_ = cur.shift_;
+    next->gshift_ = cur.gshift_;
+    const int gshift = cur.gshift_;
     Built built;
     std::vector<const RingSegment*> replaced;
     std::vector<uint32_t> touched;
@@ -680,7 +670,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
     // positions `gone` (runs between them are copied at once).
     std::vector<uint32_t> gone;
     const auto rewrite = [&](uint32_t i) {
-        const RingSegment* old = cur.dir_[i].seg;
+        const RingSegment* old = cur.dir_[i];
         const RingPoint* o = old->records();
         const uint32_t n_old = old->count();
         const uint32_t kept = n_old - static_cast<uint32_t>(gone.size());
@@ -692,25 +682,23 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         if (kept == 0) {  // an empty range: a stub (relink sets its sentinel)
             RingSegment* st = SegmentBuilder::stub(0);
             built.segs.back() = st;
-            next->dir_[i] = SegmentBuilder::entry(st);
+            next->dir_[i] = st;
             return;
         }
         RingSegment* s = SegmentBuilder::alloc(kept);
         built.segs.back() = s;
         RingPoint* r = SegmentBuilder::records(s);
-        const bool derive = SegmentBuilder::same_shape(s, old);
-        if (derive) SegmentBuilder::copy_index(s, old);
+        SegmentBuilder::copy_index(s, old);
         uint32_t x = 0, k = 0;
         for (uint32_t at : gone) {
             std::memcpy(r + k, o + x, (at - x) * sizeof(RingPoint));
             k += at - x;
-            if (derive) SegmentBuilder::shift_index(s, o[at].point, -1, cur.bits_);
+            SegmentBuilder::shift_index(s, o[at].point, -1, gshift);
             x = at + 1;
         }
         std::memcpy(r + k, o + x, (n_old - x) * sizeof(RingPoint));
         r[kept] = {kTop, 0};
-        if (!derive) SegmentBuilder::finish(s, cur.bits_);
-        next->dir_[i] = SegmentBuilder::entry(s);
+        next->dir_[i] = s;
     };
     // Fast path: find each hinted point with the old segment's index.
     std::vector<RingPoint> pts(hint);
@@ -720,16 +708,17 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
     bool exact = true;
     for (size_t a = 0; a < pts.size() && exact;) {
         const uint32_t i = static_cast<uint32_t>(pts[a].point >> cur.shift_);
-        const RingEntry& e = cur.dir_[i];
-        const RingPoint* o = e.seg->records();
+        const RingSegment* seg = cur.dir_[i];
+        const RingPoint* o = seg->records();
+        const uint32_t n_old = seg->count();
         gone.clear();
         size_t b = a;
         for (; b < pts.size() && (pts[b].point >> cur.shift_) == i; ++b) {
             const uint64_t p = pts[b].point;
-            uint32_t at = e.position(p << cur.bits_, p);
+            uint32_t at = seg->position(SegmentBuilder::bucket(p, gshift), p);
             if (!gone.empty() && at <= gone.back()) at = gone.back() + 1;
-            while (at < e.count && o[at].point == p && o[at].owner != pts[b].owner) ++at;
-            if (at >= e.count || o[at].point != p || !dropped(o[at].owner)) {
+            while (at < n_old && o[at].point == p && o[at].owner != pts[b].owner) ++at;
+            if (at >= n_old || o[at].point != p || !dropped(o[at].owner)) {
                 exact = false;  // not there, or not a dropped owner's: a wrong hint
                 break;
             }
@@ -749,10 +738,10 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
         removed = 0;
         next->dir_ = cur.dir_;
         for (uint32_t i = 0; i < cur.dir_.size(); ++i) {
-            const RingEntry& e = cur.dir_[i];
+            const RingSegment* seg = cur.dir_[i];
             gone.clear();
-            for (uint32_t x = 0; x < e.count; ++x)
-                if (dropped(e.seg->records()[x].owner)) gone.push_back(x);
+            for (uint32_t x = 0; x < seg->count(); ++x)
+                if (dropped(seg->records()[x].owner)) gone.push_back(x);
             if (!gone.empty()) rewrite(i);
         }
     }
@@ -761,9 +750,9 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
                              choose_bits(next->size_) < cur.bits_)) {
         std::vector<RingPoint> all;
         all.reserve(next->size_);
-        for (const RingEntry& e : cur.dir_)
-            for (uint32_t x = 0; x < e.count; ++x)
-                if (!dropped(e.seg->records()[x].owner)) all.push_back(e.seg->records()[x]);
+        for (const RingSegment* seg : cur.dir_)
+            for (uint32_t x = 0; x < seg->count(); ++x)
+                if (!dropped(seg->records()[x].owner)) all.push_back(seg->records()[x]);
         rebuild_all(all, std::move(slot_index), high_first_);  // `built` is freed unpublished
         return cur_;
     }

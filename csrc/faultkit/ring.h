@@ -47,74 +47,66 @@ struct RingPoint {
 };
 
 // One hash range's points: immutable once published.  One allocation: this
-// header, the points with their owners, a sentinel record {UINT64_MAX, owner
-// of the first point after this segment, wrapping}, then a local index over
-// the next bits of the hash.  A point and its owner share a cache line, so a
-// lookup touches the index and one record, and a key above the segment's
-// last point reads the sentinel's owner: no branch for the wrap.  An empty
-// hash range has a segment of its own too (count 0, just the sentinel).
+// header; a local index of kBuckets + 1 uint16 bucket starts over the next
+// kLocalBits bits of the hash; the records {point, owner} sorted; then a
+// sentinel record {UINT64_MAX, owner of the first point after this segment,
+// wrapping}.  Every offset is a constant, so a lookup needs no field of the
+// segment before its index; a point and its owner share a cache line; and a
+// key above the segment's last point reads the sentinel's owner, with no
+// branch for the wrap.  An empty hash range has a segment of its own too
+// (count 0: a zero index and the sentinel).
 class RingSegment {
 public:
-    // Above this many points in one local bucket (only in crowded segments),
-    // a bucket is searched by bisection rather than a scan.
+    // Local index: 128 buckets, about half a point each when a segment holds
+    // its target ~48 points (see ring.cc); a crowded bucket is scanned, and
+    // above kMaxScan points bisected.
+    static constexpr int kLocalBits = 7;
+    static constexpr uint32_t kBuckets = uint32_t{1} << kLocalBits;
     static constexpr uint32_t kMaxScan = 16;
-    // Local index bits: 2^lbits >= 2 x count (about half a point a bucket),
-    // at most this many.
-    static constexpr int kMaxLocalBits = 15;
-    // Points in one segment: counts and local index entries are uint16.
+    // Points in one segment: index entries are uint16.
     static constexpr uint32_t kMaxPoints = 65535;
+    static constexpr size_t kIndexOffset = 16;
+    static constexpr size_t kRecordsOffset =
+        kIndexOffset + (((kBuckets + 1) * sizeof(uint16_t) + 15) & ~size_t{15});
 
     uint32_t count() const noexcept { return count_; }
-    uint32_t lshift() const noexcept { return lshift_; }
-    const RingPoint* records() const noexcept {
-        return reinterpret_cast<const RingPoint*>(this + 1);
-    }
     const uint16_t* index() const noexcept {
-        return reinterpret_cast<const uint16_t*>(records() + count_ + 1);
+        return reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(this) +
+                                                 kIndexOffset);
+    }
+    const RingPoint* records() const noexcept {
+        return reinterpret_cast<const RingPoint*>(reinterpret_cast<const char*>(this) +
+                                                  kRecordsOffset);
     }
 
-private:
-    friend class SegmentBuilder;
-    uint32_t count_;
-    uint32_t lshift_;  // local bucket = (h << directory bits) >> lshift_ (64 - local bits)
-    struct Arena* arena_;  // the block it was built in with others, or null if alone
-};
-static_assert(sizeof(RingSegment) == 16 && sizeof(RingPoint) == 16, "segment layout");
-
-// A directory entry: the segment and what a lookup needs before reading it.
-struct RingEntry {
-    const RingSegment* seg;
-    uint16_t count;  // seg->count()
-    uint8_t lshift;  // seg->lshift()
-    uint8_t unused8;
-    uint32_t unused32;
-
-    // First position i with seg->records()[i].point >= h, or count if none
-    // is.  `rest` is h shifted left by the directory's bits.
-    inline uint32_t position(uint64_t rest, uint64_t h) const noexcept {
-        const RingPoint* r = reinterpret_cast<const RingPoint*>(seg + 1);
-        const uint16_t* idx = reinterpret_cast<const uint16_t*>(r + count + 1);
-        const uint64_t b = rest >> lshift;
+    // First position i with records()[i].point >= h, or count() if none is;
+    // b is h's local bucket.
+    inline uint32_t position(uint32_t b, uint64_t h) const noexcept {
+        const uint16_t* idx = index();
         const uint32_t lo = idx[b];
         const uint32_t n = uint32_t{idx[b + 1]} - lo;
-        const RingPoint* p = r + lo;
+        const RingPoint* p = records() + lo;
         // p[0] is the bucket's first point or, in an empty bucket, a later
         // one (or the sentinel), so one compare decides a bucket of 0 or 1.
         if (n <= 1) return lo + (p[0].point < h);
-        if (n <= RingSegment::kMaxScan) {
+        if (n <= kMaxScan) {
             uint32_t k = 0;
             for (uint32_t j = 0; j < n; ++j) k += p[j].point < h;
             return lo + k;
         }
         return bisect(lo, lo + n, h);
     }
-    // The slot owning the first point >= h, wrapping (the sentinel's owner
-    // when h is above the segment's last point).
-    inline int32_t slot(uint64_t rest, uint64_t h) const noexcept {
-        return seg->records()[position(rest, h)].owner;
-    }
+
+private:
+    friend class SegmentBuilder;
     uint32_t bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcept;
+
+    uint32_t count_;
+    uint32_t unused_;
+    struct Arena* arena_;  // the block it was built in with others, or null if alone
 };
+static_assert(sizeof(RingSegment) == RingSegment::kIndexOffset && sizeof(RingPoint) == 16,
+              "segment layout");
 
 // Segments retired by one change, freed with the last snapshot that can see
 // them (see the top of this file).
@@ -130,7 +122,7 @@ public:
     uint32_t size() const noexcept { return size_; }
     int bits() const noexcept { return bits_; }
     uint32_t segments() const noexcept { return uint32_t{1} << bits_; }
-    const RingEntry* directory() const noexcept { return dir_.data(); }
+    const RingSegment* const* directory() const noexcept { return dir_.data(); }
     // Slots ever issued since the last renumbering (the slot map's length).
     int32_t slots() const noexcept { return static_cast<int32_t>(slot_index_.size()); }
     // Node index of a slot (-1 for a slot whose node was removed).
@@ -140,7 +132,10 @@ public:
 
     // The node index owning the first point >= h, wrapping.  Requires size() > 0.
     inline int32_t owner(uint64_t h) const noexcept {
-        const int32_t s = dir_[h >> shift_].slot(h << bits_, h);
+        const uint64_t g = h >> gshift_;  // segment and local bucket
+        const RingSegment* seg = dir_[g >> RingSegment::kLocalBits];
+        const uint32_t b = static_cast<uint32_t>(g & (RingSegment::kBuckets - 1));
+        const int32_t s = seg->records()[seg->position(b, h)].owner;
         if (identity_) return s;  // no node removed since slots were numbered
         return slot_index_[s];
     }
@@ -175,12 +170,12 @@ private:
     // The first nonempty segment after i, wrapping (requires size() > 0).
     uint32_t next_nonempty(uint32_t i) const noexcept {
         const uint32_t mask = segments() - 1;
-        do i = (i + 1) & mask; while (dir_[i].count == 0);
+        do i = (i + 1) & mask; while (dir_[i]->count() == 0);
         return i;
     }
-    int32_t slot_at(Cursor c) const noexcept { return dir_[c.seg].seg->records()[c.pos].owner; }
+    int32_t slot_at(Cursor c) const noexcept { return dir_[c.seg]->records()[c.pos].owner; }
     void advance(Cursor& c) const noexcept {
-        if (++c.pos == dir_[c.seg].count) c = {next_nonempty(c.seg), 0};
+        if (++c.pos == dir_[c.seg]->count()) c = {next_nonempty(c.seg), 0};
     }
     int32_t node_at(Cursor c) const noexcept { return slot_index(slot_at(c)); }
 
@@ -191,13 +186,14 @@ private:
             identity_ &= slot_index_[s] == static_cast<int32_t>(s);
     }
 
-    std::vector<RingEntry> dir_;
+    std::vector<const RingSegment*> dir_;
     std::vector<int32_t> slot_index_;
     bool identity_ = true;  // slot_index_[s] == s for every slot
     std::shared_ptr<RetiredSegments> retired_;  // what changes after this one retire
     uint32_t size_ = 0;
     int bits_ = 1;
-    int shift_ = 63;
+    int shift_ = 63;   // segment = h >> shift_
+    int gshift_ = 56;  // segment and local bucket = h >> gshift_ (shift_ - kLocalBits)
 };
 
 // The writer: builds snapshots and publishes them.  Writer methods take an
