@@ -187,3 +187,15 @@ def test_the_largest_deleted_object_is_kept_as_the_spare(tmp_path):
     assert store.list() == []
     assert store.put_atomic("d", lambda f: f.write(b"y" * 7)) == 7  # written over the 5000-byte spare
     assert bytes(store.get("d")) == b"y" * 7 and names(tmp_path) == ["d"]
+
+
+def test_with_fsync_the_spare_is_durably_renamed_before_it_is_overwritten(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path, fsync=True)
+    store.put_atomic("a", lambda f: f.write(b"1" * 5000))
+    store.delete("a")
+    events = []
+    real = store._fsync_dir
+    monkeypatch.setattr(store, "_fsync_dir", lambda: (events.append("dir fsync"), real())[1])
+    store.put_atomic("b", lambda f: (events.append("write"), f.write(b"2" * 10))[1])
+    assert events == ["dir fsync", "write", "dir fsync"]  # before the first byte, and the commit's
+    assert names(tmp_path) == ["b"] and bytes(store.get("b")) == b"2" * 10

@@ -216,6 +216,11 @@ class LocalStore(Store):
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
             if os.fstat(fd).st_nlink != 1:  # hard-linked elsewhere (a backup): not ours to overwrite
                 raise OSError("spare has other links")
+            if self.fsync:
+                # Make the renames that retired it durable before its bytes
+                # change: after a power loss it must not reappear under its
+                # old checkpoint name holding part of the new one.
+                self._fsync_dir()
         except OSError as e:
             os.close(fd)
             self._unlink(tmp)
