@@ -80,6 +80,7 @@ public:
     // Segments of the given sizes (all > 0) in one allocation, freed when
     // the last of them is (a fresh build allocates once, not per segment).
     static void alloc_many(const uint32_t* counts, size_t n, RingSegment** out) {
+        if (n == 0) return;  // no block: nothing would ever free it
         size_t total = sizeof(Arena);
         for (size_t i = 0; i < n; ++i) {
             check(counts[i]);
