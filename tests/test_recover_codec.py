@@ -254,3 +254,16 @@ def test_split_table_dicts_and_dict_subtleties():
     for i in range(0, 1000, 3):
         del big[str(i)]
     assert tree_of(big) == ref_tree(big)
+
+
+def test_decoded_dict_keys_are_exact_for_every_short_length():
+    # The decoder caches short ASCII keys by their length and bytes: keys of
+    # every length up to past the cached limit, differing in one byte at any
+    # position (or not ASCII), must come back exactly.
+    for n in range(0, 41):
+        base = "k" * n
+        keys = [base] + [base[:i] + c + base[i + 1:] for i in range(n) for c in ("j", "\xe9", "\U0001F600")]
+        d = {k: i for i, k in enumerate(keys)}
+        out = loads(dumps([d, d]))
+        assert list(out[0].items()) == list(d.items()) and list(out[1].items()) == list(d.items())
+        assert out[0].keys() == out[1].keys()

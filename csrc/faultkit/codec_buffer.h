@@ -210,6 +210,10 @@ public:
         return v;
     }
     uint64_t varint() {
+        if (p_ != end_ && *p_ < 0x80) return *p_++;  // one byte: most lengths and counts
+        return varint_long();
+    }
+    uint64_t varint_long() {
         uint64_t v = 0;
         for (int shift = 0; shift < 64; shift += 7) {
             if (p_ == end_) fail("truncated varint");

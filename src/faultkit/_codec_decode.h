@@ -21,32 +21,67 @@ struct Blob {
 };
 
 // Short dict keys recur (100k records with the same 5 keys): reuse the str.
+// A slot remembers its key's length and bytes as four words, so a hit is
+// decided without hashing the whole key or touching the str object.
 class KeyCache {
 public:
     static constexpr size_t kSlots = 512;
     static constexpr size_t kMaxLen = 32;
     ~KeyCache() {
-        for (PyObject* o : slots_) Py_XDECREF(o);
+        for (Slot& s : slots_) Py_XDECREF(s.str);
     }
     PyObject* get(const uint8_t* p, size_t n) {
-        size_t h = static_cast<size_t>(faultkit::xxh3_64(p, n, 0)) & (kSlots - 1);
-        PyObject* o = slots_[h];
-        if (o && static_cast<size_t>(PyUnicode_GET_LENGTH(o)) == n && std::memcmp(PyUnicode_DATA(o), p, n) == 0) {
-            Py_INCREF(o);
-            return o;
+        uint64_t w[4];
+        words(p, n, w);
+        uint64_t h = (w[0] ^ (w[1] * 0x9E3779B97F4A7C15ull) ^ (w[2] * 0xC2B2AE3D27D4EB4Full) ^ w[3] ^ n) *
+                     0xFF51AFD7ED558CCDull;
+        Slot& s = slots_[h >> 55];  // the top 9 bits: kSlots
+        if (s.str && s.n == n && s.w[0] == w[0] && s.w[1] == w[1] && s.w[2] == w[2] && s.w[3] == w[3]) {
+            Py_INCREF(s.str);
+            return s.str;
         }
-        for (size_t i = 0; i < n; ++i)
-            if (p[i] & 0x80) return nullptr;  // only ASCII keys are cached (length == bytes)
-        PyObject* s = PyUnicode_DecodeASCII(reinterpret_cast<const char*>(p), static_cast<Py_ssize_t>(n), nullptr);
-        if (!s) throw_py();
-        Py_XDECREF(slots_[h]);
-        Py_INCREF(s);
-        slots_[h] = s;
-        return s;
+        if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull) return nullptr;  // only ASCII keys (length == bytes)
+        PyObject* o = PyUnicode_DecodeASCII(reinterpret_cast<const char*>(p), static_cast<Py_ssize_t>(n), nullptr);
+        if (!o) throw_py();
+        Py_XDECREF(s.str);
+        Py_INCREF(o);
+        s = Slot{o, n, {w[0], w[1], w[2], w[3]}};
+        return o;
     }
 
 private:
-    PyObject* slots_[kSlots] = {};
+    struct Slot {
+        PyObject* str;
+        size_t n;
+        uint64_t w[4];
+    };
+    static_assert(kSlots == 512, "get() indexes with the top 9 bits of the hash");
+
+    // The n <= 32 bytes at p as four words that, with n, determine them all:
+    // overlapping loads that stay within [p, p + n) and cover it.
+    static void words(const uint8_t* p, size_t n, uint64_t* w) {
+        w[2] = w[3] = 0;
+        if (n >= 16) {
+            std::memcpy(&w[0], p, 8);
+            std::memcpy(&w[1], p + 8, 8);
+            std::memcpy(&w[2], p + n - 16, 8);
+            std::memcpy(&w[3], p + n - 8, 8);
+        } else if (n >= 8) {
+            std::memcpy(&w[0], p, 8);
+            std::memcpy(&w[1], p + n - 8, 8);
+        } else if (n >= 4) {
+            uint32_t x, y;
+            std::memcpy(&x, p, 4);
+            std::memcpy(&y, p + n - 4, 4);
+            w[0] = x;
+            w[1] = y;
+        } else {
+            w[0] = n ? (uint64_t{p[0]} | uint64_t{p[n / 2]} << 8 | uint64_t{p[n - 1]} << 16) : 0;
+            w[1] = 0;
+        }
+    }
+
+    Slot slots_[kSlots] = {};
 };
 
 class Decoder {
@@ -105,7 +140,37 @@ private:
 
     PyObject* decode(size_t depth, bool key = false) {
         if (depth > kMaxDepth) r_.fail("nested deeper than the depth limit");
+        return decode_tag(r_.u8(), depth, key);
+    }
+
+    // An item of a container at `depth`: the common leaves decoded inline,
+    // without a call; the rest by decode_tag.
+    __attribute__((always_inline)) inline PyObject* item(size_t depth, bool key = false) {
+        if (depth + 1 > kMaxDepth) r_.fail("nested deeper than the depth limit");
         uint8_t tag = r_.u8();
+        switch (tag) {
+            case kTagStr:
+                return str(r_.varint(), key);
+            case kTagInt64:
+                return check(PyLong_FromLongLong(static_cast<long long>(r_.u64())));
+            case kTagFloat: {
+                uint64_t bits = r_.u64();
+                double d;
+                std::memcpy(&d, &bits, 8);
+                return check(PyFloat_FromDouble(d));
+            }
+            case kTagNone:
+                Py_RETURN_NONE;
+            case kTagFalse:
+                Py_RETURN_FALSE;
+            case kTagTrue:
+                Py_RETURN_TRUE;
+            default:
+                return decode_tag(tag, depth + 1, key);
+        }
+    }
+
+    PyObject* decode_tag(uint8_t tag, size_t depth, bool key) {
         switch (tag) {
             case kTagNone:
                 Py_RETURN_NONE;
@@ -151,7 +216,7 @@ private:
                 bool is_list = tag == kTagList;
                 PyRef seq(check(is_list ? PyList_New(static_cast<Py_ssize_t>(n)) : PyTuple_New(static_cast<Py_ssize_t>(n))));
                 for (uint64_t i = 0; i < n; ++i) {
-                    PyObject* item = decode(depth + 1);
+                    PyObject* item = this->item(depth);
                     if (is_list)
                         PyList_SET_ITEM(seq.p, static_cast<Py_ssize_t>(i), item);
                     else
@@ -167,8 +232,8 @@ private:
                 PyRef d(check(PyDict_New()));
 #endif
                 for (uint64_t i = 0; i < n; ++i) {
-                    PyRef k(decode(depth + 1, true));
-                    PyRef v(decode(depth + 1));
+                    PyRef k(item(depth, true));
+                    PyRef v(item(depth));
                     if (PyDict_SetItem(d.p, k.p, v.p) < 0) corrupt_from_python("bad dict key");
                 }
                 return d.release();
