@@ -267,3 +267,17 @@ def test_decoded_dict_keys_are_exact_for_every_short_length():
         out = loads(dumps([d, d]))
         assert list(out[0].items()) == list(d.items()) and list(out[1].items()) == list(d.items())
         assert out[0].keys() == out[1].keys()
+
+
+def test_repeated_and_colliding_dict_keys_encode_exactly():
+    # The encoder caches small dicts' short ASCII keys by object: shared key
+    # objects, equal keys in distinct objects, keys around the cached length
+    # (22 bytes), non-ASCII and non-str keys, and far more keys than slots.
+    shared = [("k" * n) for n in range(0, 26)]
+    records = []
+    for i in range(2000):
+        d = {shared[i % 26]: i, "x" + str(i % 97): None, "\xe9t\xe9": 1.5, i % 7: [shared[(i * 5) % 26]]}
+        d["".join(["id"])] = i  # an equal key in a fresh object each time
+        records.append(d)
+    assert tree_of(records) == ref_tree(records)
+    assert loads(dumps(records)) == records

@@ -115,6 +115,14 @@ public:
         return d + n;
     }
 
+    // Room for n more bytes at the returned cursor; commit(end) then counts
+    // the bytes written there (end is past the last of them, at most n on).
+    uint8_t* tail(size_t n) {
+        ensure(n);
+        return data_ + size_;
+    }
+    void commit(const uint8_t* end) { size_ = static_cast<size_t>(end - data_); }
+
     void put_u8(uint8_t v) {
         ensure(1);
         size_t s = size_;

@@ -159,13 +159,53 @@ private:
     static constexpr Py_ssize_t kPrefetchAhead = 4;
     size_t depth_ = 0;
 
+    // Small dicts' str keys as encoded, by object address: records repeat the
+    // same key objects.  Only without hooks: then no Python code runs during
+    // the walk, no object is freed, and no address can be reused by another str.
+    static constexpr size_t kKeySlots = 64;
+    static constexpr size_t kKeyBytes = 24;  // tag, one-byte length, up to 22 ASCII bytes
+    struct KeySlot {
+        PyObject* key;
+        size_t len;
+        uint8_t bytes[kKeyBytes];
+    };
+    KeySlot key_slots_[kKeySlots] = {};
+
+    // Append key `k` of a small dict from (or into) the cache; false if it is
+    // not a short compact ASCII str (the caller encodes it as any item).
+    __attribute__((always_inline)) inline bool put_key(PyObject* k) {
+        KeySlot& s = key_slots_[(reinterpret_cast<uintptr_t>(k) >> 4) & (kKeySlots - 1)];
+        if (s.key == k) {
+            uint8_t* p = buf_.tail(kKeyBytes);
+            std::memcpy(p, s.bytes, kKeyBytes);  // fixed size: a few moves; the tail past len is not counted
+            buf_.commit(p + s.len);
+            return true;
+        }
+        if (Py_TYPE(k) != &PyUnicode_Type || !PyUnicode_IS_COMPACT_ASCII(k)) return false;
+        size_t n = static_cast<size_t>(PyUnicode_GET_LENGTH(k));
+        if (n + 2 > kKeyBytes) return false;
+        uint8_t* p = buf_.tail(kKeyBytes);
+        p[0] = kTagStr;
+        p[1] = static_cast<uint8_t>(n);  // < 0x80: a one-byte varint
+        std::memcpy(p + 2, PyUnicode_DATA(k), n);
+        std::memcpy(s.bytes, p, n + 2);
+        s.key = k;
+        s.len = n + 2;
+        buf_.commit(p + n + 2);
+        return true;
+    }
+
     // The leaves (str, int, float, None, bool) inline, without recursion: they
     // are most of the objects of a typical state and cannot be unsupported.
     __attribute__((always_inline)) inline bool scalar(PyObject* o) {
         PyTypeObject* t = Py_TYPE(o);
         if (t == &PyUnicode_Type) {
             if (PyUnicode_IS_COMPACT_ASCII(o)) {
-                buf_.put_tagged_bytes(kTagStr, PyUnicode_DATA(o), static_cast<size_t>(PyUnicode_GET_LENGTH(o)));
+                size_t n = static_cast<size_t>(PyUnicode_GET_LENGTH(o));  // <= PY_SSIZE_T_MAX: n + 11 cannot wrap
+                uint8_t* p = buf_.tail(n + 11);
+                *p = kTagStr;
+                p = ByteBuffer::at_varint(p + 1, n);
+                buf_.commit(ByteBuffer::at_bytes(p, PyUnicode_DATA(o), n));
             } else {
                 put_str(o);
             }
@@ -296,7 +336,7 @@ private:
             PyObject* vals[kSmallDict];
             if (small_dict_items(o, n, keys, vals) != n) changed("dict");
             for (Py_ssize_t i = 0; i < n; ++i) {
-                item(keys[i], Frame::kKey, 0, keys[i]);
+                if (!put_key(keys[i])) item(keys[i], Frame::kKey, 0, keys[i]);
                 item(vals[i], Frame::kKey, 0, keys[i]);
             }
             return;
