@@ -75,6 +75,22 @@ def test_empty_segments_at_the_end_wrap_to_the_first_point():
     assert ring.get_n(b"k", 3) == ref.get_n(b"k", 3)
 
 
+def test_a_crowded_segment_and_bucket_in_a_fresh_build():
+    # 300 single-point nodes all in the lowest of the ring's 8 segments (a
+    # segment of more than 256 points, past the build's stack buffer), 40 of
+    # them in its lowest local bucket (a bucket sorted at once, not by
+    # insertion): the build still equals the reference, point for point.
+    crowd = names_where(lambda p: p < 1 << 54, 40, prefix="q")
+    rest = names_where(lambda p: 1 << 54 <= p < 1 << 61, 260, prefix="r")
+    nodes = crowd + rest
+    ring = fk.HashRing(nodes, vnodes=1)
+    ref = RefRing(nodes, vnodes=1)
+    assert dir_bits(ring) == 3 and ref.points[-1] < 1 << 61
+    got_points, got_owners = ring.points()
+    assert got_points.tolist() == ref.points and got_owners.tolist() == ref.owners
+    check_probes(ring, ref, [p + d for p in ref.points for d in (-1, 0, 1)] + [0, MASK64])
+
+
 def test_a_ring_of_one_point():
     ring = fk.HashRing(["solo"], vnodes=1)
     assert ring.num_points == 1 and len(ring) == 1

@@ -159,28 +159,43 @@ public:
     }
 
     // Sort a segment's records in place (they are there in any order): a
-    // counting pass over the local buckets (which is also the index), then
-    // one insertion-sort pass for the few buckets holding several points.
-    // `tmp` and `bk` are caller scratch.
+    // counting pass over the local buckets, whose exclusive running sums are
+    // the index, a stable scatter back from a copy, then one insertion-sort
+    // pass for the few buckets holding several points.  `big` is caller
+    // scratch for a segment too large for the stack buffer.
     static void sort_in_place(RingSegment* s, int gshift, bool high_first,
-                              std::vector<RingPoint>& tmp, std::vector<uint16_t>& bk) {
+                              std::vector<RingPoint>& big) {
+        constexpr uint32_t kSmall = 256;
         const uint32_t n = s->count();
         RingPoint* r = records(s);
         uint16_t* idx = index(s);
-        tmp.assign(r, r + n);
-        bk.resize(n);
-        std::memset(idx, 0, (size_t{kNb} + 1) * sizeof(uint16_t));
-        for (uint32_t i = 0; i < n; ++i) {
-            const uint32_t b = bucket(tmp[i].point, gshift);
-            bk[i] = static_cast<uint16_t>(b);
-            ++idx[b + 1];
+        RingPoint small[kSmall];
+        RingPoint* tmp = small;
+        if (n > kSmall) {
+            big.assign(r, r + n);
+            tmp = big.data();
+        } else {
+            std::memcpy(small, r, size_t{n} * sizeof(RingPoint));
         }
-        prefix_sums(idx);
-        // Scatter from the end of each bucket backwards (idx[b + 1] is its
-        // end), then idx[b + 1] is its start: shift the index back by one.
-        for (uint32_t i = n; i-- > 0;) r[--idx[bk[i] + 1]] = tmp[i];
-        std::memmove(idx, idx + 1, size_t{kNb} * sizeof(uint16_t));
+        alignas(16) uint16_t cur[kNb];
+        for (uint32_t b = 0; b < kNb; b += 4) std::memset(cur + b, 0, 8);
+        for (uint32_t i = 0; i < n; ++i) ++cur[bucket(tmp[i].point, gshift)];
+        // Exclusive running sums, four uint16 lanes at a time, into both the
+        // index and the scatter cursors.
+        uint64_t carry = 0;
+        for (uint32_t b = 0; b < kNb; b += 4) {
+            uint64_t x;
+            std::memcpy(&x, cur + b, 8);
+            x += x << 16;
+            x += x << 32;                        // inclusive sums within the group
+            const uint64_t total = x >> 48;
+            x = (x << 16) + carry * 0x0001000100010001ull;  // exclusive, plus the carry
+            std::memcpy(cur + b, &x, 8);
+            std::memcpy(idx + b, &x, 8);
+            carry += total;
+        }
         idx[kNb] = static_cast<uint16_t>(n);
+        for (uint32_t i = 0; i < n; ++i) r[cur[bucket(tmp[i].point, gshift)]++] = tmp[i];
         const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
             return point_less(a.point, a.owner, c.point, c.owner, high_first);
         };
@@ -485,11 +500,18 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     const uint32_t n_segs = uint32_t{1} << bits;
     std::vector<uint32_t> fill(n_segs, 0);
     std::vector<uint32_t> per_slot(slot_index.size(), 0);
-    for (const RingPoint& p : pts) {
-        if (p.owner < 0 || static_cast<size_t>(p.owner) >= per_slot.size())
+    // Points usually come node by node: count each run of one owner at once.
+    uint32_t* per = per_slot.data();
+    uint32_t* fl = fill.data();
+    const size_t n_slots = per_slot.size();
+    for (size_t a = 0; a < pts.size();) {
+        const int32_t o = pts[a].owner;
+        if (o < 0 || static_cast<size_t>(o) >= n_slots)
             throw std::invalid_argument("ring point owner outside the slot map");
-        ++per_slot[p.owner];
-        ++fill[p.point >> shift];
+        size_t b = a;
+        for (; b < pts.size() && pts[b].owner == o; ++b) ++fl[pts[b].point >> shift];
+        per[o] += static_cast<uint32_t>(b - a);
+        a = b;
     }
     auto next = std::make_shared<RingSnapshot>();
     auto link = std::make_shared<RetiredSegments>();
@@ -516,7 +538,7 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
     for (const RingPoint& p : pts) *dst[p.point >> shift]++ = p;
     std::vector<RingPoint> tmp;
     for (RingSegment* seg : segs)
-        SegmentBuilder::sort_in_place(seg, next->gshift_, high_first, tmp, scratch_);
+        SegmentBuilder::sort_in_place(seg, next->gshift_, high_first, tmp);
     // Sentinels, from the top down: each segment's is the first owner after
     // it (wrapping); an empty range gets a stub holding just that.
     if (!pts.empty()) {

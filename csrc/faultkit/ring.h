@@ -247,7 +247,6 @@ private:
     std::shared_ptr<RetiredSegments> tail_;  // the link cur_ holds
     bool high_first_ = false;
     uint32_t last_written_ = 0;
-    std::vector<uint16_t> scratch_;
     std::vector<uint32_t> slot_points_;  // points per slot on the current ring
 };
 
