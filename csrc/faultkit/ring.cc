@@ -159,10 +159,10 @@ public:
     }
 
     // Sort a segment's records in place (they are there in any order): a
-    // counting pass over the local buckets, whose exclusive running sums are
-    // the index, a stable scatter back from a copy, then one insertion-sort
-    // pass for the few buckets holding several points.  `big` is caller
-    // scratch for a segment too large for the stack buffer.
+    // counting pass over the local buckets (listing the few that get several
+    // points), whose exclusive running sums are the index, a stable scatter
+    // back from a copy, then an insertion sort of each listed bucket alone.
+    // `big` is caller scratch for a segment too large for the stack buffer.
     static void sort_in_place(RingSegment* s, int gshift, bool high_first,
                               std::vector<RingPoint>& big) {
         constexpr uint32_t kSmall = 256;
@@ -179,7 +179,16 @@ public:
         }
         alignas(16) uint16_t cur[kNb];
         for (uint32_t b = 0; b < kNb; b += 4) std::memset(cur + b, 0, 8);
-        for (uint32_t i = 0; i < n; ++i) ++cur[bucket(tmp[i].point, gshift)];
+        // Count, and list each bucket once as it gets its second point.
+        uint8_t multi[kNb + 1];
+        uint32_t n_multi = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+            const uint32_t b = bucket(tmp[i].point, gshift);
+            const uint16_t c = cur[b];
+            cur[b] = static_cast<uint16_t>(c + 1);
+            multi[n_multi] = static_cast<uint8_t>(b);
+            n_multi += c == 1;
+        }
         // Exclusive running sums, four uint16 lanes at a time, into both the
         // index and the scatter cursors.
         uint64_t carry = 0;
@@ -199,21 +208,20 @@ public:
         const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
             return point_less(a.point, a.owner, c.point, c.owner, high_first);
         };
-        for (uint32_t i = 1; i < n; ++i) {
-            if (!less(r[i], r[i - 1])) continue;
-            // Out of order only within a bucket: move r[i] back.
-            const uint32_t b = bucket(r[i].point, gshift);
-            const uint32_t lo = idx[b];
-            if (i - lo > 32) {  // a crowded bucket: sort the rest of it at once
-                const uint32_t hi = idx[b + 1];
+        // Order the buckets holding several points (insertion sort; a
+        // crowded one at once).
+        for (uint32_t k = 0; k < n_multi; ++k) {
+            const uint32_t lo = idx[multi[k]], hi = idx[multi[k] + 1];
+            if (hi - lo > 32) {
                 std::sort(r + lo, r + hi, less);
-                i = hi - 1;
                 continue;
             }
-            const RingPoint v = r[i];
-            uint32_t j = i;
-            for (; j > lo && less(v, r[j - 1]); --j) r[j] = r[j - 1];
-            r[j] = v;
+            for (uint32_t i = lo + 1; i < hi; ++i) {
+                const RingPoint v = r[i];
+                uint32_t j = i;
+                for (; j > lo && less(v, r[j - 1]); --j) r[j] = r[j - 1];
+                r[j] = v;
+            }
         }
         r[n] = {kTop, 0};
     }
