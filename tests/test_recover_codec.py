@@ -2,6 +2,7 @@
 import collections
 import math
 import struct
+import sys
 
 import numpy as np
 import pytest
@@ -281,3 +282,7 @@ def test_repeated_and_colliding_dict_keys_encode_exactly():
         records.append(d)
     assert tree_of(records) == ref_tree(records)
     assert loads(dumps(records)) == records
+    # the cache pins its keys only while encoding
+    before = [sys.getrefcount(k) for k in shared]
+    dumps(records)
+    assert [sys.getrefcount(k) for k in shared] == before

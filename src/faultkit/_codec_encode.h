@@ -128,6 +128,12 @@ public:
         : out_(out), buf_(out.tree), types_(types), threshold_(blob_threshold), allow_blobs_(allow_blobs),
           snapshot_(snapshot), hooks_(types && PyDict_GET_SIZE(types) > 0) {}
 
+    Encoder(const Encoder&) = delete;
+    Encoder& operator=(const Encoder&) = delete;
+    ~Encoder() {  // with the GIL held, as the walk
+        for (KeySlot& s : key_slots_) Py_XDECREF(s.key);
+    }
+
     void encode(PyObject* o) {
         if (!scalar(o)) container(o);
     }
@@ -160,8 +166,9 @@ private:
     size_t depth_ = 0;
 
     // Small dicts' str keys as encoded, by object address: records repeat the
-    // same key objects.  Only without hooks: then no Python code runs during
-    // the walk, no object is freed, and no address can be reused by another str.
+    // same key objects.  Each cached key holds a reference (dropped with the
+    // encoder), so its address cannot be reused by another str during the walk
+    // whatever code runs meanwhile (a finalizer run by the cyclic GC, say).
     static constexpr size_t kKeySlots = 64;
     static constexpr size_t kKeyBytes = 24;  // tag, one-byte length, up to 22 ASCII bytes
     struct KeySlot {
@@ -189,6 +196,8 @@ private:
         p[1] = static_cast<uint8_t>(n);  // < 0x80: a one-byte varint
         std::memcpy(p + 2, PyUnicode_DATA(k), n);
         std::memcpy(s.bytes, p, n + 2);
+        Py_INCREF(k);
+        Py_XDECREF(s.key);
         s.key = k;
         s.len = n + 2;
         buf_.commit(p + n + 2);
