@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import faultkit as fk
+from concurrency import race
 from ring_ref import RefMaglev, RefRendezvous, key_hash
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -368,9 +369,6 @@ def test_moved_fraction():
 
 
 def test_contract_concurrent_lookups_see_old_or_new_state(make):
-    import sys
-    import threading
-
     b = make(NODES[:12])
     h = sample_hashes(4000) & np.uint64(0xFFFFFFFF)  # ketama takes 32-bit hashes
     states = [b.get_many(h)]
@@ -378,32 +376,15 @@ def test_contract_concurrent_lookups_see_old_or_new_state(make):
     states.append(b.get_many(h))
     b.mark_up("node-3")
     allowed = [set(col) for col in np.stack(states).T.tolist()]
-    stop = threading.Event()
-    errors, rounds = [], []
+    errors = []
 
-    def reader():
-        while not (rounds and stop.is_set()):  # at least one round, however scheduled
-            rounds.append(1)
-            got = b.get_many(h).tolist()  # GIL released during the lookup
-            errors.extend(i for i in range(len(got)) if got[i] not in allowed[i])
+    def read():
+        got = b.get_many(h).tolist()  # GIL released during the lookup
+        errors.extend(i for i in range(len(got)) if got[i] not in allowed[i])
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    for t in threads:
-        t.start()
-    try:
-        # Flip until the readers have looked up a few times during the flips
-        # (a cap keeps a starved reader from hanging the test).
-        for i in range(200_000):
-            b.mark_down("node-3")
-            b.set_alive(np.ones(12, dtype=bool))
-            if i >= 20 and len(rounds) >= 4:
-                break
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        sys.setswitchinterval(switch)
+    def flip(_):
+        b.mark_down("node-3")
+        b.set_alive(np.ones(12, dtype=bool))
+
+    race(read, flip, min_changes=20, min_reads=4, max_changes=200_000)
     assert not errors[:5]
-    assert rounds

@@ -1,14 +1,13 @@
 """fk.HashRing: bit-for-bit against the reference ring in tests/ring_ref.py,
 incremental membership, failover, balance, concurrency and bad input."""
 import math
-import sys
-import threading
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import faultkit as fk
+from concurrency import race
 from ring_ref import MASK64, RefRing, key_hash
 
 node_names = st.one_of(st.text(min_size=1, max_size=12), st.binary(min_size=1, max_size=12))
@@ -225,43 +224,25 @@ def test_concurrent_lookups_see_old_or_new_ring():
     ring.mark_up("node-3")
     names = ring.nodes
     allowed = [set(col) for col in np.stack(states).T.tolist()]
-    stop = threading.Event()
     errors = []
-    rounds = []
 
-    def reader():
-        while not (rounds and stop.is_set()):  # at least one round, however scheduled
-            rounds.append(1)
-            for i in range(0, 3000, 7):
-                if names.index(ring.get(ks[i])) not in allowed[i]:
-                    errors.append(("get", i))
-            got = ring.get_many(h).tolist()  # GIL released during the lookup
-            errors.extend(("get_many", i) for i in range(len(got)) if got[i] not in allowed[i])
+    def read():
+        for i in range(0, 3000, 7):
+            if names.index(ring.get(ks[i])) not in allowed[i]:
+                errors.append(("get", i))
+        got = ring.get_many(h).tolist()  # GIL released during the lookup
+        errors.extend(("get_many", i) for i in range(len(got)) if got[i] not in allowed[i])
 
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # interleave the threads finely
-    for t in threads:
-        t.start()
-    try:
-        # Cycle until the readers have run a few rounds during the changes
-        # (a cap keeps a starved reader from hanging the test).
-        for i in range(100_000):
-            ring.remove("flapper")
-            ring.mark_down("node-3")
-            ring.mark_up("node-3")
-            ring.add("flapper")
-            ring.mark_down_many(["node-3"])
-            ring.set_alive(np.ones(31, dtype=bool))
-            if i >= 300 and len(rounds) >= 6:
-                break
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        sys.setswitchinterval(switch)
+    def cycle(_):
+        ring.remove("flapper")
+        ring.mark_down("node-3")
+        ring.mark_up("node-3")
+        ring.add("flapper")
+        ring.mark_down_many(["node-3"])
+        ring.set_alive(np.ones(31, dtype=bool))
+
+    race(read, cycle, readers=3, min_changes=300, min_reads=6)
     assert not errors, errors[:5]
-    assert rounds
 
 
 def test_empty_ring_and_repr():

@@ -6,6 +6,7 @@ import pytest
 import xxhash
 
 import faultkit as fk
+from concurrency import race
 from ring_ref import MASK64, RefRing
 
 
@@ -217,9 +218,6 @@ def test_gil_free_lookups_during_changes_on_a_large_ring():
     # get_many releases the GIL; meanwhile the writer adds and removes a node,
     # retiring ~160 segments a change.  Every result is the ring with or
     # without that node, and the reader's snapshot keeps its segments alive.
-    import sys
-    import threading
-
     nodes = [f"10.4.{i // 250}.{i % 250}:11211" for i in range(300)]
     ring = fk.HashRing(nodes)
     h = np.random.default_rng(6).integers(0, 2**64 - 1, 100_000, dtype=np.uint64, endpoint=True)
@@ -228,34 +226,19 @@ def test_gil_free_lookups_during_changes_on_a_large_ring():
     with_it = ring.get_many(h)
     ring.remove("flapper")
     assert (with_it != without).any()
-    stop = threading.Event()
     bad = []
-    rounds = []
 
-    def reader():
-        while not (len(rounds) >= 3 and stop.is_set()):
-            got = ring.get_many(h)
-            rounds.append(1)
-            if not ((got == without) | (got == with_it)).all():
-                bad.append(1)
-            if not ((got == without).all() or (got == with_it).all()):
-                bad.append(2)  # a mix of the two rings: torn
+    def read():
+        got = ring.get_many(h)
+        if not ((got == without) | (got == with_it)).all():
+            bad.append(1)
+        if not ((got == without).all() or (got == with_it).all()):
+            bad.append(2)  # a mix of the two rings: torn
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    for t in threads:
-        t.start()
-    try:
-        for i in range(20_000):
-            ring.add("flapper")
-            ring.remove("flapper")
-            if i >= 50 and len(rounds) >= 6:
-                break
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        sys.setswitchinterval(switch)
-    assert not bad and rounds
+    def flap(_):
+        ring.add("flapper")
+        ring.remove("flapper")
+
+    race(read, flap, min_changes=50, min_reads=6, max_changes=20_000)
+    assert not bad
     assert (ring.get_many(h) == without).all()
