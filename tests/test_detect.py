@@ -481,8 +481,12 @@ def test_phi_all_and_alive_mask_line_up_with_ids():
     assert phi[0] == det.phi("a", 2.0) and math.isnan(phi[1])
     out = np.empty(3)
     assert det.phi_all(2.0, out=out) is out
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="length 2, expected 3"):
         det.phi_all(2.0, out=np.empty(2))
+    with pytest.raises(TypeError, match="float64"):
+        det.phi_all(2.0, out=np.empty(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        det.phi_all(2.0, out=np.empty(6)[::2])
 
 
 def test_memory_per_component_is_as_documented():

@@ -8,6 +8,7 @@ from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libcpp.vector cimport vector
 
+from faultkit._out cimport out_array
 from faultkit.heartbeat cimport (
     HeartbeatTable as CTable, HbConfig, HbEvent, akka_phi, phi_crossing_y,
     HB_ALIVE, HB_SUSPECT, HB_DEAD, HB_IDLE, HB_FREE, HB_TIMEOUT, HB_PHI_WINDOW, HB_PHI_EWMA,
@@ -246,11 +247,7 @@ cdef class HeartbeatTable:
         cdef double[::1] o
         _check_time(now)
         n = self.t.slots()
-        if out is None:
-            out = np.empty(n, dtype=np.float64)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.ndim != 1
-              or out.shape[0] != n or not out.flags.c_contiguous or not out.flags.writeable):
-            raise ValueError(f"out must be a writeable C-contiguous float64 array of length {n}")
+        out = out_array(out, n, np.float64)
         if n == 0:
             return out
         o = out

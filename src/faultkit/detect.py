@@ -367,7 +367,12 @@ class PhiAccrualDetector(_Detector):
         return self._table.phi(i, self._clock() if now is None else now)
 
     def phi_all(self, now: Optional[float] = None, *, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """phi of every id at ``now`` as a float64 array indexed by id (NaN for removed ids)."""
+        """phi of every id at ``now`` as a float64 array indexed by id (NaN for removed ids).
+
+        ``out``: a C-contiguous, writeable float64 array of one entry per id to
+        fill instead of a new one (TypeError for another dtype, ValueError for
+        another length or layout), as every faultkit array function takes it.
+        """
         return self._table.phi_all(self._clock() if now is None else now, out)
 
     def __repr__(self) -> str:
