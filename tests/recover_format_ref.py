@@ -15,6 +15,16 @@ def h(data: bytes) -> int:
     return xxhash.xxh3_64_intdigest(bytes(data))
 
 
+def varint(n: int) -> bytes:
+    """LEB128, as the tree encodes lengths and counts."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def frame(meta_tree: bytes, tree: bytes, blobs=(), *, chunk_size=1 << 20, id=0) -> bytes:
     header = bytearray(MAGIC + struct.pack("<HHIQQQ", 1, 0, 64, 0, id, chunk_size) + bytes(16))
     header += struct.pack("<Q", h(header))

@@ -1,6 +1,5 @@
 """The checkpoint codec: exact round trips, unsupported types, registered types, limits, versions."""
 import collections
-import math
 import struct
 import sys
 
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 import faultkit as fk
 from faultkit import _codec
 from faultkit.recover import dumps, loads, register_type, unregister_type
+from recover_format_ref import varint
 from recover_util import arrays, exact_equal, float_bits, states
 
 
@@ -183,15 +183,6 @@ def test_chunk_hashes_are_xxh3_64_bit_for_bit(nbytes):
 
 # ---------------------------------------------------------------- dict tables
 
-def _ref_varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def ref_tree(v):
     """docs/FORMAT.md's tree encoding of None/bool/int64/float/str/list/tuple/dict (the spec, in Python)."""
     if v is None:
@@ -204,11 +195,11 @@ def ref_tree(v):
         return b"\x05" + struct.pack("<d", v)
     if type(v) is str:
         b = v.encode("utf-8", "surrogatepass")
-        return b"\x06" + _ref_varint(len(b)) + b
+        return b"\x06" + varint(len(b)) + b
     if type(v) in (list, tuple):
-        return (b"\x10" if type(v) is list else b"\x11") + _ref_varint(len(v)) + b"".join(ref_tree(x) for x in v)
+        return (b"\x10" if type(v) is list else b"\x11") + varint(len(v)) + b"".join(ref_tree(x) for x in v)
     if type(v) is dict:
-        return b"\x12" + _ref_varint(len(v)) + b"".join(ref_tree(k) + ref_tree(x) for k, x in v.items())
+        return b"\x12" + varint(len(v)) + b"".join(ref_tree(k) + ref_tree(x) for k, x in v.items())
     raise TypeError(type(v))
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import faultkit as fk
 from faultkit.recover import dumps, loads
-from recover_format_ref import frame
+from recover_format_ref import frame, varint
 from recover_util import exact_equal, states
 
 OLD = {"gen": "old", "a": np.arange(5000, dtype="<f8"), "b": b"\x07" * 70_000, "items": [1, "x", None]}
@@ -214,21 +214,12 @@ def _framed(tree: bytes) -> bytes:
     return frame(codec.encode_meta({"meta": None}).tree_bytes(), tree, chunk_size=4096)
 
 
-def _varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 @pytest.mark.parametrize("tree, reason", [
     (b"\x10\x01" * 1001 + b"\x00", "depth limit"),                 # lists nested 1001 deep
-    (b"\x10" + _varint(2**40), "count exceeds"),                    # a list claiming 2**40 items
-    (b"\x12" + _varint(2**62), "count exceeds"),                    # a dict claiming 2**62 pairs
-    (b"\x06" + _varint(2**63), "length exceeds"),                   # a str longer than the file
-    (b"\x04" + _varint(5) + b"\x01", "length exceeds"),             # a big int cut short
+    (b"\x10" + varint(2**40), "count exceeds"),                    # a list claiming 2**40 items
+    (b"\x12" + varint(2**62), "count exceeds"),                    # a dict claiming 2**62 pairs
+    (b"\x06" + varint(2**63), "length exceeds"),                   # a str longer than the file
+    (b"\x04" + varint(5) + b"\x01", "length exceeds"),             # a big int cut short
     (b"\x06\x02\xff\xfe", "invalid UTF-8"),
     (b"\x12\x01\x10\x00\x00", "bad dict key"),                      # an unhashable (list) key
     (b"\x20\x03<f8\x01\x02\x00", "missing blob"),                   # an array without its blob
@@ -246,11 +237,11 @@ def test_array_shape_must_match_its_blob():
     from faultkit.recover import codec
 
     meta = codec.encode_meta({"meta": None}).tree_bytes()
-    tree = b"\x20\x03<f8\x01" + _varint(3) + b"\x00"  # 3 float64 = 24 bytes
+    tree = b"\x20\x03<f8\x01" + varint(3) + b"\x00"  # 3 float64 = 24 bytes
     assert loads(frame(meta, tree, [bytes(24)], chunk_size=4096)).shape == (3,)
     for blob in (bytes(16), bytes(32)):
         with pytest.raises(fk.CorruptCheckpointError, match="shape disagrees"):
             loads(frame(meta, tree, [blob], chunk_size=4096))
-    huge = b"\x20\x03<f8\x02" + _varint(2**62) + _varint(2**62) + b"\x00"  # product overflows
+    huge = b"\x20\x03<f8\x02" + varint(2**62) + varint(2**62) + b"\x00"  # product overflows
     with pytest.raises(fk.CorruptCheckpointError, match="shape disagrees"):
         loads(frame(meta, huge, [bytes(8)], chunk_size=4096))
