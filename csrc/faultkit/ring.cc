@@ -483,6 +483,15 @@ std::shared_ptr<RingSnapshot> SegmentedRing::snapshot() const {
     return cur_;
 }
 
+std::shared_ptr<RingSnapshot> SegmentedRing::successor(const RingSnapshot& cur) {
+    auto next = std::make_shared<RingSnapshot>();
+    next->dir_ = cur.dir_;
+    next->bits_ = cur.bits_;
+    next->shift_ = cur.shift_;
+    next->gshift_ = cur.gshift_;
+    return next;
+}
+
 void SegmentedRing::publish(std::shared_ptr<RingSnapshot> next,
                             std::shared_ptr<RetiredSegments> link) noexcept {
     next->retired_ = link;
@@ -600,12 +609,8 @@ std::shared_ptr<RingSnapshot> SegmentedRing::add(std::vector<RingPoint>& pts,
     std::sort(pts.begin(), pts.end(), [high_first](const RingPoint& a, const RingPoint& b) {
         return point_less(a.point, a.owner, b.point, b.owner, high_first);
     });
-    auto next = std::make_shared<RingSnapshot>();
+    auto next = successor(cur);
     auto link = std::make_shared<RetiredSegments>();
-    next->dir_ = cur.dir_;
-    next->bits_ = cur.bits_;
-    next->shift_ = cur.shift_;
-    next->gshift_ = cur.gshift_;
     next->size_ = static_cast<uint32_t>(total);
     const int gshift = cur.gshift_;
     const auto position = [gshift](const RingSegment* seg, uint64_t h) {
@@ -682,12 +687,8 @@ std::shared_ptr<RingSnapshot> SegmentedRing::remove(const std::vector<RingPoint>
     const auto dropped = [drop, drop_len](int32_t o) {
         return o >= 0 && static_cast<size_t>(o) < drop_len && drop[o] != 0;
     };
-    auto next = std::make_shared<RingSnapshot>();
+    auto next = successor(cur);
     auto link = std::make_shared<RetiredSegments>();
-    next->dir_ = cur.dir_;
-    next->bits_ = cur.bits_;
-    next->shift_ = cur.shift_;
-    next->gshift_ = cur.gshift_;
     const int gshift = cur.gshift_;
     Built built;
     std::vector<const RingSegment*> replaced;

@@ -236,6 +236,9 @@ public:
     uint32_t last_written() const noexcept { return last_written_; }
 
 private:
+    // A new snapshot sharing cur's directory (its segments) and shape, for a
+    // change to edit before publishing it.
+    static std::shared_ptr<RingSnapshot> successor(const RingSnapshot& cur);
     void publish(std::shared_ptr<RingSnapshot> next,
                  std::shared_ptr<RetiredSegments> link) noexcept;
     void rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index,
