@@ -388,3 +388,28 @@ def test_contract_concurrent_lookups_see_old_or_new_state(make):
 
     race(read, flip, min_changes=20, min_reads=4, max_changes=200_000)
     assert not errors[:5]
+
+
+@pytest.mark.parametrize("make", [fk.HashRing, fk.Rendezvous, fk.Maglev])
+def test_node_lookup_that_changes_membership_is_refused(make):
+    # A node argument's __hash__ can run code that removes a node: indices
+    # looked up before it are then stale (and past the end of the alive
+    # bytes), so marking or querying must refuse, not write out of bounds.
+    ring = make([f"n{i}" for i in range(10)])
+
+    class Remover(str):
+        armed = ["n0", "n1"]
+
+        def __hash__(self):
+            if Remover.armed:
+                ring.remove(Remover.armed.pop(0))
+            return str.__hash__(self)
+
+        def __eq__(self, other):
+            return str.__eq__(self, other)
+
+    with pytest.raises(RuntimeError, match="changed"):
+        ring.mark_down_many(["n9", Remover("n8")])
+    assert len(ring) == 9 and ring.alive_mask().all()
+    with pytest.raises(RuntimeError, match="changed"):
+        ring.is_up(Remover("n9"))
