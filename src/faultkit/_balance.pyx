@@ -129,7 +129,8 @@ cdef class _TableBalancer(_Balancer):
 
     def remove_many(self, nodes):
         """Remove several nodes in one rebuild."""
-        drop = {self._node_index(node) for node in _node_list(nodes, "nodes")}
+        cdef Py_ssize_t version = self._version
+        drop = {self._stable_index(node, version) for node in _node_list(nodes, "nodes")}
         if not drop:
             return
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](new vector[uint8_t]())

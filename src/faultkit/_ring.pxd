@@ -11,6 +11,7 @@ cdef class _Balancer:
     cdef list _nodes
     cdef list _weights
     cdef dict _index
+    cdef Py_ssize_t _version   # bumped by every membership change (indices shift)
 
     cdef const uint8_t* _alive_ptr(self) noexcept
     cdef list _check_new(self, list nodes)
@@ -19,6 +20,7 @@ cdef class _Balancer:
     cdef _alive_changed(self)
     cdef _set_many(self, object nodes, uint8_t up)
     cdef Py_ssize_t _node_index(self, object node) except -1
+    cdef Py_ssize_t _stable_index(self, object node, Py_ssize_t version) except -1
 
 
 cdef uint64_t _seed_value(object seed) except? 0

@@ -202,13 +202,16 @@ cdef class _Balancer:
         self._weights = weights
         self._index = index
         self._n_down = n_down
+        self._version += 1
 
     cdef _alive_changed(self):
         """Called after the alive bytes change; tables that depend on them rebuild."""
         pass
 
     cdef _set_many(self, object nodes, uint8_t up):
-        cdef list idx = [self._node_index(node) for node in _node_list(nodes, "nodes")]
+        cdef Py_ssize_t version = self._version
+        cdef list idx = [self._stable_index(node, version)
+                         for node in _node_list(nodes, "nodes")]
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
             new vector[uint8_t](deref(self._alive)))
         cdef Py_ssize_t i, n_down = 0
@@ -225,6 +228,15 @@ cdef class _Balancer:
             return self._index[node]
         except (KeyError, TypeError):
             raise KeyError(f"node {node!r} is not on the ring") from None
+
+    cdef Py_ssize_t _stable_index(self, object node, Py_ssize_t version) except -1:
+        """_node_index, refusing if the membership changed since ``version``:
+        looking a node up runs its __hash__/__eq__, which can add or remove
+        nodes and so shift every index (and shorten the alive bytes)."""
+        cdef Py_ssize_t i = self._node_index(node)
+        if self._version != version:
+            raise RuntimeError(f"the ring's nodes changed while looking up {node!r}")
+        return i
 
     def mark_down(self, node):
         """Route around ``node`` (``KeyError`` if absent); its keys go to other nodes."""
@@ -272,7 +284,7 @@ cdef class _Balancer:
 
     def is_up(self, node):
         """Whether ``node`` is marked up (``KeyError`` if absent)."""
-        return deref(self._alive)[self._node_index(node)] != 0
+        return deref(self._alive)[self._stable_index(node, self._version)] != 0
 
     # -- introspection ---------------------------------------------------
 
@@ -594,6 +606,7 @@ cdef class HashRing(_Balancer):
         self._alive = alive
         self._index = index
         self._n_down = n_down
+        self._version += 1
         del old_index
 
     cdef shared_ptr[vector[uint8_t]] _alive_resized(self, Py_ssize_t n):
