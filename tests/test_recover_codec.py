@@ -277,3 +277,38 @@ def test_repeated_and_colliding_dict_keys_encode_exactly():
     before = [sys.getrefcount(k) for k in shared]
     dumps(records)
     assert [sys.getrefcount(k) for k in shared] == before
+
+
+def test_gc_callbacks_cannot_free_what_the_walk_is_reading():
+    # The walk reads small dicts' items by borrowed reference; encoding a big
+    # int allocates an object tracked by the cyclic GC, so a collection (and
+    # any gc.callbacks entry or finalizer) could run mid-walk, empty the dict
+    # and free the values not yet encoded (heap-use-after-free under ASan).
+    # No collection may run during the walk: the state encodes as it was.
+    import gc
+    victim = {}
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and victim:
+            fired.append(dict(victim))
+            victim.clear()
+
+    old = gc.get_threshold()
+    gc.callbacks.append(callback)
+    try:
+        for trial in range(3):
+            victim.update({"a": 2**100 + trial, "b": "".join(["\u00e9x"] * 50),
+                           "c": bytes(range(200))})
+            expected = dict(victim)
+            gc.set_threshold(1, 1, 1)
+            try:
+                blob = dumps({"state": victim})
+            finally:
+                gc.set_threshold(*old)
+            assert not fired and victim == expected
+            exact_equal({"state": expected}, loads(blob))
+            victim.clear()
+    finally:
+        gc.callbacks.remove(callback)
+        gc.set_threshold(*old)
