@@ -122,11 +122,39 @@ struct Encoded {
     Span tree_span() const { return Span{tree.data(), tree.size()}; }
 };
 
+// Without to_state hooks the walk keeps borrowed references (a small dict's
+// items, the item being encoded) across calls that allocate objects tracked
+// by the cyclic GC (a big int's to_bytes, a set's iterator): a collection
+// there runs finalizers and gc.callbacks, which could mutate the state and
+// free an object the walk is about to read.  So no collection runs during
+// such a walk (PyGC_Disable, 3.10+; on 3.9 the walk holds references as it
+// does with hooks).
+#if PY_VERSION_HEX >= 0x030A0000
+constexpr bool kCanPauseGc = true;
+class GcPause {
+public:
+    explicit GcPause(bool pause) : was_enabled_(pause && PyGC_Disable()) {}
+    ~GcPause() {
+        if (was_enabled_) PyGC_Enable();
+    }
+    GcPause(const GcPause&) = delete;
+    GcPause& operator=(const GcPause&) = delete;
+
+private:
+    bool was_enabled_;
+};
+#else
+constexpr bool kCanPauseGc = false;
+struct GcPause {
+    explicit GcPause(bool) {}
+};
+#endif
+
 class Encoder {
 public:
     Encoder(Encoded& out, PyObject* types, uint64_t blob_threshold, bool allow_blobs, bool snapshot)
         : out_(out), buf_(out.tree), types_(types), threshold_(blob_threshold), allow_blobs_(allow_blobs),
-          snapshot_(snapshot), hooks_(types && PyDict_GET_SIZE(types) > 0) {}
+          snapshot_(snapshot), hooks_((types && PyDict_GET_SIZE(types) > 0) || !kCanPauseGc) {}
 
     Encoder(const Encoder&) = delete;
     Encoder& operator=(const Encoder&) = delete;
@@ -135,6 +163,7 @@ public:
     }
 
     void encode(PyObject* o) {
+        GcPause pause(!hooks_);
         if (!scalar(o)) container(o);
     }
 
@@ -160,7 +189,7 @@ private:
     uint64_t threshold_;
     bool allow_blobs_;
     bool snapshot_;
-    bool hooks_;  // user to_state hooks may run (and could mutate containers)
+    bool hooks_;  // user to_state hooks may run (and could mutate containers), or on 3.9 the GC
     static constexpr Py_ssize_t kSmallDict = 16;
     static constexpr Py_ssize_t kPrefetchAhead = 4;
     size_t depth_ = 0;
