@@ -1,6 +1,7 @@
 """fk.HashRing: bit-for-bit against the reference ring in tests/ring_ref.py,
 incremental membership, failover, balance, concurrency and bad input."""
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -370,3 +371,36 @@ def test_any_sequence_of_changes_equals_a_fresh_ring(seq, seed):
         if any(ref.alive):
             got = ring.get_many(np.array(h, dtype=np.uint64)).tolist()
             assert got == [ref.get_index(x) for x in h]
+
+
+@pytest.mark.parametrize("change", ["add", "remove"])
+def test_a_change_from_inside_a_change_is_refused_not_deadlocked(change):
+    # A node name's __hash__ runs inside add/remove (dict lookups); if it
+    # changes the same ring, that nested change must raise, not wait forever
+    # on the ring's write lock (nor interleave with the outer change).
+    ring = fk.HashRing(["a", "b", "c"])
+
+    class Nested(str):
+        def __hash__(self):
+            ring.remove("c")
+            return str.__hash__(self)
+
+        def __eq__(self, other):
+            return str.__eq__(self, other)
+
+    result = {}
+
+    def run():
+        try:
+            getattr(ring, change)(Nested("a" if change == "remove" else "d"))
+        except RuntimeError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "nested ring change deadlocked"
+    assert "inside" in str(result.get("error"))
+    assert sorted(ring.nodes) == ["a", "b", "c"]
+    ring.remove("c")  # the lock was released
+    assert sorted(ring.nodes) == ["a", "b"]
