@@ -339,6 +339,7 @@ cdef class HashRing(_Balancer):
     cdef SegmentedRing* _ring
     cdef shared_ptr[RingSnapshot] _snap
     cdef object _write_lock
+    cdef unsigned long _writer   # thread ident holding _write_lock, 0 if none
     cdef uint64_t _seed
     cdef int _vnodes
     cdef int _mode
@@ -581,7 +582,8 @@ cdef class HashRing(_Balancer):
     # in place (append / delete one entry, not a copy of n), and the alive
     # bytes are never shorter than the node list.  _write_lock keeps two
     # membership changes from interleaving (a GC callback can switch threads
-    # in the Python part of one).
+    # in the Python part of one); a change nested in another in one thread
+    # (a node's __hash__) raises instead (_lock_change).
 
     cdef vector[int32_t] _slot_map(self):
         """A copy of the current slot -> node index map."""
@@ -720,19 +722,41 @@ cdef class HashRing(_Balancer):
         self._install(snap, alive, new_index)
         del old
 
+    cdef int _lock_change(self) except -1:
+        """Take _write_lock; RuntimeError (not a deadlock) if this thread holds
+        it already: a node name's __hash__/__eq__ changing the ring from
+        inside a change of it."""
+        cdef unsigned long me = threading.get_ident()
+        if self._writer == me:
+            raise RuntimeError("the ring's nodes cannot change from inside a change of them "
+                               "(a node's __hash__ or __eq__ changing the ring?)")
+        self._write_lock.acquire()
+        self._writer = me
+        return 0
+
+    cdef _unlock_change(self):
+        self._writer = 0
+        self._write_lock.release()
+
     def add(self, node, weight=1.0):
         """Add ``node`` with ``weight`` (default 1.0).  ``ValueError`` if it is
         already on the ring.  Rewrites only the segments its points land in
         (about one per point); no other node is re-hashed."""
-        with self._write_lock:
+        self._lock_change()
+        try:
             self._add_many(self._check_new([node]), [_weight_value(weight, node)])
+        finally:
+            self._unlock_change()
 
     def add_many(self, nodes, weights=None):
         """Add several nodes in one change (``weights`` as in the constructor)."""
         node_list = self._check_new(_node_list(nodes, "nodes"))
         weight_list = _weights_for(node_list, weights)
-        with self._write_lock:
+        self._lock_change()
+        try:
             self._add_many(self._check_new(node_list), weight_list)
+        finally:
+            self._unlock_change()
 
     def remove(self, node):
         """Remove ``node`` (``KeyError`` if absent); its keys move to the nodes after it."""
@@ -741,8 +765,11 @@ cdef class HashRing(_Balancer):
     def remove_many(self, nodes):
         """Remove several nodes in one change."""
         node_list = _node_list(nodes, "nodes")
-        with self._write_lock:
+        self._lock_change()
+        try:
             self._remove_many(node_list)
+        finally:
+            self._unlock_change()
 
     cdef _remove_many(self, list node_list):
         cdef Py_ssize_t n = len(self._nodes), i, size
