@@ -404,3 +404,29 @@ def test_a_change_from_inside_a_change_is_refused_not_deadlocked(change):
     assert sorted(ring.nodes) == ["a", "b", "c"]
     ring.remove("c")  # the lock was released
     assert sorted(ring.nodes) == ["a", "b"]
+
+
+def test_points_reads_one_snapshot_even_if_a_gc_callback_changes_the_ring():
+    # points() allocates its arrays after taking the snapshot's size: a
+    # collection there (gc.callbacks, finalizers) can change the ring and
+    # drop that snapshot, which points() must still be holding.
+    import gc
+    ring = fk.HashRing([f"n{i}" for i in range(50)])
+    want_points, want_owners = fk.HashRing(ring.nodes).points()
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(1)
+            ring.add_many([f"x{i}" for i in range(100)])  # a fresh build
+
+    old = gc.get_threshold()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1, 1, 1)
+    try:
+        pts, own = ring.points()
+    finally:
+        gc.set_threshold(*old)
+        gc.callbacks.remove(callback)
+    assert fired and len(ring) == 150
+    assert (pts == want_points).all() and (own == want_owners).all()
