@@ -840,8 +840,8 @@ cdef class HashRing(_Balancer):
     def _segment_stats(self):
         """``(segments, written, slots)``: the directory's size, how many
         segments the last change wrote, and the slots issued (for tests)."""
-        cdef RingSnapshot* t = self._snap.get()
-        return t.segments(), self._ring.last_written(), t.slots()
+        cdef shared_ptr[RingSnapshot] snap = self._snap
+        return snap.get().segments(), self._ring.last_written(), snap.get().slots()
 
     # -- introspection ---------------------------------------------------
 
@@ -874,7 +874,10 @@ cdef class HashRing(_Balancer):
         """Copies of the ring: ``(points, owners)``, the sorted ``uint64``
         points (ketama: the 32-bit point << 32) and the ``int32`` index into
         :attr:`nodes` of each point's node."""
-        cdef RingSnapshot* t = self._snap.get()
+        # Hold the snapshot: allocating the arrays can run a collection whose
+        # callbacks change the ring and drop the current one.
+        cdef shared_ptr[RingSnapshot] snap = self._snap
+        cdef RingSnapshot* t = snap.get()
         cdef uint32_t n = t.size()
         pts = np.empty(n, dtype=np.uint64)
         own = np.empty(n, dtype=np.int32)
