@@ -413,3 +413,29 @@ def test_node_lookup_that_changes_membership_is_refused(make):
     assert len(ring) == 9 and ring.alive_mask().all()
     with pytest.raises(RuntimeError, match="changed"):
         ring.is_up(Remover("n9"))
+
+
+def test_maglev_lookup_table_survives_a_gc_callback_that_changes_it():
+    # lookup_table() wraps the table's entries in a memoryview (an allocation
+    # that can run a collection); a gc.callbacks entry that adds a node there
+    # replaces the table, which the copy must not read after it is freed.
+    import gc
+    m = fk.Maglev([f"n{i}" for i in range(20)])
+    want = m.lookup_table()
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(1)
+            m.add("late")
+
+    old = gc.get_threshold()
+    gc.callbacks.append(callback)
+    gc.set_threshold(1, 1, 1)
+    try:
+        got = m.lookup_table()
+    finally:
+        gc.set_threshold(*old)
+        gc.callbacks.remove(callback)
+    assert fired and len(m) == 21
+    assert (got == want).all()
