@@ -349,7 +349,10 @@ cdef class Maglev(_TableBalancer):
     def lookup_table(self):
         """A copy of the lookup table: node index per slot, built from every
         member whether up or down (-1 only when there are no nodes)."""
-        cdef MaglevTable* t = self._table.get()
+        # Hold the table: wrapping it allocates, which can run a collection
+        # whose callbacks change the members and drop the current table.
+        cdef shared_ptr[MaglevTable] table = self._table
+        cdef MaglevTable* t = table.get()
         if t.size() == 0:
             return np.full(self._m, -1, dtype=np.int32)
         return np.asarray(<const int32_t[:t.size()]>t.entries()).copy()
