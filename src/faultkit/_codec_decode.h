@@ -143,6 +143,17 @@ private:
         return decode_tag(r_.u8(), depth, key);
     }
 
+    // The fixed-size leaves' payloads (after their tag), shared by item() and decode_tag().
+    __attribute__((always_inline)) inline PyObject* int64() {
+        return check(PyLong_FromLongLong(static_cast<long long>(r_.u64())));
+    }
+    __attribute__((always_inline)) inline PyObject* float64() {
+        uint64_t bits = r_.u64();
+        double d;
+        std::memcpy(&d, &bits, 8);
+        return check(PyFloat_FromDouble(d));
+    }
+
     // An item of a container at `depth`: the common leaves decoded inline,
     // without a call; the rest by decode_tag.
     __attribute__((always_inline)) inline PyObject* item(size_t depth, bool key = false) {
@@ -152,13 +163,9 @@ private:
             case kTagStr:
                 return str(r_.varint(), key);
             case kTagInt64:
-                return check(PyLong_FromLongLong(static_cast<long long>(r_.u64())));
-            case kTagFloat: {
-                uint64_t bits = r_.u64();
-                double d;
-                std::memcpy(&d, &bits, 8);
-                return check(PyFloat_FromDouble(d));
-            }
+                return int64();
+            case kTagFloat:
+                return float64();
             case kTagNone:
                 Py_RETURN_NONE;
             case kTagFalse:
@@ -179,7 +186,7 @@ private:
             case kTagTrue:
                 Py_RETURN_TRUE;
             case kTagInt64:
-                return check(PyLong_FromLongLong(static_cast<long long>(r_.u64())));
+                return int64();
             case kTagBigInt: {
                 uint64_t n = r_.varint();
                 const uint8_t* p = r_.take(n);
@@ -189,12 +196,8 @@ private:
                 PyRef args(check(PyTuple_Pack(2, b.p, G.s_little)));
                 return check(PyObject_Call(G.int_from_bytes, args.p, kw.p));
             }
-            case kTagFloat: {
-                uint64_t bits = r_.u64();
-                double d;
-                std::memcpy(&d, &bits, 8);
-                return check(PyFloat_FromDouble(d));
-            }
+            case kTagFloat:
+                return float64();
             case kTagStr:
                 return str(r_.varint(), key);
             case kTagBytes:
