@@ -198,12 +198,11 @@ inline uint64_t hash_long(const uint8_t* in, size_t len, const uint8_t* secret, 
 
 }  // namespace xxh3_detail
 
-// XXH3-64 of `len` bytes at `data` with `seed`.  `data` may be null only when
-// `len` is 0.  Pure function: no allocation, no global state, thread-safe.
-inline uint64_t xxh3_64(const void* data, size_t len, uint64_t seed = 0) noexcept {
-    using namespace xxh3_detail;
-    const uint8_t* in = static_cast<const uint8_t*>(data);
-    if (len <= 16) return len_0to16(in, len, kSecret, seed);
+namespace xxh3_detail {
+// Inputs over 16 bytes, kept out of line so that the short-key front below
+// inlines into every per-call binding.
+[[gnu::noinline]] inline uint64_t hash_over16(const uint8_t* in, size_t len,
+                                              uint64_t seed) noexcept {
     if (len <= 128) return len_17to128(in, len, kSecret, seed);
     if (len <= 240) return len_129to240(in, len, kSecret, seed);
     if (seed == 0) return hash_long(in, len, kSecret, SECRET_SIZE);
@@ -214,6 +213,16 @@ inline uint64_t xxh3_64(const void* data, size_t len, uint64_t seed = 0) noexcep
         write64(secret + 16 * i + 8, read64(kSecret + 16 * i + 8) - seed);
     }
     return hash_long(in, len, secret, SECRET_SIZE);
+}
+}  // namespace xxh3_detail
+
+// XXH3-64 of `len` bytes at `data` with `seed`.  `data` may be null only when
+// `len` is 0.  Pure function: no allocation, no global state, thread-safe.
+[[gnu::always_inline]] inline uint64_t xxh3_64(const void* data, size_t len,
+                                               uint64_t seed = 0) noexcept {
+    const uint8_t* in = static_cast<const uint8_t*>(data);
+    if (len <= 16) return xxh3_detail::len_0to16(in, len, xxh3_detail::kSecret, seed);
+    return xxh3_detail::hash_over16(in, len, seed);
 }
 
 // XXH3-64 of a 64-bit integer's 8-byte little-endian form (the ring's and the

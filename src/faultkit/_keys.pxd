@@ -46,7 +46,16 @@ cdef inline uint64_t int_key(object key) except? 0:
 
 
 cdef inline uint64_t hash_key(object key, uint64_t seed) except? 0:
-    """XXH3-64 of a key, under the rules at the top of this file."""
+    """XXH3-64 of a key, under the rules at the top of this file.  The common
+    key, an ASCII str, is hashed here (small enough to inline into per-call
+    lookups); every other key goes through hash_key_general."""
+    if type(key) is str and PyUnicode_IS_COMPACT_ASCII(key):
+        return xxh3_64(PyUnicode_DATA(key), <size_t>PyUnicode_GET_LENGTH(key), seed)
+    return hash_key_general(key, seed)
+
+
+cdef inline uint64_t hash_key_general(object key, uint64_t seed) except? 0:
+    """hash_key for any key type."""
     cdef Py_ssize_t size
     cdef const char* data
     cdef Py_buffer view
