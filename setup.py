@@ -55,7 +55,12 @@ setup(
     ext_modules=cythonize(
         CYTHON_EXTENSIONS,
         include_path=[CSRC, "src"],
-        compiler_directives={"language_level": "3", "embedsignature": True},
+        # binding=False: def functions and methods become plain builtins, which
+        # CPython calls through its specialized paths (a lookup method call is
+        # ~40% cheaper than through a cyfunction); "clinic" signatures keep
+        # inspect.signature() working on them.
+        compiler_directives={"language_level": "3", "embedsignature": True,
+                             "embedsignature.format": "clinic", "binding": False},
         build_dir="build/cython",  # generated C++ stays out of src/
         gdb_debug=DEBUG,
     )

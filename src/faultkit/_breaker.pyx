@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, binding=True
+# binding=True: decorate() returns closures that functools.wraps() must rename.
 """Circuit breaker: resilience4j's state machine in C++ (csrc/faultkit/breaker.h),
 called from Python with the state check and the counting inline.
 
