@@ -49,6 +49,8 @@ CYTHON_EXTENSIONS = [
 ]
 PYBIND_EXTENSIONS = [
     pybind_ext("_codec", sources=[f"{CSRC}/faultkit/codec_io.cc"]),
+    # Recover: write tracking for incremental checkpoints (Linux >= 6.7)
+    pybind_ext("_track", sources=[f"{CSRC}/faultkit/write_tracker.cc"]),
 ]
 
 setup(

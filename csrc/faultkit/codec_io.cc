@@ -142,7 +142,8 @@ void write_small(Sink& sink, Layout& l, uint32_t kind, Span s, uint64_t cs) {
 // changed chunks written.  Blobs without one are written whole while a helper
 // thread hashes them: the write does not need the hash, only the TOC does.
 WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, const std::vector<Span>& blobs,
-                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map) {
+                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map,
+                             const std::vector<const uint8_t*>* dirty) {
     const uint64_t cs = chunk_size;
     if (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)))
         throw CodecError("chunk size must be a power of two in [4096, 2**30], got " + std::to_string(cs));
@@ -170,7 +171,34 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
         (old[b] ? inc_bytes : full_bytes) += s.size;
     }
 
-    hash_now(inc_jobs, inc_bytes);
+    // Chunks a `dirty` mask vouches for (unchanged since the base hashed
+    // them) take the base's hash; only the rest are read.
+    WriteResult res;
+    if (dirty) {
+        std::vector<HashJob> todo;
+        std::vector<size_t> where;
+        uint64_t todo_bytes = 0;
+        for (size_t b = 0; b < blobs.size(); ++b) {
+            if (!old[b]) continue;
+            const uint8_t* mask = b < dirty->size() ? (*dirty)[b] : nullptr;
+            for (uint64_t k = 0; k < old[b]->chunks.size(); ++k) {
+                HashJob& j = inc_jobs[first_job[b] + k];
+                if (mask && !mask[k]) {
+                    j.hash = old[b]->chunks[k].hash;
+                } else {
+                    todo.push_back(j);
+                    where.push_back(first_job[b] + k);
+                    todo_bytes += j.len;
+                }
+            }
+        }
+        hash_now(todo, todo_bytes);
+        for (size_t i = 0; i < todo.size(); ++i) inc_jobs[where[i]].hash = todo[i].hash;
+        res.blob_bytes_hashed = todo_bytes + full_bytes;
+    } else {
+        hash_now(inc_jobs, inc_bytes);
+        res.blob_bytes_hashed = inc_bytes + full_bytes;
+    }
 
     // The exact file size, so the sink can reserve it (and need not trim it).
     auto align = [](uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; };
@@ -211,7 +239,6 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
     write_small(sink, l, kSectionMeta, meta, cs);
     write_small(sink, l, kSectionTree, tree, cs);
 
-    WriteResult res;
     std::unordered_map<uint64_t, uint32_t> ref_index;  // checkpoint id -> 1-based ref
     for (size_t b = 0; b < blobs.size(); ++b) {
         const Span& s = blobs[b];

@@ -103,6 +103,7 @@ struct WriteResult {
     uint64_t chunks_written = 0;
     uint64_t chunks_referenced = 0;
     uint64_t blob_bytes_written = 0;
+    uint64_t blob_bytes_hashed = 0;  // blob bytes read to hash them
 };
 
 // Write a complete checkpoint file to `sink`: header, META and TREE sections,
@@ -110,8 +111,14 @@ struct WriteResult {
 // `base`, a blob chunk whose hash equals the base's chunk at the same index
 // (same blob index and length, same chunk size) is referenced, not written.
 // `out_map` (optional) receives where every blob chunk now lives.
+// `dirty` (optional, aligned with `blobs`): for blob b, nullptr, or
+// ceil(size / chunk_size) bytes where 0 says "chunk k is unchanged since the
+// base hashed it" -- its hash is taken from the base instead of read (only
+// used when the base has that blob with the same length).  The caller vouches
+// for that claim (write tracking, write_tracker.h).
 WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, const std::vector<Span>& blobs,
-                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map);
+                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map,
+                             const std::vector<const uint8_t*>* dirty = nullptr);
 
 // The chunk map of an already written file (to continue an incremental chain).
 ChunkMap chunk_map_of(const Layout& l);

@@ -210,6 +210,7 @@ py::dict write_result(const WriteResult& w) {
     d["chunks_written"] = w.chunks_written;
     d["chunks_referenced"] = w.chunks_referenced;
     d["blob_bytes_written"] = w.blob_bytes_written;
+    d["blob_bytes_hashed"] = w.blob_bytes_hashed;
     return d;
 }
 
@@ -242,7 +243,19 @@ PYBIND11_MODULE(_codec, m) {
         .def_property_readonly("blob_bytes", [](const Encoded& e) { return e.blob_bytes; })
         .def("tree_bytes", [](const Encoded& e) {
             return py::bytes(reinterpret_cast<const char*>(e.tree.data()), e.tree.size());
-        });
+        })
+        .def("blob_sources", [](const Encoded& e) {
+            // (address, nbytes, exporter or None) per blob: the exporter when the
+            // blob is read in place from the state object's own memory.
+            py::list out;
+            for (size_t i = 0; i < e.blobs.size(); ++i) {
+                const BlobHold& h = *e.holds[i];
+                bool direct = h.direct && h.has_view && !h.pending_copy && h.view.buf == e.blobs[i].data;
+                py::object owner = direct && h.view.obj ? py::reinterpret_borrow<py::object>(h.view.obj) : py::none();
+                out.append(py::make_tuple(reinterpret_cast<uintptr_t>(e.blobs[i].data), e.blobs[i].size, owner));
+            }
+            return out;
+        }, "Per blob: (address, nbytes, the object whose own memory it is, or None).");
 
     py::class_<ChunkMap>(m, "ChunkMap", "Where each blob chunk of a checkpoint lives (the base of an incremental save).")
         .def_property_readonly("chunk_size", [](const ChunkMap& c) { return c.chunk_size; })
@@ -272,18 +285,41 @@ PYBIND11_MODULE(_codec, m) {
           "snapshot=True copies mutable blob buffers so the state may change afterwards.");
 
     m.def("write", [](int fd, const Encoded& state, const Encoded& meta, uint64_t id, uint64_t chunk_size,
-                      const ChunkMap* base) {
+                      const ChunkMap* base, py::object dirty) {
         if (meta.blobs.size()) throw py::value_error("meta cannot hold blobs");
+        std::vector<py::bytes> masks;  // kept alive while the GIL is released
+        std::vector<const uint8_t*> dirty_ptrs;
+        if (!dirty.is_none()) {
+            py::list d = dirty.cast<py::list>();
+            if (d.size() != state.blobs.size()) throw py::value_error("dirty must have one entry per blob");
+            for (size_t b = 0; b < d.size(); ++b) {
+                if (d[b].is_none()) {
+                    dirty_ptrs.push_back(nullptr);
+                    continue;
+                }
+                if (!PyBytes_Check(d[b].ptr())) throw py::type_error("dirty masks must be bytes or None");
+                py::bytes mask = d[b].cast<py::bytes>();
+                uint64_t n = chunk_size ? (state.blobs[b].size + chunk_size - 1) / chunk_size : 0;
+                if (static_cast<uint64_t>(PyBytes_GET_SIZE(mask.ptr())) != n)
+                    throw py::value_error("dirty mask of blob " + std::to_string(b) + " must have " + std::to_string(n) +
+                                          " bytes (one per chunk)");
+                dirty_ptrs.push_back(reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(mask.ptr())));
+                masks.push_back(std::move(mask));
+            }
+        }
         auto map = std::make_unique<ChunkMap>();
         WriteResult w = guarded([&] {
             py::gil_scoped_release nogil;
             FdSink sink(fd);
-            return write_checkpoint(sink, id, meta.tree_span(), state.tree_span(), state.blobs, chunk_size, base, map.get());
+            return write_checkpoint(sink, id, meta.tree_span(), state.tree_span(), state.blobs, chunk_size, base, map.get(),
+                                    dirty.is_none() ? nullptr : &dirty_ptrs);
         });
         return py::make_tuple(write_result(w), std::move(map));
     }, py::arg("fd"), py::arg("state"), py::arg("meta"), py::kw_only(), py::arg("id"), py::arg("chunk_size"),
-       py::arg("base") = nullptr,
-       "Write a checkpoint to file descriptor fd (GIL released).  Returns (info dict, ChunkMap).");
+       py::arg("base") = nullptr, py::arg("dirty") = py::none(),
+       "Write a checkpoint to file descriptor fd (GIL released).  Returns (info dict, ChunkMap).\n"
+       "dirty: None, or per blob None or a bytes mask (one byte per chunk): chunks whose byte is 0\n"
+       "are vouched unchanged since the base and take its hash unread.");
 
     m.def("dumps", [](const Encoded& state, const Encoded& meta, uint64_t id, uint64_t chunk_size) {
         if (meta.blobs.size()) throw py::value_error("meta cannot hold blobs");

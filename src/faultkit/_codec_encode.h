@@ -80,6 +80,9 @@ struct BlobHold {
     Py_buffer view{};
     bool has_view = false;
     bool pending_copy = false;
+    // The blob is the state object's own memory (not a contiguous copy of a
+    // strided one): write tracking may watch that memory between saves.
+    bool direct = false;
     ByteBuffer copy;  // used instead of the view when snapshotting
 };
 
@@ -475,10 +478,11 @@ private:
     }
 
     // Take the bytes of `o` (C order) as blob number len(blobs); returns it.
-    uint64_t add_blob(PyObject* o, bool copy) {
+    uint64_t add_blob(PyObject* o, bool copy, bool direct) {
         auto h = std::make_unique<BlobHold>();
         if (PyObject_GetBuffer(o, &h->view, PyBUF_C_CONTIGUOUS) < 0) throw_py();
         h->has_view = true;
+        h->direct = direct && !copy;
         Span s{static_cast<const uint8_t*>(h->view.buf), static_cast<uint64_t>(h->view.len)};
         h->pending_copy = copy;  // copied after the walk (see encode()), GIL released
         out_.holds.push_back(std::move(h));
@@ -502,7 +506,7 @@ private:
         if (allow_blobs_ && n >= threshold_) {
             PyBuffer_Release(&v);
             // bytes are immutable: a snapshot can keep the view instead of copying.
-            uint64_t idx = add_blob(src, snapshot_ && !(tag == kTagBytes || src == contiguous.p));
+            uint64_t idx = add_blob(src, snapshot_ && !(tag == kTagBytes || src == contiguous.p), src == o);
             buf_.put_tag_varint(blob_tag, idx);
             return;
         }
@@ -540,7 +544,7 @@ private:
         int ndim = probe.ndim;
         std::vector<Py_ssize_t> shape(probe.shape, probe.shape + ndim);
         PyBuffer_Release(&probe);
-        uint64_t idx = add_blob(src, snapshot_ && src == o);
+        uint64_t idx = add_blob(src, snapshot_ && src == o, src == o);
         buf_.put_u8(kTagArray);
         buf_.put_u8(static_cast<uint8_t>(dlen));
         buf_.put_bytes(ds, static_cast<size_t>(dlen));
