@@ -117,12 +117,18 @@ cdef class _TableBalancer(_Balancer):
 
     def add(self, node, weight=1.0):
         """Add ``node`` with ``weight`` (default 1.0); ``ValueError`` if present."""
-        self._add(self._check_new([node]), [_weight_value(weight, node)])
+        self.add_many([node], [weight])
 
     def add_many(self, nodes, weights=None):
         """Add several nodes in one rebuild (``weights``: dict or aligned sequence)."""
-        node_list = self._check_new(_node_list(nodes, "nodes"))
-        self._add(node_list, _weights_for(node_list, weights))
+        node_list = _node_list(nodes, "nodes")
+        self._check_new(node_list)
+        weight_list = _weights_for(node_list, weights)
+        self._lock_change()  # see _Balancer._lock_change
+        try:
+            self._add(self._check_new(node_list), weight_list)
+        finally:
+            self._unlock_change()
 
     def remove(self, node):
         """Remove ``node`` (``KeyError`` if absent)."""
@@ -130,8 +136,16 @@ cdef class _TableBalancer(_Balancer):
 
     def remove_many(self, nodes):
         """Remove several nodes in one rebuild."""
+        node_list = _node_list(nodes, "nodes")
+        self._lock_change()
+        try:
+            self._remove_many(node_list)
+        finally:
+            self._unlock_change()
+
+    cdef _remove_many(self, list node_list):
         cdef Py_ssize_t version = self._version
-        drop = {self._stable_index(node, version) for node in _node_list(nodes, "nodes")}
+        drop = {self._stable_index(node, version) for node in node_list}
         if not drop:
             return
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](new vector[uint8_t]())

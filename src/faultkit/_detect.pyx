@@ -145,9 +145,10 @@ cdef class HeartbeatTable:
         cdef double t
         cdef int64_t inc = -1
         cdef int r
-        if self.names is None:
+        cdef dict names = self.names  # held: name.__hash__ may run Python code
+        if names is None:
             raise RuntimeError("no names bound to this table")
-        i = self.names.get(name)
+        i = names.get(name)
         if i is None:
             raise KeyError(name)
         t = self.clock() if now is None else now

@@ -12,6 +12,8 @@ cdef class _Balancer:
     cdef list _weights
     cdef dict _index
     cdef Py_ssize_t _version   # bumped by every membership change (indices shift)
+    cdef object _write_lock    # held by every change of the members or the alive bytes
+    cdef unsigned long _writer # thread ident holding _write_lock, 0 if none
 
     cdef const uint8_t* _alive_ptr(self) noexcept
     cdef list _check_new(self, list nodes)
@@ -19,6 +21,9 @@ cdef class _Balancer:
                       dict index)
     cdef _alive_changed(self)
     cdef _set_many(self, object nodes, uint8_t up)
+    cdef _set_many_locked(self, object nodes, uint8_t up)
+    cdef int _lock_change(self) except -1
+    cdef _unlock_change(self)
     cdef Py_ssize_t _node_index(self, object node) except -1
     cdef Py_ssize_t _stable_index(self, object node, Py_ssize_t version) except -1
 

@@ -173,19 +173,39 @@ cdef class _Balancer:
         self._nodes = []
         self._weights = []
         self._index = {}
+        self._write_lock = threading.Lock()
 
     cdef const uint8_t* _alive_ptr(self) noexcept:
         if self._n_down == 0:
             return NULL
         return deref(self._alive).data()
 
+    cdef int _lock_change(self) except -1:
+        """Take _write_lock; RuntimeError (not a deadlock) if this thread holds
+        it already: a node name's __hash__/__eq__ changing the members or their
+        states from inside a change of them.  Every change of the members or
+        of the alive bytes holds it: each builds on a copy of the current
+        state, and another change installed meanwhile would be undone."""
+        cdef unsigned long me = threading.get_ident()
+        if self._writer == me:
+            raise RuntimeError("the ring's nodes cannot change from inside a change of them "
+                               "(a node's __hash__ or __eq__ changing the ring?)")
+        self._write_lock.acquire()
+        self._writer = me
+        return 0
+
+    cdef _unlock_change(self):
+        self._writer = 0
+        self._write_lock.release()
+
     cdef list _check_new(self, list nodes):
         """Raise unless every node is a str/bytes name, new and not repeated."""
         cdef Py_ssize_t size
+        cdef dict index = self._index  # held: see _node_index
         seen = set()
         for node in nodes:
             _node_bytes(node, &size)
-            if node in self._index or node in seen:
+            if node in index or node in seen:
                 raise ValueError(f"node {node!r} is already on the ring")
             seen.add(node)
         return nodes
@@ -210,6 +230,13 @@ cdef class _Balancer:
         pass
 
     cdef _set_many(self, object nodes, uint8_t up):
+        self._lock_change()
+        try:
+            self._set_many_locked(nodes, up)
+        finally:
+            self._unlock_change()
+
+    cdef _set_many_locked(self, object nodes, uint8_t up):
         cdef Py_ssize_t version = self._version
         cdef list idx = [self._stable_index(node, version)
                          for node in _node_list(nodes, "nodes")]
@@ -225,8 +252,12 @@ cdef class _Balancer:
         self._alive_changed()
 
     cdef Py_ssize_t _node_index(self, object node) except -1:
+        # A local reference holds the dict: hashing a node can run Python
+        # code (a str subclass's __hash__, a GC callback) that lets another
+        # thread install a new index and free this one mid-lookup.
+        cdef dict index = self._index
         try:
-            return self._index[node]
+            return index[node]
         except (KeyError, TypeError):
             raise KeyError(f"node {node!r} is not on the ring") from None
 
@@ -260,18 +291,24 @@ cdef class _Balancer:
         arr = np.asarray(mask)
         if arr.dtype != np.bool_ or arr.ndim != 1:
             raise TypeError(f"mask must be a 1-D bool array, not {arr.ndim}-D {arr.dtype}")
-        if arr.shape[0] != len(self._nodes):
-            raise ValueError(f"mask has {arr.shape[0]} entries for {len(self._nodes)} nodes")
         cdef const uint8_t[::1] m = np.ascontiguousarray(arr).view(np.uint8)
         cdef Py_ssize_t i, n = m.shape[0], n_down = 0
-        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
-            new vector[uint8_t](<size_t>n))
-        for i in range(n):
-            deref(alive)[i] = m[i] != 0
-            n_down += m[i] == 0
-        self._alive = alive
-        self._n_down = n_down
-        self._alive_changed()
+        cdef shared_ptr[vector[uint8_t]] alive
+        self._lock_change()
+        try:
+            # Checked under the lock: the members cannot change before the
+            # new bytes are installed (they must never be shorter than them).
+            if n != len(self._nodes):
+                raise ValueError(f"mask has {n} entries for {len(self._nodes)} nodes")
+            alive = shared_ptr[vector[uint8_t]](new vector[uint8_t](<size_t>n))
+            for i in range(n):
+                deref(alive)[i] = m[i] != 0
+                n_down += m[i] == 0
+            self._alive = alive
+            self._n_down = n_down
+            self._alive_changed()
+        finally:
+            self._unlock_change()
 
     def alive_mask(self):
         """A new bool array: True where the node at that index of :attr:`nodes` is up."""
@@ -307,8 +344,9 @@ cdef class _Balancer:
         return len(self._nodes)
 
     def __contains__(self, node):
+        cdef dict index = self._index  # held: see _node_index
         try:
-            return node in self._index
+            return node in index
         except TypeError:
             return False
 
@@ -339,8 +377,6 @@ cdef class HashRing(_Balancer):
     # the snapshot maps slots to indices into _nodes.
     cdef SegmentedRing* _ring
     cdef shared_ptr[RingSnapshot] _snap
-    cdef object _write_lock
-    cdef unsigned long _writer   # thread ident holding _write_lock, 0 if none
     cdef uint64_t _seed
     cdef int _vnodes
     cdef int _mode
@@ -349,7 +385,6 @@ cdef class HashRing(_Balancer):
     def __cinit__(self):
         self._ring = new SegmentedRing()
         self._snap = self._ring.snapshot()
-        self._write_lock = threading.Lock()
         self._mode = MODE_XXH3
         self._key_offset = 0
 
@@ -362,8 +397,9 @@ cdef class HashRing(_Balancer):
 
     cdef Py_ssize_t _node_index(self, object node) except -1:
         cdef int32_t i
+        cdef dict index = self._index  # held: see _Balancer._node_index
         try:
-            i = self._snap.get().slot_index(self._index[node])
+            i = self._snap.get().slot_index(index[node])
         except (KeyError, TypeError):
             raise KeyError(f"node {node!r} is not on the ring") from None
         if i < 0:
@@ -723,22 +759,6 @@ cdef class HashRing(_Balancer):
         self._weights = weights
         self._install(snap, alive, new_index)
         del old
-
-    cdef int _lock_change(self) except -1:
-        """Take _write_lock; RuntimeError (not a deadlock) if this thread holds
-        it already: a node name's __hash__/__eq__ changing the ring from
-        inside a change of it."""
-        cdef unsigned long me = threading.get_ident()
-        if self._writer == me:
-            raise RuntimeError("the ring's nodes cannot change from inside a change of them "
-                               "(a node's __hash__ or __eq__ changing the ring?)")
-        self._write_lock.acquire()
-        self._writer = me
-        return 0
-
-    cdef _unlock_change(self):
-        self._writer = 0
-        self._write_lock.release()
 
     def add(self, node, weight=1.0):
         """Add ``node`` with ``weight`` (default 1.0).  ``ValueError`` if it is
