@@ -6,6 +6,9 @@ cdef extern from "faultkit/jump.h" namespace "faultkit" nogil:
     int32_t jump_hash(uint64_t key, int32_t num_buckets) noexcept
     void jump_hash_many(const uint64_t* keys, size_t count, int32_t num_buckets,
                         int32_t* out) noexcept
+    bint jump_path_available(int path) noexcept
+    bint jump_hash_many_path(const uint64_t* keys, size_t count, int32_t num_buckets,
+                             int32_t* out, int path) noexcept
 
 cdef extern from "faultkit/rendezvous.h" namespace "faultkit" nogil:
     cdef cppclass RendezvousTable:

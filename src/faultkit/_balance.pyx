@@ -8,7 +8,8 @@ from libcpp.memory cimport shared_ptr
 from libcpp.vector cimport vector
 
 from faultkit.balance cimport (
-    jump_hash as c_jump_hash, jump_hash_many, RendezvousTable, MaglevTable, is_prime,
+    jump_hash as c_jump_hash, jump_hash_many, jump_hash_many_path, jump_path_available,
+    RendezvousTable, MaglevTable, is_prime,
 )
 from faultkit.xxh3 cimport xxh3_64
 from faultkit._keys cimport hash_key, int_key
@@ -71,6 +72,43 @@ def jump_hash(key, num_buckets, *, seed=0):
                 jump_hash_many(&keys[0], <size_t>keys.shape[0], n, &res[0])
         return res.base
     return c_jump_hash(hash_key(key, _seed_value(seed)), n)
+
+
+# The kernels of jump_hash's array form, by the numbers csrc/faultkit/jump.h
+# gives them (JumpPath); "best" is what fk.jump_hash runs.
+_JUMP_PATHS = {"best": 0, "portable": 1, "avx2": 2, "avx512": 3}
+
+
+def _jump_hash_paths():
+    """Internal (tests): the names of the array kernels this CPU and build run."""
+    return [name for name, code in _JUMP_PATHS.items() if jump_path_available(code)]
+
+
+def _jump_hash_path(key, num_buckets, path):
+    """Internal (tests): ``jump_hash`` of a 1-D uint64 array with the kernel
+    named ``path`` (one of ``_jump_hash_paths()``), so every kernel can be
+    checked on a CPU that would not pick it."""
+    if path not in _JUMP_PATHS:
+        raise ValueError(f"unknown jump kernel {path!r}; expected one of {sorted(_JUMP_PATHS)}")
+    if not isinstance(key, np.ndarray) or key.ndim != 1 or key.dtype != np.uint64:
+        raise TypeError("keys must be a 1-D uint64 array")
+    if isinstance(num_buckets, bool) or not isinstance(num_buckets, int):
+        raise TypeError(f"num_buckets must be an int, not {type(num_buckets).__name__}")
+    if num_buckets < 1 or num_buckets > 0x7FFFFFFF:
+        raise ValueError(f"num_buckets must be in [1, 2**31 - 1], got {num_buckets!r}")
+    cdef int code = _JUMP_PATHS[path]
+    if not jump_path_available(code):
+        raise RuntimeError(f"jump kernel {path!r} is not available on this CPU or build")
+    cdef int32_t n = <int32_t>num_buckets
+    cdef const uint64_t[::1] keys = np.ascontiguousarray(key)
+    cdef int32_t[::1] res = np.empty(keys.shape[0], dtype=np.int32)
+    cdef bint ok = True
+    if keys.shape[0]:
+        with nogil:
+            ok = jump_hash_many_path(&keys[0], <size_t>keys.shape[0], n, &res[0], code)
+    if not ok:
+        raise RuntimeError(f"jump kernel {path!r} is not available on this CPU or build")
+    return res.base
 
 
 cdef const uint64_t[::1] _key_hashes(object keys, uint64_t seed):
