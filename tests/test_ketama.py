@@ -79,6 +79,27 @@ def test_add_and_remove_track_uhashring():
     assert [ring.nodes[i] for i in ring.get_many(keys)] == [u.get_node(k) for k in keys]
 
 
+# Three pairs of servers with one equal 32-bit point each (found by search:
+# MD5 of "tie-184-29" bytes 12..15 == of "tie-434-4" bytes 4..7, and so on).
+TIED = ["tie-184", "tie-434", "tie-120", "tie-620", "tie-84", "tie-666"]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_equal_points_put_the_server_listed_last_first(order):
+    nodes = TIED[::order]
+    ref = RefLibketama([(n, 1) for n in nodes])
+    assert len(ref.points) - len(set(ref.points)) == 3
+    for compat in ("libketama", "uhashring"):
+        ring = fk.HashRing.ketama(nodes, compat=compat)
+        got_points, got_owners = ring.points()
+        assert got_points.tolist() == [p << 32 for p in ref.points]
+        assert [nodes[i] for i in got_owners.tolist()] == ref.servers
+    ring = fk.HashRing.ketama(nodes)
+    ties = [p for p, q in zip(ref.points, ref.points[1:]) if p == q]
+    assert [ring.nodes[i] for i in ring.get_many(np.array(ties, dtype=np.uint64))] == [
+        ref.get_server_hash(h) for h in ties]
+
+
 @given(st.lists(names, min_size=1, max_size=25, unique=True), st.data())
 @settings(max_examples=25, deadline=None)
 def test_same_server_as_libketama(nodes, data):

@@ -92,6 +92,25 @@ def test_a_crowded_segment_and_bucket_in_a_fresh_build():
     check_probes(ring, ref, [p + d for p in ref.points for d in (-1, 0, 1)] + [0, MASK64])
 
 
+@pytest.mark.parametrize("crowded", [255, 256])
+def test_a_full_segment_at_the_byte_counter_limit(crowded):
+    # The build counts a segment's buckets in bytes up to 255 points and
+    # takes the general path above: one segment of 255 (then 256) points, 40
+    # of them in one local bucket (sorted at once), 5 in the next (insertion
+    # sort) and the rest spread out, with 45 points in the other segments.
+    crowd = names_where(lambda p: p < 1 << 54, 40, prefix="c")
+    five = names_where(lambda p: 1 << 54 <= p < 1 << 55, 5, prefix="f")
+    spread = names_where(lambda p: 1 << 55 <= p < 1 << 61, crowded - 45, prefix="s")
+    rest = names_where(lambda p: p >= 1 << 61, 45, prefix="t")
+    nodes = crowd + five + spread + rest
+    ring = fk.HashRing(nodes, vnodes=1)
+    ref = RefRing(nodes, vnodes=1)
+    assert dir_bits(ring) == 3 and sum(p < 1 << 61 for p in ref.points) == crowded
+    got_points, got_owners = ring.points()
+    assert got_points.tolist() == ref.points and got_owners.tolist() == ref.owners
+    check_probes(ring, ref, [p + d for p in ref.points for d in (-1, 0, 1)] + [0, MASK64])
+
+
 def test_a_ring_of_one_point():
     ring = fk.HashRing(["solo"], vnodes=1)
     assert ring.num_points == 1 and len(ring) == 1

@@ -9,6 +9,10 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "faultkit/md5.h"
 #include "faultkit/xxh3.h"
 
@@ -163,10 +167,16 @@ public:
     // points), whose exclusive running sums are the index, a stable scatter
     // back from a copy, then an insertion sort of each listed bucket alone.
     // `big` is caller scratch for a segment too large for the stack buffer.
+    // Segments of at most kByteCount points (all but crowded ones) take
+    // sort_small, the same steps with byte counters.
     static void sort_in_place(RingSegment* s, int gshift, bool high_first,
                               std::vector<RingPoint>& big) {
         constexpr uint32_t kSmall = 256;
         const uint32_t n = s->count();
+        if (n <= kByteCount) {
+            sort_small(s, gshift, high_first);
+            return;
+        }
         RingPoint* r = records(s);
         uint16_t* idx = index(s);
         RingPoint small[kSmall];
@@ -224,6 +234,121 @@ public:
             }
         }
         r[n] = {kTop, 0};
+    }
+
+    // Segments of at most this many points count their buckets in bytes.
+    static constexpr uint32_t kByteCount = 255;
+
+    // Records a and b in order (a before b), without a branch on the data.
+    static void order_pair(RingPoint* a, RingPoint* b, bool high_first) noexcept {
+        const uint64_t pa = a->point, pb = b->point;
+        const uint32_t oa = static_cast<uint32_t>(a->owner), ob = static_cast<uint32_t>(b->owner);
+        // point_less(b, a): owners are >= 0, so flipping their bits reverses
+        // their order for high_first.
+        const uint32_t flip = high_first ? ~uint32_t{0} : 0;
+        const bool swap = (pb < pa) | ((pb == pa) & ((ob ^ flip) < (oa ^ flip)));
+        const uint64_t p0 = swap ? pb : pa, p1 = swap ? pa : pb;
+        const uint32_t o0 = swap ? ob : oa, o1 = swap ? oa : ob;
+        a->point = p0;
+        a->owner = static_cast<int32_t>(o0);
+        b->point = p1;
+        b->owner = static_cast<int32_t>(o1);
+    }
+
+    // sort_in_place for a segment of at most kByteCount points.  The
+    // counting pass notes each point's bucket and its rank among the points
+    // before it in that bucket, so the placing pass only reads: a point goes
+    // to its bucket's start plus its rank.  Bucket counts are bytes, their
+    // running sums (the index) are taken sixteen at a time, and the buckets
+    // that got several points are found from the counts, then put in order
+    // (a pair without a branch).
+    static void sort_small(RingSegment* s, int gshift, bool high_first) noexcept {
+        const uint32_t n = s->count();
+        RingPoint* r = records(s);
+        uint16_t* idx = index(s);
+        RingPoint tmp[kByteCount];
+        std::memcpy(tmp, r, size_t{n} * sizeof(RingPoint));
+        alignas(16) uint8_t cnt[kNb];
+        std::memset(cnt, 0, sizeof cnt);
+        uint8_t bk[kByteCount], rk[kByteCount];
+        for (uint32_t i = 0; i < n; ++i) {
+            const uint32_t b = bucket(tmp[i].point, gshift);
+            const uint8_t c = cnt[b];
+            cnt[b] = static_cast<uint8_t>(c + 1);
+            bk[i] = static_cast<uint8_t>(b);
+            rk[i] = c;
+        }
+        uint64_t multi[2];
+        exclusive_sums(cnt, idx, multi);
+        idx[kNb] = static_cast<uint16_t>(n);
+        for (uint32_t i = 0; i < n; ++i) r[cnt[bk[i]] + rk[i]] = tmp[i];
+        const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
+            return point_less(a.point, a.owner, c.point, c.owner, high_first);
+        };
+        for (int w = 0; w < 2; ++w) {
+            for (uint64_t m = multi[w]; m != 0; m &= m - 1) {
+                const uint32_t b = static_cast<uint32_t>(64 * w + __builtin_ctzll(m));
+                const uint32_t lo = idx[b], hi = idx[b + 1];
+                if (hi - lo == 2) {
+                    order_pair(r + lo, r + lo + 1, high_first);
+                    continue;
+                }
+                if (hi - lo > 32) {
+                    std::sort(r + lo, r + hi, less);
+                    continue;
+                }
+                for (uint32_t i = lo + 1; i < hi; ++i) {
+                    const RingPoint v = r[i];
+                    uint32_t j = i;
+                    for (; j > lo && less(v, r[j - 1]); --j) r[j] = r[j - 1];
+                    r[j] = v;
+                }
+            }
+        }
+        r[n] = {kTop, 0};
+    }
+
+    // cnt (kNb byte counts, total <= 255) -> exclusive running sums, in
+    // place and widened into idx[0..kNb); bit b of multi (two words) is set
+    // where cnt[b] > 1.
+    static void exclusive_sums(uint8_t* cnt, uint16_t* idx, uint64_t* multi) noexcept {
+#if defined(__SSE2__)
+        const __m128i zero = _mm_setzero_si128();
+        const __m128i two = _mm_set1_epi8(2);
+        __m128i carry = zero;  // the total so far, in every byte
+        uint64_t m[2] = {0, 0};
+        for (uint32_t b = 0; b < kNb; b += 16) {
+            __m128i x = _mm_load_si128(reinterpret_cast<const __m128i*>(cnt + b));
+            const uint32_t several = static_cast<uint32_t>(
+                _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(x, two), x)));
+            m[b >> 6] |= uint64_t{several} << (b & 63);
+            x = _mm_add_epi8(x, _mm_slli_si128(x, 1));
+            x = _mm_add_epi8(x, _mm_slli_si128(x, 2));
+            x = _mm_add_epi8(x, _mm_slli_si128(x, 4));
+            x = _mm_add_epi8(x, _mm_slli_si128(x, 8));  // inclusive sums in the group
+            const __m128i excl = _mm_add_epi8(_mm_slli_si128(x, 1), carry);
+            _mm_store_si128(reinterpret_cast<__m128i*>(cnt + b), excl);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + b), _mm_unpacklo_epi8(excl, zero));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(idx + b + 8),
+                             _mm_unpackhi_epi8(excl, zero));
+            __m128i t = _mm_srli_si128(x, 15);  // the group's total in byte 0
+            t = _mm_unpacklo_epi8(t, t);
+            t = _mm_unpacklo_epi16(t, t);
+            carry = _mm_add_epi8(carry, _mm_shuffle_epi32(t, 0));
+        }
+        multi[0] = m[0];
+        multi[1] = m[1];
+#else
+        uint32_t run = 0;
+        multi[0] = multi[1] = 0;
+        for (uint32_t b = 0; b < kNb; ++b) {
+            const uint32_t c = cnt[b];
+            multi[b >> 6] |= uint64_t{c > 1} << (b & 63);
+            cnt[b] = static_cast<uint8_t>(run);
+            idx[b] = static_cast<uint16_t>(run);
+            run += c;
+        }
+#endif
     }
 
     // The segment of the empty ring (never freed; no lookup reaches it).
