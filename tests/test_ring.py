@@ -5,9 +5,11 @@ import threading
 
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import given, settings, strategies as st
 
 import faultkit as fk
+from faultkit._ring import _hash_points
 from concurrency import race
 from ring_ref import MASK64, RefRing, key_hash
 
@@ -39,6 +41,23 @@ def test_matches_reference(nodes, weights, vnodes, seed, key_list):
     assert [ring.nodes[i] for i in got] == [ref.get(k) for k in key_list]
     hashes = np.array([key_hash(k, seed) for k in key_list], dtype=np.uint64)
     assert (ring.get_many(hashes) == got).all()
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1), st.integers(min_value=0, max_value=70),
+       st.one_of(st.integers(min_value=0, max_value=300),
+                 st.integers(min_value=2**64 - 80, max_value=2**64 - 1)))
+@settings(max_examples=200, deadline=None)
+def test_point_kernels_match_xxhash(node_seed, count, first):
+    # Point j of a node is xxh3_64 of j's 8 little-endian bytes seeded with
+    # the node's seed; the eight-lane kernel (where the CPU has AVX-512) and
+    # the portable one both give exactly that, counters wrapping at 2**64.
+    expect = [xxhash.xxh3_64_intdigest(((first + t) & MASK64).to_bytes(8, "little"), node_seed)
+              for t in range(count)]
+    portable, used = _hash_points(node_seed, count, first, simd=False)
+    assert portable.tolist() == expect and not used
+    fast, used = _hash_points(node_seed, count, first)
+    assert fast.tolist() == expect
+    assert used == (count >= 8 and _hash_points(0, 8)[1])
 
 
 def test_edges_of_the_hash_space():

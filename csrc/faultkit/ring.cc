@@ -14,6 +14,7 @@
 #endif
 
 #include "faultkit/md5.h"
+#include "faultkit/ring_points.h"
 #include "faultkit/xxh3.h"
 
 namespace faultkit {
@@ -655,13 +656,57 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
         per[o] += static_cast<uint32_t>(b - a);
         a = b;
     }
+    rebuild_counted(pts.data(), pts.size(), bits, fill, per_slot, std::move(slot_index),
+                    high_first);
+}
+
+std::shared_ptr<RingSnapshot> SegmentedRing::assign_xxh3(const char* const* names,
+                                                         const size_t* name_lens,
+                                                         const uint32_t* counts, size_t n,
+                                                         uint64_t seed,
+                                                         std::vector<int32_t> slot_index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (n > slot_index.size() || n > size_t{INT32_MAX})
+        throw std::invalid_argument("ring point owner outside the slot map");
+    size_t total = 0;
+    for (size_t k = 0; k < n; ++k) total += counts[k];
+    if (total > kMaxRingPoints) throw std::overflow_error("too many ring points");
+    const int bits = choose_bits(total);
+    const int shift = 64 - bits;
+    std::vector<uint32_t> fill(size_t{1} << bits, 0);
+    std::vector<uint32_t> per_slot(slot_index.size(), 0);
+    // Uninitialized: every record is written before it is read.
+    std::unique_ptr<RingPoint[]> pts(new RingPoint[total > 0 ? total : 1]);
+    uint32_t* fl = fill.data();
+    size_t at = 0;
+    for (size_t k = 0; k < n; ++k) {
+        RingPoint* out = pts.get() + at;
+        const uint32_t c = counts[k];
+        const uint64_t node_seed = xxh3_64(names[k], name_lens[k], seed);
+        ring_points::hash_run(0, c, node_seed, static_cast<int32_t>(k), out);
+        for (uint32_t t = 0; t < c; ++t) ++fl[out[t].point >> shift];  // still in L1
+        per_slot[k] = c;
+        at += c;
+    }
+    rebuild_counted(pts.get(), total, bits, fill, per_slot, std::move(slot_index), false);
+    return cur_;
+}
+
+// The build proper: pts counted by segment (fill, 2^bits entries) and by
+// owner slot (per_slot, one entry a slot of slot_index).
+void SegmentedRing::rebuild_counted(const RingPoint* pts, size_t n_pts, int bits,
+                                    const std::vector<uint32_t>& fill,
+                                    std::vector<uint32_t>& per_slot,
+                                    std::vector<int32_t> slot_index, bool high_first) {
+    const int shift = 64 - bits;
+    const uint32_t n_segs = uint32_t{1} << bits;
     auto next = std::make_shared<RingSnapshot>();
     auto link = std::make_shared<RetiredSegments>();
     next->dir_.assign(n_segs, SegmentBuilder::empty());
     next->bits_ = bits;
     next->shift_ = shift;
     next->gshift_ = shift - RingSegment::kLocalBits;
-    next->size_ = static_cast<uint32_t>(pts.size());
+    next->size_ = static_cast<uint32_t>(n_pts);
     std::vector<uint32_t> counts;
     for (uint32_t i = 0; i < n_segs; ++i)
         if (fill[i]) counts.push_back(fill[i]);
@@ -677,13 +722,13 @@ void SegmentedRing::rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t
         next->dir_[i] = segs[k];
         dst[i] = SegmentBuilder::records(segs[k++]);
     }
-    for (const RingPoint& p : pts) *dst[p.point >> shift]++ = p;
+    for (size_t k = 0; k < n_pts; ++k) *dst[pts[k].point >> shift]++ = pts[k];
     std::vector<RingPoint> tmp;
     for (RingSegment* seg : segs)
         SegmentBuilder::sort_in_place(seg, next->gshift_, high_first, tmp);
     // Sentinels, from the top down: each segment's is the first owner after
     // it (wrapping); an empty range gets a stub holding just that.
-    if (!pts.empty()) {
+    if (n_pts > 0) {
         int32_t next_owner = first_owner_from(next->dir_, 0);
         for (uint32_t i = n_segs; i-- > 0;) {
             if (fill[i] == 0) {
@@ -947,6 +992,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::renumber(const int32_t* remap, size
 
 // -- points --------------------------------------------------------------------
 
+
 void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                       int32_t owner, std::vector<RingPoint>& out) {
     const uint64_t node_seed = xxh3_64(name, name_len, seed);
@@ -956,7 +1002,8 @@ void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t
     RingPoint buf[kChunk];
     for (uint32_t j = 0; j < count;) {
         const uint32_t m = std::min(kChunk, count - j);
-        for (uint32_t t = 0; t < m; ++t, ++j) buf[t] = {xxh3_64_u64(j, node_seed), owner};
+        ring_points::hash_run(j, m, node_seed, owner, buf);
+        j += m;
         out.insert(out.end(), buf, buf + m);
     }
 }

@@ -217,6 +217,12 @@ public:
     // (ketama's "last node written wins"); later add()s use the same rule.
     std::shared_ptr<RingSnapshot> assign(std::vector<RingPoint>& pts, bool high_owner_first,
                                          std::vector<int32_t> slot_index);
+    // assign() of the XXH3 ring's points of n nodes (ring_node_points of
+    // names[k], name_lens[k] bytes, with counts[k] points owned by slot k),
+    // hashed and counted here in one pass instead of handed over.
+    std::shared_ptr<RingSnapshot> assign_xxh3(const char* const* names, const size_t* name_lens,
+                                              const uint32_t* counts, size_t n, uint64_t seed,
+                                              std::vector<int32_t> slot_index);
     // Add `pts` (any order) whose owners are slots above every slot on the
     // ring; at an equal point they go after the old points (before them when
     // high_owner_first).  Rewrites only the segments they fall in.
@@ -243,6 +249,9 @@ private:
                  std::shared_ptr<RetiredSegments> link) noexcept;
     void rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index,
                      bool high_first);
+    void rebuild_counted(const RingPoint* pts, size_t n_pts, int bits,
+                         const std::vector<uint32_t>& fill, std::vector<uint32_t>& per_slot,
+                         std::vector<int32_t> slot_index, bool high_first);
     void collect(const RingSnapshot& s, std::vector<RingPoint>& out) const;
 
     mutable std::mutex mu_;

@@ -28,6 +28,9 @@ cdef extern from "faultkit/ring.h" namespace "faultkit" nogil:
         shared_ptr[RingSnapshot] snapshot() except +
         shared_ptr[RingSnapshot] assign(vector[RingPoint]& pts, bint high_owner_first,
                                         vector[int32_t] slot_index) except +
+        shared_ptr[RingSnapshot] assign_xxh3(const char* const* names, const size_t* name_lens,
+                                             const uint32_t* counts, size_t n, uint64_t seed,
+                                             vector[int32_t] slot_index) except +
         shared_ptr[RingSnapshot] add(vector[RingPoint]& pts, vector[int32_t] slot_index) except +
         shared_ptr[RingSnapshot] remove(const vector[RingPoint]& hint, const uint8_t* drop,
                                         size_t drop_len, vector[int32_t] slot_index) except +
@@ -43,3 +46,7 @@ cdef extern from "faultkit/ring.h" namespace "faultkit" nogil:
 cdef extern from "faultkit/md5.h" namespace "faultkit" nogil:
     void md5(const void* data, size_t length, uint8_t* digest) noexcept
     uint32_t ketama_hash(const void* data, size_t length) noexcept
+
+cdef extern from "faultkit/ring_points.h" namespace "faultkit::ring_points" nogil:
+    bint hash_run(uint64_t first, uint32_t count, uint64_t seed, int32_t owner, RingPoint* out,
+                  bint allow_simd) noexcept

@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from faultkit._out cimport out_array
 from faultkit.ring cimport (
     RingPoint, RingSnapshot, SegmentedRing, ring_node_points, ring_ketama_node_points, md5,
-    ketama_hash,
+    ketama_hash, hash_run,
 )
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
 from faultkit._keys cimport hash_key, str_utf8
@@ -76,6 +76,20 @@ def _md5(data):
     cdef unsigned char digest[16]
     md5(&view[0] if view.shape[0] else NULL, <size_t>view.shape[0], digest)
     return bytes(digest[:16])
+
+
+def _hash_points(uint64_t node_seed, uint32_t count, uint64_t first=0, bint simd=True):
+    """Points xxh3_64_u64(first + t, node_seed) for t < count, as the C++
+    core hashes them (for tests against python-xxhash): (np.ndarray[uint64],
+    whether the eight-lane kernel ran; simd=False forces the portable one)."""
+    cdef vector[RingPoint] buf = vector[RingPoint](<size_t>count)
+    cdef bint used = hash_run(first, count, node_seed, 0, buf.data(), simd)
+    out = np.empty(count, dtype=np.uint64)
+    cdef uint64_t[::1] o = out
+    cdef uint32_t t
+    for t in range(count):
+        o[t] = buf[t].point
+    return out, bool(used)
 
 
 cdef list _ketama_counts(list weights, int mode, int hashes):
@@ -676,7 +690,6 @@ cdef class HashRing(_Balancer):
         cdef Py_ssize_t size, i, base = len(self._nodes), k = len(nodes)
         cdef const char* data
         cdef int64_t count, total = self._snap.get().size()
-        cdef list counts = []
         cdef shared_ptr[vector[uint8_t]] alive
         cdef shared_ptr[RingSnapshot] snap
         if not nodes:
@@ -685,6 +698,8 @@ cdef class HashRing(_Balancer):
             self._ketama_rebuild(self._nodes + nodes, self._weights + weights,
                                  self._alive_resized(base + k))
             return
+        cdef vector[uint32_t] counts
+        counts.reserve(<size_t>k)
         for i in range(k):
             count = max(1, llround(self._vnodes * <double>weights[i]))
             total += count
@@ -692,7 +707,7 @@ cdef class HashRing(_Balancer):
                 raise ValueError(
                     f"weight {weights[i]!r} of node {nodes[i]!r} gives the ring more than "
                     f"{MAX_POINTS} points")
-            counts.append(count)
+            counts.push_back(<uint32_t>count)
         if base + k > (1 << 30):
             raise ValueError("more than 2**30 nodes")
         # Slots: a fresh ring numbers them 0..n-1; a growing one issues new
@@ -706,11 +721,22 @@ cdef class HashRing(_Balancer):
         cdef int32_t first = <int32_t>slot_map.size()
         for i in range(k):
             slot_map.push_back(<int32_t>(base + i))
-        pts.reserve(<size_t>(total - self._snap.get().size()))
-        for i in range(k):
-            data = _node_bytes(nodes[i], &size)
-            ring_node_points(data, <size_t>size, self._seed, <uint32_t>counts[i],
-                             <int32_t>(first + i), pts)
+        # A fresh ring hashes and counts its points in one C++ pass
+        # (assign_xxh3); a growing one hands them to add().
+        cdef vector[const char*] names
+        cdef vector[size_t] name_lens
+        if base:
+            pts.reserve(<size_t>(total - self._snap.get().size()))
+            for i in range(k):
+                data = _node_bytes(nodes[i], &size)
+                ring_node_points(data, <size_t>size, self._seed, counts[i],
+                                 <int32_t>(first + i), pts)
+        else:
+            names.reserve(<size_t>k)
+            name_lens.reserve(<size_t>k)
+            for i in range(k):
+                names.push_back(_node_bytes(nodes[i], &size))
+                name_lens.push_back(<size_t>size)
         if base:
             new_index = self._index.copy()
             for i in range(k):
@@ -727,7 +753,8 @@ cdef class HashRing(_Balancer):
             if base:
                 snap = self._ring.add(pts, move(slot_map))
             else:
-                snap = self._ring.assign(pts, False, move(slot_map))
+                snap = self._ring.assign_xxh3(names.data(), name_lens.data(), counts.data(),
+                                              <size_t>k, self._seed, move(slot_map))
         except BaseException:
             del self._nodes[base:]
             del self._weights[base:]
