@@ -58,8 +58,14 @@ namespace {
 alignas(64) const uint8_t kZeros[kAlign] = {};
 
 // Below this many bytes of blobs, hashing on a helper thread is not worth
-// starting one (~50 us); above it the hash (~15 GB/s) overlaps the writes.
-constexpr uint64_t kParallelHashMin = 4u << 20;
+// starting one; above it the hash (~15-20 GB/s) overlaps the writes.  A
+// thread costs ~50 us to start on an idle machine, but when the other cores
+// are busy the helper may wait a scheduler tick (~4 ms) to run, and the
+// join waits with it: incremental saves hashing the few MiB write tracking
+// leaves took 4-5 ms instead of ~1 ms in a third of the rounds with 4 MiB
+// (split on two threads) and never with 3 MiB (inline).  16 MiB hashes in
+// ~1 ms inline.
+constexpr uint64_t kParallelHashMin = 16u << 20;
 // Largest single write(2): bounded so a huge blob does not become one call.
 constexpr uint64_t kMaxWrite = 64u << 20;
 
