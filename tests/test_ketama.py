@@ -94,6 +94,10 @@ def test_equal_points_put_the_server_listed_last_first(order):
         got_points, got_owners = ring.points()
         assert got_points.tolist() == [p << 32 for p in ref.points]
         assert [nodes[i] for i in got_owners.tolist()] == ref.servers
+    portable = fk.HashRing.ketama(compat="uhashring")  # built without vector kernels
+    portable._set_simd(False)
+    portable.add_many(nodes)
+    assert [nodes[i] for i in portable.points()[1].tolist()] == ref.servers
     ring = fk.HashRing.ketama(nodes)
     ties = [p for p, q in zip(ref.points, ref.points[1:]) if p == q]
     assert [ring.nodes[i] for i in ring.get_many(np.array(ties, dtype=np.uint64))] == [

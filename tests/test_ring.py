@@ -60,6 +60,25 @@ def test_point_kernels_match_xxhash(node_seed, count, first):
     assert used == (count >= 8 and _hash_points(0, 8)[1])
 
 
+@pytest.mark.parametrize("vnodes", [1, 13, 160])
+def test_vector_and_portable_builds_give_the_reference_ring(vnodes):
+    # A fresh build hashes and sorts with AVX-512 kernels where the CPU has
+    # them; _set_simd(False) makes a ring build with the portable ones only.
+    nodes = [f"10.3.{i // 200}.{i % 200}:11211" for i in range(300)]
+    weights = [0.25 + (i % 9) / 4 for i in range(300)]
+    ref = RefRing(nodes, weights, vnodes=vnodes, seed=5)
+    for simd in (False, True):
+        ring = fk.HashRing(vnodes=vnodes, seed=5)
+        ring._set_simd(simd)
+        ring.add_many(nodes, weights)
+        got_points, got_owners = ring.points()
+        assert got_points.tolist() == ref.points and got_owners.tolist() == ref.owners
+        h = np.concatenate([sample_hashes(20_000, seed=vnodes), got_points,
+                            got_points + np.uint64(1)])
+        expect = got_owners[np.searchsorted(got_points, h, side="left") % len(got_points)]
+        assert (ring.get_many(h) == expect).all()
+
+
 def test_edges_of_the_hash_space():
     ring = fk.HashRing(NODES100[:10], vnodes=20, seed=3)
     ref = RefRing(NODES100[:10], vnodes=20, seed=3)

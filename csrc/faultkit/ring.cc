@@ -58,6 +58,16 @@ struct alignas(16) Arena {
 class SegmentBuilder {
 public:
     static constexpr uint32_t kNb = RingSegment::kBuckets;
+    // Whether this CPU runs sort_small64.
+    static bool sort_simd() noexcept {
+#ifdef FAULTKIT_RING_AVX512
+        static const bool yes =
+            __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+        return yes;
+#else
+        return false;
+#endif
+    }
     static uint32_t bucket(uint64_t point, int gshift) noexcept {
         return static_cast<uint32_t>((point >> gshift) & (kNb - 1));
     }
@@ -169,11 +179,20 @@ public:
     // back from a copy, then an insertion sort of each listed bucket alone.
     // `big` is caller scratch for a segment too large for the stack buffer.
     // Segments of at most kByteCount points (all but crowded ones) take
-    // sort_small, the same steps with byte counters.
+    // sort_small, the same steps with byte counters, and with `simd` (the
+    // CPU has AVX-512 F and BW: sort_simd()) those of at most 64, sort_small64.
     static void sort_in_place(RingSegment* s, int gshift, bool high_first,
-                              std::vector<RingPoint>& big) {
+                              std::vector<RingPoint>& big, bool simd) {
         constexpr uint32_t kSmall = 256;
         const uint32_t n = s->count();
+#ifdef FAULTKIT_RING_AVX512
+        if (simd && n > 0 && n <= 64) {
+            sort_small64(s, gshift, high_first);
+            return;
+        }
+#else
+        (void)simd;
+#endif
         if (n <= kByteCount) {
             sort_small(s, gshift, high_first);
             return;
@@ -283,6 +302,93 @@ public:
         exclusive_sums(cnt, idx, multi);
         idx[kNb] = static_cast<uint16_t>(n);
         for (uint32_t i = 0; i < n; ++i) r[cnt[bk[i]] + rk[i]] = tmp[i];
+        order_multi(r, idx, multi, high_first);
+        r[n] = {kTop, 0};
+    }
+
+#ifdef FAULTKIT_RING_AVX512
+// GCC 12's AVX-512 intrinsics trip -W(maybe-)uninitialized on their own
+// _mm512_undefined_epi32() placeholders.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+    // Inclusive running sums of 64 bytes (no carries out of a byte).
+    __attribute__((target("avx512f,avx512bw"))) static inline __m512i prefix64(
+        __m512i x) noexcept {
+        const __m512i zero = _mm512_setzero_si512();
+        x = _mm512_add_epi8(x, _mm512_bslli_epi128(x, 1));
+        x = _mm512_add_epi8(x, _mm512_bslli_epi128(x, 2));
+        x = _mm512_add_epi8(x, _mm512_bslli_epi128(x, 4));
+        x = _mm512_add_epi8(x, _mm512_bslli_epi128(x, 8));  // within each 16-byte lane
+        // Each lane's total (its byte 15) moved one lane up, then summed over
+        // the lanes below: what each lane adds.
+        __m512i e = _mm512_alignr_epi64(_mm512_shuffle_epi8(x, _mm512_set1_epi8(15)), zero, 6);
+        e = _mm512_add_epi8(e, _mm512_alignr_epi64(e, zero, 6));
+        e = _mm512_add_epi8(e, _mm512_alignr_epi64(e, zero, 4));
+        return _mm512_add_epi8(x, e);
+    }
+
+    // sort_small for a segment of at most 64 points (most segments) with
+    // AVX-512 (F, BW): the buckets of eight points at a time, the 128
+    // running sums in two registers (which also give the index, widened,
+    // and the buckets with several points), then the same placing pass.
+    __attribute__((target("avx512f,avx512bw"))) static void sort_small64(
+        RingSegment* s, int gshift, bool high_first) noexcept {
+        const uint32_t n = s->count();  // 1..64
+        RingPoint* r = records(s);
+        uint16_t* idx = index(s);
+        alignas(64) RingPoint tmp[64];
+        alignas(64) uint8_t bk[64];
+        alignas(64) uint8_t cnt[kNb];
+        const __m512i zero = _mm512_setzero_si512();
+        _mm512_store_si512(cnt, zero);
+        _mm512_store_si512(cnt + 64, zero);
+        const __m128i sh = _mm_cvtsi32_si128(gshift);
+        const __m512i low7 = _mm512_set1_epi64(kNb - 1);
+        const __m512i evens = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        for (uint32_t k = 0; k < n; k += 8) {
+            const uint32_t left = n - k;  // records k.. that exist
+            const __mmask8 ma = static_cast<__mmask8>(left >= 4 ? 0xFF : (1u << (2 * left)) - 1);
+            const __mmask8 mb = static_cast<__mmask8>(
+                left >= 8 ? 0xFF : left <= 4 ? 0 : (1u << (2 * (left - 4))) - 1);
+            const __m512i a = _mm512_maskz_loadu_epi64(ma, r + k);
+            const __m512i b = _mm512_maskz_loadu_epi64(mb, r + k + 4);
+            _mm512_store_si512(tmp + k, a);
+            _mm512_store_si512(tmp + k + 4, b);
+            const __m512i p = _mm512_permutex2var_epi64(a, evens, b);
+            const __m512i bu = _mm512_and_si512(_mm512_srl_epi64(p, sh), low7);
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(bk + k), _mm512_cvtepi64_epi8(bu));
+        }
+        for (uint32_t i = 0; i < n; ++i) ++cnt[bk[i]];
+        const __m512i c0 = _mm512_load_si512(cnt), c1 = _mm512_load_si512(cnt + 64);
+        const __m512i one = _mm512_set1_epi8(1);
+        const uint64_t multi[2] = {_mm512_cmpgt_epu8_mask(c0, one),
+                                   _mm512_cmpgt_epu8_mask(c1, one)};
+        const __m512i x0 = prefix64(c0);
+        const __m512i top = _mm512_shuffle_epi8(x0, _mm512_set1_epi8(15));  // lane totals
+        const __m512i x1 = _mm512_add_epi8(prefix64(c1), _mm512_shuffle_i64x2(top, top, 0xFF));
+        const __m512i e0 = _mm512_sub_epi8(x0, c0), e1 = _mm512_sub_epi8(x1, c1);  // exclusive
+        _mm512_storeu_si512(idx, _mm512_cvtepu8_epi16(_mm512_castsi512_si256(e0)));
+        _mm512_storeu_si512(idx + 32, _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(e0, 1)));
+        _mm512_storeu_si512(idx + 64, _mm512_cvtepu8_epi16(_mm512_castsi512_si256(e1)));
+        _mm512_storeu_si512(idx + 96, _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(e1, 1)));
+        idx[kNb] = static_cast<uint16_t>(n);
+        _mm512_store_si512(cnt, e0);  // the placing cursors
+        _mm512_store_si512(cnt + 64, e1);
+        for (uint32_t i = 0; i < n; ++i) r[cnt[bk[i]]++] = tmp[i];
+        order_multi(r, idx, multi, high_first);
+        r[n] = {kTop, 0};
+    }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+    // Put each bucket with several points (bit b of multi) in order.
+    static void order_multi(RingPoint* r, const uint16_t* idx, const uint64_t* multi,
+                            bool high_first) noexcept {
         const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
             return point_less(a.point, a.owner, c.point, c.owner, high_first);
         };
@@ -306,7 +412,6 @@ public:
                 }
             }
         }
-        r[n] = {kTop, 0};
     }
 
     // cnt (kNb byte counts, total <= 255) -> exclusive running sums, in
@@ -604,6 +709,11 @@ SegmentedRing::~SegmentedRing() {
     tail_.reset();
 }
 
+void SegmentedRing::set_simd(bool on) {
+    std::lock_guard<std::mutex> lock(mu_);
+    simd_ = on;
+}
+
 std::shared_ptr<RingSnapshot> SegmentedRing::snapshot() const {
     std::lock_guard<std::mutex> lock(mu_);
     return cur_;
@@ -683,7 +793,7 @@ std::shared_ptr<RingSnapshot> SegmentedRing::assign_xxh3(const char* const* name
         RingPoint* out = pts.get() + at;
         const uint32_t c = counts[k];
         const uint64_t node_seed = xxh3_64(names[k], name_lens[k], seed);
-        ring_points::hash_run(0, c, node_seed, static_cast<int32_t>(k), out);
+        ring_points::hash_run(0, c, node_seed, static_cast<int32_t>(k), out, simd_);
         for (uint32_t t = 0; t < c; ++t) ++fl[out[t].point >> shift];  // still in L1
         per_slot[k] = c;
         at += c;
@@ -724,8 +834,9 @@ void SegmentedRing::rebuild_counted(const RingPoint* pts, size_t n_pts, int bits
     }
     for (size_t k = 0; k < n_pts; ++k) *dst[pts[k].point >> shift]++ = pts[k];
     std::vector<RingPoint> tmp;
+    const bool simd_sort = simd_ && SegmentBuilder::sort_simd();
     for (RingSegment* seg : segs)
-        SegmentBuilder::sort_in_place(seg, next->gshift_, high_first, tmp);
+        SegmentBuilder::sort_in_place(seg, next->gshift_, high_first, tmp, simd_sort);
     // Sentinels, from the top down: each segment's is the first owner after
     // it (wrapping); an empty range gets a stub holding just that.
     if (n_pts > 0) {

@@ -240,6 +240,10 @@ public:
 
     // Segments the last change wrote (a complexity probe for tests).
     uint32_t last_written() const noexcept { return last_written_; }
+    // Whether fresh builds may use the CPU's vector kernels (AVX-512 point
+    // hashing and segment sorting; on by default).  Off runs the portable
+    // ones, which give the same ring: for tests of both.
+    void set_simd(bool on);
 
 private:
     // A new snapshot sharing cur's directory (its segments) and shape, for a
@@ -259,6 +263,7 @@ private:
     std::shared_ptr<RetiredSegments> tail_;  // the link cur_ holds
     bool high_first_ = false;
     uint32_t last_written_ = 0;
+    bool simd_ = true;
     std::vector<uint32_t> slot_points_;  // points per slot on the current ring
 };
 

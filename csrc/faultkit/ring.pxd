@@ -37,6 +37,7 @@ cdef extern from "faultkit/ring.h" namespace "faultkit" nogil:
         shared_ptr[RingSnapshot] renumber(const int32_t* remap, size_t remap_len,
                                           vector[int32_t] slot_index) except +
         uint32_t last_written() noexcept
+        void set_simd(bint on) except +
 
     void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                           int32_t owner, vector[RingPoint]& out) except +

@@ -892,6 +892,11 @@ cdef class HashRing(_Balancer):
         cdef shared_ptr[RingSnapshot] snap = self._snap
         return snap.get().segments(), self._ring.last_written(), snap.get().slots()
 
+    def _set_simd(self, bint on):
+        """Let later fresh builds use the CPU's vector kernels (default) or
+        only the portable ones, which build the same ring (for tests)."""
+        self._ring.set_simd(on)
+
     # -- introspection ---------------------------------------------------
 
     def distribution(self):
