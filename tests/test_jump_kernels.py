@@ -2,6 +2,8 @@
 each run explicitly through the internal _jump_hash_path and checked bit for bit
 against the jump package; a kernel is skipped only where this CPU lacks it."""
 import pathlib
+import subprocess
+import sys
 
 import jump
 import numpy as np
@@ -116,6 +118,34 @@ def test_this_cpu_runs_the_kernels_it_has():
         assert "avx2" in AVAILABLE
     if {"avx512f", "avx512dq", "avx512vl"} <= flags:
         assert "avx512" in AVAILABLE
+
+
+SMALL_STACK = r"""
+import threading, numpy as np
+from faultkit import _balance
+threading.stack_size(32768)  # the smallest Python allows
+keys = np.random.default_rng(1).integers(0, 2**64 - 1, 20_000, dtype=np.uint64, endpoint=True)
+want = {p: _balance._jump_hash_path(keys, 1000, p) for p in _balance._jump_hash_paths()}
+got = {}
+def run():
+    for p in want:
+        got[p] = _balance._jump_hash_path(keys, 1000, p)
+t = threading.Thread(target=run)
+t.start()
+t.join()
+assert all((got[p] == want[p]).all() for p in want), "mismatch"
+print("ok", sorted(got))
+"""
+
+
+def test_kernels_run_on_a_small_thread_stack():
+    """The kernels keep their buffers off the stack: a thread with Python's
+    smallest stack (32 KiB) runs every kernel (in a child: a crash is a failure,
+    not a dead test run)."""
+    r = subprocess.run([sys.executable, "-c", SMALL_STACK], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert r.stdout.startswith("ok")
 
 
 def test_kernel_selector_bad_input():

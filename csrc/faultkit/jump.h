@@ -1,7 +1,8 @@
 // Jump consistent hash (Lamping & Veach, "A Fast, Minimal Memory, Consistent
 // Hash Algorithm", 2014), the paper's code verbatim: same integer and double
 // arithmetic, so it agrees bit for bit with the reference C implementation.
-// Header-only, no Python, no allocation.
+// Header-only, no Python; the array form's AVX-512 kernel allocates one ~30 KB
+// scratch block a call (never per key), the others nothing.
 //
 // jump_hash_many runs the fastest kernel this CPU has, chosen once at run time
 // (__builtin_cpu_supports), so wheels stay baseline x86-64: AVX-512 (F, DQ,
@@ -13,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -101,7 +103,8 @@ inline void many_portable(const uint64_t* keys, size_t count, int32_t num_bucket
 //     finished hand their (index, bucket) to a staging buffer and are refilled
 //     from the queue (vpcompressq / vpexpandq); the staging buffer is scattered
 //     to `out` by a scalar loop.  The queue is topped up by step 1, chunk by
-//     chunk, so every buffer lives on the stack and stays in L1/L2.
+//     chunk, so every buffer is small (one ~30 KB scratch block a call, kept off
+//     the stack for small thread stacks) and stays in L1/L2.
 
 #ifdef FAULTKIT_HAVE_JUMP_KERNELS
 
@@ -115,6 +118,13 @@ inline int lockstep_rounds(int32_t num_buckets) noexcept {
     const int k = static_cast<int>(std::log(static_cast<double>(num_buckets)) + 0.58);
     return k < 1 ? 1 : k;
 }
+
+// GCC 12 reports its own intrinsics' _mm512_undefined_* placeholders as
+// "may be used uninitialized" once they are inlined here (a false positive).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace avx512 {
 
@@ -153,10 +163,13 @@ FAULTKIT_JUMP_AVX512 __attribute__((always_inline)) inline void step(
 }
 
 // Keys that outlived the lockstep rounds: key, j and (index << 32), index
-// relative to the start of the call.
+// relative to the start of the call.  Chunks of 1,024 keys: 256 cost ~3%
+// (more top-ups), 128 ~7%.
 struct Queue {
     static constexpr size_t kChunk = 1024;  // input keys per top-up
-    static constexpr size_t kCap = 2 * kChunk + 64;
+    // Topped up only below 64 keys; a chunk adds at most kChunk, and a
+    // compressed store writes 8 lanes past the end.
+    static constexpr size_t kCap = 64 + kChunk + 8;
     alignas(64) uint64_t key[kCap];
     alignas(64) uint64_t idx[kCap];
     alignas(64) double j[kCap];
@@ -165,7 +178,7 @@ struct Queue {
 
 // Finished (index << 32 | bucket) records, scattered to out in batches.
 struct Stage {
-    static constexpr size_t kFlush = 1024;
+    static constexpr size_t kFlush = 256;
     alignas(64) uint64_t rec[kFlush + 8 * 8 + 8];
     size_t count = 0;
     void flush(int32_t* out) noexcept {
@@ -226,14 +239,15 @@ FAULTKIT_JUMP_AVX512 __attribute__((noinline)) inline void top_up(Queue& q, size
 
 // count < 2^32 (indices are packed above the bucket in 64 bits).
 FAULTKIT_JUMP_AVX512 inline void many_part(const uint64_t* keys, size_t count,
-                                           int32_t num_buckets, int32_t* out) noexcept {
+                                           int32_t num_buckets, int32_t* out, Queue& q,
+                                           Stage& st) noexcept {
     constexpr int kVecs = 8;    // vectors of lanes in flight
     constexpr int kRounds = 2;  // rounds between refills
     constexpr size_t kLanes = 8 * kVecs;
     const Consts c = make_consts(num_buckets);
     const int rounds = lockstep_rounds(num_buckets);
-    Queue q;
-    Stage st;
+    q.rd = q.wr = q.in = 0;
+    st.count = 0;
     top_up(q, kLanes, keys, count, num_buckets, rounds, out);
     if (q.wr - q.rd >= kLanes) {
         __m512i key[kVecs], idx[kVecs];
@@ -291,13 +305,25 @@ FAULTKIT_JUMP_AVX512 inline void many_part(const uint64_t* keys, size_t count,
     st.flush(out);
 }
 
-FAULTKIT_JUMP_AVX512 inline void many(const uint64_t* keys, size_t count, int32_t num_buckets,
+// The queue and staging buffer (~30 KB): on the heap, once a call, so that a
+// thread with a small stack (Python allows 32 KiB) can call this too.
+struct Scratch {
+    Queue q;
+    Stage st;
+};
+
+// False (out untouched) if the scratch memory could not be had.
+FAULTKIT_JUMP_AVX512 inline bool many(const uint64_t* keys, size_t count, int32_t num_buckets,
                                       int32_t* out) noexcept {
+    Scratch* scratch = new (std::nothrow) Scratch;
+    if (scratch == nullptr) return false;
     constexpr size_t kPart = size_t{1} << 31;
     for (size_t off = 0; off < count; off += kPart) {
         const size_t m = count - off < kPart ? count - off : kPart;
-        many_part(keys + off, m, num_buckets, out + off);
+        many_part(keys + off, m, num_buckets, out + off, scratch->q, scratch->st);
     }
+    delete scratch;
+    return true;
 }
 
 inline bool available() noexcept {
@@ -308,6 +334,10 @@ inline bool available() noexcept {
 }
 
 }  // namespace avx512
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace avx2 {
 
@@ -396,16 +426,15 @@ inline bool jump_hash_many_path(const uint64_t* keys, size_t count, int32_t num_
     switch (static_cast<JumpPath>(path)) {
 #ifdef FAULTKIT_HAVE_JUMP_KERNELS
         case JumpPath::kAvx512:
-            jump_detail::avx512::many(keys, count, num_buckets, out);
-            return true;
+            if (jump_detail::avx512::many(keys, count, num_buckets, out)) return true;
+            break;  // no scratch memory: the portable kernel needs none
         case JumpPath::kAvx2:
             jump_detail::avx2::many(keys, count, num_buckets, out);
             return true;
         case JumpPath::kBest:
-            if (jump_detail::avx512::available()) {
-                jump_detail::avx512::many(keys, count, num_buckets, out);
+            if (jump_detail::avx512::available() &&
+                jump_detail::avx512::many(keys, count, num_buckets, out))
                 return true;
-            }
             if (jump_detail::avx2::available()) {
                 jump_detail::avx2::many(keys, count, num_buckets, out);
                 return true;
