@@ -8,7 +8,11 @@ registered with a userfaultfd in asynchronous write-protect mode
 (``UFFD_FEATURE_WP_ASYNC``; the kernel itself unprotects a page on its first
 write, so nothing waits on a handler) and the ``PAGEMAP_SCAN`` ioctl of
 ``/proc/self/pagemap`` returns the unprotected pages and protects them again
-in one walk (``faultkit._track``, ``csrc/faultkit/write_tracker.h``).
+in one walk (``faultkit._track``, ``csrc/faultkit/write_tracker.h``).  The
+userfaultfd is user-mode-only, which unprivileged processes may open even
+with ``vm.unprivileged_userfaultfd = 0``; in asynchronous mode the kernel
+still resolves its own writes into the memory (``read(2)`` into an array).
+Checked on Linux 6.18 as root and as an unprivileged user.
 
 The policy (:class:`Tracking`, used by ``Checkpointer.save``):
 
