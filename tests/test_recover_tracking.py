@@ -444,3 +444,69 @@ def test_tracker_refuses_to_work_in_a_forked_child():
     a[0] = 2  # the parent's tracking is intact
     assert t.collect(a.ctypes.data, a.nbytes, 8 * PAGE) == bytes([1, 0])
     t.close()
+
+
+def _userfaultfds():
+    """This process's descriptors that are userfaultfds."""
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[userfaultfd]":
+                out.add(int(name))
+        except OSError:  # the listing's own descriptor
+            pass
+    return out
+
+
+@needs_tracking
+def test_a_tracker_whose_descriptor_was_closed_vouches_for_nothing(tmp_path):
+    # Someone closes the tracker's userfaultfd (a library's os.closerange,
+    # say): the kernel drops its registrations and another Checkpointer may
+    # arm the same memory, often getting the same descriptor number.  The
+    # first must not scan it any more: PAGEMAP_SCAN re-protects pages for
+    # whoever registered them, so the second would miss writes and store
+    # stale chunks.
+    a = fresh()
+    opts = dict(chunk_size=CHUNK, fsync=False, retain=10)
+    with fk.Checkpointer(tmp_path / "1", **opts) as c1, fk.Checkpointer(tmp_path / "2", **opts) as c2:
+        before = _userfaultfds()
+        c1.save({"a": a}, incremental=True)
+        mine = _userfaultfds() - before
+        assert len(mine) == 1
+        for fd in mine:
+            os.close(fd)
+        c2.save({"a": a}, incremental=True)
+        for step in range(3):
+            a[(5 + step) * CHUNK + MID] ^= 0xFF
+            i1 = c1.save({"a": a}, incremental=True)
+            i2 = c2.save({"a": a}, incremental=True)
+            exact_equal({"a": a}, c1.load(i1.id))
+            exact_equal({"a": a}, c2.load(i2.id))
+            assert i2.written == CHUNK  # c2 still tracks
+        c1.close()  # must not close c2's descriptor, which may have the old number
+        a[9 * CHUNK + MID] ^= 0xFF
+        i2 = c2.save({"a": a}, incremental=True)
+        exact_equal({"a": a}, c2.load(i2.id))
+        assert hashed(c2) < NBYTES
+
+
+@needs_tracking
+def test_tracker_refuses_descriptors_it_no_longer_owns():
+    a = np.ones(18 * PAGE, np.uint8)[PAGE:17 * PAGE]
+    t = _track.WriteTracker()
+    before = _userfaultfds()
+    t2 = _track.WriteTracker()
+    (fd,) = _userfaultfds() - before
+    t2.arm(a.ctypes.data, a.nbytes)
+    os.close(fd)  # t2's registrations are gone with it
+    t3 = _track.WriteTracker()  # likely takes the number
+    with pytest.raises(OSError) as e:
+        t2.collect(a.ctypes.data, a.nbytes, PAGE)
+    assert e.value.errno == errno.EBADF
+    assert not t2.available and t2.tracked == 0
+    t2.close()  # closes nothing it does not own
+    t3.arm(a.ctypes.data, a.nbytes)
+    a[0] = 2
+    assert t3.collect(a.ctypes.data, a.nbytes, 8 * PAGE) == bytes([1, 0])
+    t3.close()
+    t.close()
