@@ -11,6 +11,7 @@
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -153,6 +154,12 @@ WriteTracker::WriteTracker() noexcept : pid_(::getpid()) {
         ::close(fd);
         return;
     }
+    if (!identify(fd, uffd_id_) || !identify(pm, pagemap_id_)) {
+        reason_ = std::string("fstat: ") + std::strerror(errno);
+        ::close(fd);
+        ::close(pm);
+        return;
+    }
     uffd_ = fd;
     pagemap_ = pm;
     // Self-test on two pages of our own: only the written one may be reported.
@@ -190,6 +197,7 @@ WriteTracker::WriteTracker() noexcept : pid_(::getpid()) {
 WriteTracker::~WriteTracker() { close(); }
 
 void WriteTracker::close() noexcept {
+    if (!forked() && uffd_ >= 0 && !owned()) return;  // gave up, closing only its own descriptors
     if (forked()) {
         ranges_.clear();  // another process's registrations: not ours to touch
     } else {
@@ -202,6 +210,34 @@ void WriteTracker::close() noexcept {
 }
 
 bool WriteTracker::forked() const noexcept { return ::getpid() != pid_; }
+
+bool WriteTracker::identify(int fd, FileId& id) noexcept {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return false;
+    id.dev = static_cast<uint64_t>(st.st_dev);
+    id.ino = static_cast<uint64_t>(st.st_ino);
+    return true;
+}
+
+bool WriteTracker::owned() noexcept {
+    if (uffd_ < 0) return false;
+    FileId u, p;
+    const bool uffd_ok = identify(uffd_, u) && u.dev == uffd_id_.dev && u.ino == uffd_id_.ino;
+    const bool pm_ok = identify(pagemap_, p) && p.dev == pagemap_id_.dev && p.ino == pagemap_id_.ino;
+    if (uffd_ok && pm_ok) return true;
+    if (uffd_ok) {  // still ours: release our registrations, as close() would
+        for (const Range& r : ranges_) {
+            struct uffdio_range u2 = {r.start, r.end - r.start};
+            ::ioctl(uffd_, UFFDIO_UNREGISTER, &u2);
+        }
+        ::close(uffd_);
+    }
+    if (pm_ok) ::close(pagemap_);
+    ranges_.clear();
+    uffd_ = pagemap_ = -1;
+    reason_ = "a write tracker descriptor was closed by someone else";
+    return false;
+}
 
 bool WriteTracker::page_range(uint64_t addr, uint64_t len, Range& r) const noexcept {
     const uint64_t ps = page_size();
@@ -225,6 +261,7 @@ void WriteTracker::forget(size_t i) {
 int WriteTracker::arm(uint64_t addr, uint64_t len) {
     if (!available()) return ENOTSUP;
     if (forked()) return ECHILD;  // the fds act on the parent's address space
+    if (!owned()) return EBADF;
     Range r;
     if (!page_range(addr, len, r)) return EINVAL;
     for (const Range& o : ranges_)
@@ -263,6 +300,7 @@ int WriteTracker::arm(uint64_t addr, uint64_t len) {
 int WriteTracker::collect(uint64_t addr, uint64_t len, uint64_t chunk, uint8_t* dirty, uint64_t n_dirty) {
     if (!available()) return ENOTSUP;
     if (forked()) return ECHILD;
+    if (!owned()) return EBADF;
     Range r;
     if (!page_range(addr, len, r) || chunk == 0 || dirty == nullptr || n_dirty != (len - 1) / chunk + 1) return EINVAL;
     ptrdiff_t at = find(r);
@@ -316,6 +354,7 @@ int WriteTracker::disarm(uint64_t addr, uint64_t len) {
     if (at < 0) return ENOENT;
     forget(static_cast<size_t>(at));
     if (forked() || uffd_ < 0) return 0;
+    if (!owned()) return EBADF;
     struct uffdio_range u = {r.start, r.end - r.start};
     errno = 0;
     return ::ioctl(uffd_, UFFDIO_UNREGISTER, &u) == 0 ? 0 : err_or(EIO);
@@ -328,6 +367,8 @@ WriteTracker::WriteTracker() noexcept : pid_(0) { reason_ = "write tracking need
 WriteTracker::~WriteTracker() {}
 void WriteTracker::close() noexcept {}
 bool WriteTracker::forked() const noexcept { return false; }
+bool WriteTracker::identify(int, FileId&) noexcept { return false; }
+bool WriteTracker::owned() noexcept { return false; }
 bool WriteTracker::page_range(uint64_t, uint64_t, Range&) const noexcept { return false; }
 ptrdiff_t WriteTracker::find(const Range&) const noexcept { return -1; }
 void WriteTracker::forget(size_t) {}

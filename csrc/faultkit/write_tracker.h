@@ -38,7 +38,9 @@ public:
     // Opens a userfaultfd (user-mode-only, so unprivileged processes may
     // too) with asynchronous write protection, and /proc/self/pagemap, then
     // checks on two pages of its own that exactly the written one is
-    // reported.  available() is false, with reason(), if anything fails.
+    // reported.  available() is false, with reason(), if anything fails, or
+    // once someone else closed either descriptor (every call then returns
+    // EBADF: see owned()).
     WriteTracker() noexcept;
     ~WriteTracker();
     WriteTracker(const WriteTracker&) = delete;
@@ -84,10 +86,25 @@ private:
     // The descriptors act on the address space of the process that opened
     // them: in a forked child every call fails (ECHILD) and touches nothing.
     bool forked() const noexcept;
+    // Whether both descriptors are still the files this tracker opened.
+    // Someone may close them (os.closerange) and the numbers be reused, by
+    // another tracker's userfaultfd say.  Closing ours dropped every
+    // registration; scanning memory another tracker registered since would
+    // steal that tracker's writes (PAGEMAP_SCAN re-protects pages whoever
+    // registered them), and unregistering through a reused number would
+    // drop its registrations.  If not, the tracker gives everything up
+    // (available() false) without touching a descriptor that is not its own.
+    bool owned() noexcept;
+
+    struct FileId {
+        uint64_t dev = 0, ino = 0;
+    };
+    static bool identify(int fd, FileId& id) noexcept;
 
     int pid_;
     int uffd_ = -1;
     int pagemap_ = -1;
+    FileId uffd_id_, pagemap_id_;  // what the descriptors referred to when opened
     std::string reason_;
     std::vector<Range> ranges_;
     std::vector<uint64_t> regions_;  // PAGEMAP_SCAN output: (start, end, categories) triples

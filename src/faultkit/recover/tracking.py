@@ -34,7 +34,9 @@ The policy (:class:`Tracking`, used by ``Checkpointer.save``):
   the reads, and a page written after it is unprotected again.
 - Anything the kernel refuses (no support, memory that is shared or backed by
   a file, a range another userfaultfd watches, overlapping ranges, a forked
-  child) and any scan error means "hash everything", as without tracking.
+  child), a tracker descriptor someone else closed (``os.closerange``: the
+  tracker then gives up for good, closing nothing that is not its own) and
+  any scan error mean "hash everything", as without tracking.
 - Arrays no longer in the saved state are released at the next save, all at
   :meth:`Tracking.close`.  A new Checkpointer (after a restart) tracks nothing
   yet: its first save hashes everything.
