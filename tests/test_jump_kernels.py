@@ -158,3 +158,32 @@ def test_kernel_selector_bad_input():
         _balance._jump_hash_path(arr, 0, "portable")
     with pytest.raises(TypeError, match="num_buckets"):
         _balance._jump_hash_path(arr, 3.0, "portable")
+
+
+def unaligned(values, dtype):
+    """A C-contiguous array of `values` starting one byte past an 8-byte boundary."""
+    dt = np.dtype(dtype)
+    raw = np.zeros(len(values) * 8 + 8, np.uint8)
+    arr = raw[1:1 + len(values) * 8].view(dt)
+    arr[:] = values
+    assert not arr.flags.aligned and arr.flags.c_contiguous
+    return arr
+
+
+@pytest.mark.parametrize("dtype", [">u8", ">i8", "<u8", "<i8"])
+@pytest.mark.parametrize("align", [True, False], ids=["aligned", "unaligned"])
+def test_array_keys_of_any_byte_order_and_alignment(dtype, align):
+    """Array keys are their integer values, whatever the array's byte order or
+    alignment (an unaligned uint64_t* would be undefined behaviour in C++)."""
+    rng = np.random.default_rng(17)
+    vals = rng.integers(0, MASK, 301, dtype=np.uint64, endpoint=True)
+    if "i" in dtype:
+        vals = vals.view(np.int64)
+    arr = np.array(vals, dtype=dtype) if align else unaligned(vals, dtype)
+    for n in (1, 1000, 2**31 - 1):
+        want = [jump.hash(int(k) & MASK, n) for k in vals.tolist()]
+        assert fk.jump_hash(arr, n).tolist() == want
+        assert fk.hash64_many(arr).tolist() == [fk.hash64(int(k)) for k in vals.tolist()]
+    if dtype == "<u8":
+        for name in AVAILABLE:
+            assert _balance._jump_hash_path(arr, 1000, name).tolist() == [jump.hash(int(k), 1000) for k in vals.tolist()]
