@@ -185,5 +185,7 @@ def test_array_keys_of_any_byte_order_and_alignment(dtype, align):
         assert fk.jump_hash(arr, n).tolist() == want
         assert fk.hash64_many(arr).tolist() == [fk.hash64(int(k)) for k in vals.tolist()]
     if dtype == "<u8":
+        with pytest.raises(ValueError, match="aligned"):  # written by C++ through an int pointer
+            fk.hash64_many(arr, out=unaligned(np.zeros(len(vals), np.uint64), np.uint64))
         for name in AVAILABLE:
             assert _balance._jump_hash_path(arr, 1000, name).tolist() == [jump.hash(int(k), 1000) for k in vals.tolist()]

@@ -65,7 +65,8 @@ def jump_hash(key, num_buckets, *, seed=0):
         if key.ndim != 1 or key.dtype.kind not in "iu" or key.dtype.itemsize != 8:
             raise TypeError(
                 f"a key array must be 1-D int64 or uint64, not {key.ndim}-D {key.dtype}")
-        keys = np.ascontiguousarray(key).view(np.uint64)
+        # native byte order, C-contiguous and aligned (a copy only if not)
+        keys = np.require(key, key.dtype.newbyteorder("="), "CA").view(np.uint64)
         res = np.empty(keys.shape[0], dtype=np.int32)
         if keys.shape[0]:
             with nogil:
@@ -100,7 +101,7 @@ def _jump_hash_path(key, num_buckets, path):
     if not jump_path_available(code):
         raise RuntimeError(f"jump kernel {path!r} is not available on this CPU or build")
     cdef int32_t n = <int32_t>num_buckets
-    cdef const uint64_t[::1] keys = np.ascontiguousarray(key)
+    cdef const uint64_t[::1] keys = np.require(key, None, "CA")
     cdef int32_t[::1] res = np.empty(keys.shape[0], dtype=np.int32)
     cdef bint ok = True
     if keys.shape[0]:
@@ -118,7 +119,7 @@ cdef const uint64_t[::1] _key_hashes(object keys, uint64_t seed):
     if isinstance(keys, np.ndarray):
         if keys.ndim != 1 or keys.dtype != np.uint64:
             raise TypeError(f"a hash array must be 1-D uint64, not {keys.ndim}-D {keys.dtype}")
-        return np.ascontiguousarray(keys)
+        return np.require(keys, None, "CA")  # C-contiguous and aligned
     if not isinstance(keys, (list, tuple)):
         raise TypeError(
             f"keys must be a list, tuple or numpy uint64 array, not {type(keys).__name__}")

@@ -70,7 +70,8 @@ def hash64_many(keys, seed=0, *, out=None):
         if keys.ndim != 1 or keys.dtype.kind not in "iu" or keys.dtype.itemsize != 8:
             raise TypeError(
                 f"a key array must be 1-D int64 or uint64, not {keys.ndim}-D {keys.dtype}")
-        ints = np.ascontiguousarray(keys).view(np.uint64)
+        # native byte order, C-contiguous and aligned (a copy only if not)
+        ints = np.require(keys, keys.dtype.newbyteorder("="), "CA").view(np.uint64)
         n = ints.shape[0]
         res = _out_array(out, n)
         with nogil:

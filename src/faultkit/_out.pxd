@@ -12,6 +12,6 @@ cdef inline object out_array(object out, Py_ssize_t n, object dtype):
         raise TypeError(f"out must be a 1-D numpy {np.dtype(dtype).name} array")
     if out.shape[0] != n:
         raise ValueError(f"out has length {out.shape[0]}, expected {n}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be C-contiguous and writeable")
+    if not out.flags.c_contiguous or not out.flags.aligned or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous, aligned and writeable")
     return out

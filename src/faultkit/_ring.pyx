@@ -553,7 +553,7 @@ cdef class HashRing(_Balancer):
             if keys.ndim != 1 or keys.dtype != np.uint64:
                 raise TypeError(
                     f"a hash array must be 1-D uint64, not {keys.ndim}-D {keys.dtype}")
-            given = np.ascontiguousarray(keys)
+            given = np.require(keys, None, "CA")  # C-contiguous and aligned
             n = given.shape[0]
             if self._mode != MODE_XXH3:
                 hashes = np.empty(n, dtype=np.uint64)
