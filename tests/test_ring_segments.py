@@ -111,6 +111,26 @@ def test_a_full_segment_at_the_byte_counter_limit(crowded):
     check_probes(ring, ref, [p + d for p in ref.points for d in (-1, 0, 1)] + [0, MASK64])
 
 
+@pytest.mark.parametrize("crowded", [64, 65])
+def test_a_segment_all_in_one_bucket_at_the_vector_sort_limit(crowded):
+    # Fresh builds sort segments of at most 64 points with AVX-512 where the
+    # CPU has it, and larger ones with byte counters: a segment of 64 (then
+    # 65) points all in its lowest local bucket (sorted at once), built with
+    # and without the vector kernels, equals the reference.
+    crowd = names_where(lambda p: p < 1 << 54, crowded, prefix="b")
+    rest = names_where(lambda p: p >= 1 << 61, 45, prefix="t")
+    nodes = crowd + rest
+    ref = RefRing(nodes, vnodes=1)
+    for simd in (False, True):
+        ring = fk.HashRing(vnodes=1)
+        ring._set_simd(simd)
+        ring.add_many(nodes)
+        assert dir_bits(ring) == 2  # segment 0 holds the crowd and nothing else
+        got_points, got_owners = ring.points()
+        assert got_points.tolist() == ref.points and got_owners.tolist() == ref.owners
+        check_probes(ring, ref, [p + d for p in ref.points for d in (-1, 0, 1)] + [0, MASK64])
+
+
 def test_a_ring_of_one_point():
     ring = fk.HashRing(["solo"], vnodes=1)
     assert ring.num_points == 1 and len(ring) == 1
