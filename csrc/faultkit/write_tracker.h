@@ -16,9 +16,10 @@
 // every page that is not present (swapped out, discarded by
 // madvise(MADV_DONTNEED), never populated) is reported too, so content that
 // changes without a write fault (zero-fill after a discard) is never taken
-// for clean.  Writes that bypass the page tables -- a device writing through
-// a long-term pinned buffer (RDMA, io_uring registered buffers) -- are not
-// seen; nor are writes through another mapping of the same memory, which is
+// for clean.  Writes that bypass the page tables -- through a page the
+// kernel pinned (faulting it writable) before a collect() and writes after
+// it: a device through a long-term pinned buffer (RDMA, io_uring registered
+// buffers), direct I/O or process_vm_writev in flight -- are not seen; nor are writes through another mapping of the same memory, which is
 // why arm() accepts only private anonymous memory.
 //
 // Any failure means "cannot vouch for this range": arm() and collect() return

@@ -41,9 +41,13 @@ The policy (:class:`Tracking`, used by ``Checkpointer.save``):
   :meth:`Tracking.close`.  A new Checkpointer (after a restart) tracks nothing
   yet: its first save hashes everything.
 
-Not seen, by design of the mechanism: writes by a device through a long-term
-pinned buffer (RDMA, io_uring registered buffers), which bypass the page
-tables.  The file format does not depend on tracking: the same state gives
+Not seen, by design of the mechanism: writes through a page reference the
+kernel took before a save's scan and writes through after it, which bypass
+the page tables -- a device's through a long-term pinned buffer (RDMA,
+io_uring registered buffers), and any direct I/O (``O_DIRECT`` reads, AIO,
+io_uring) or ``process_vm_writev`` into the array still in flight while
+``save`` runs.  Such a write is missed for good (later saves reuse the stale
+chunk), so do not save an array with I/O into it pending.  The file format does not depend on tracking: the same state gives
 the same checkpoint with it or without it.
 """
 from __future__ import annotations
