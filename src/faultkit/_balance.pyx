@@ -12,7 +12,7 @@ from faultkit.balance cimport (
     RendezvousTable, MaglevTable, is_prime,
 )
 from faultkit.xxh3 cimport xxh3_64
-from faultkit._keys cimport hash_key, int_key
+from faultkit._keys cimport ascii_str, hash_key, int_key
 from faultkit._ring cimport (
     _Balancer, _seed_value, _node_bytes, _weight_value, _weights_for, _node_list, _out_array,
 )
@@ -243,7 +243,10 @@ cdef class Rendezvous(_TableBalancer):
     @cython.always_allow_keywords(False)  # METH_O: the cheapest call CPython has
     def get(self, key):
         """The live node with the highest score for ``key``."""
-        cdef uint64_t h = hash_key(key, self._seed)
+        cdef Py_ssize_t size
+        cdef const char* data = ascii_str(key, &size)  # an ASCII str is hashed inline
+        cdef uint64_t h = (xxh3_64(data, <size_t>size, self._seed) if data != NULL
+                           else hash_key(key, self._seed))
         self._check_lookup()
         return self._nodes[self._table.get().get(h, self._alive_ptr())]
 
@@ -370,7 +373,10 @@ cdef class Maglev(_TableBalancer):
     def get(self, key):
         """The node in ``key``'s slot of the lookup table or, if that node is
         down, the node of the next slot (wrapping) whose node is up."""
-        cdef uint64_t h = hash_key(key, self._seed)
+        cdef Py_ssize_t size
+        cdef const char* data = ascii_str(key, &size)  # an ASCII str is hashed inline
+        cdef uint64_t h = (xxh3_64(data, <size_t>size, self._seed) if data != NULL
+                           else hash_key(key, self._seed))
         if self._n_down == 0 and self._nodes:
             return self._nodes[self._table.get().live_owner(h, NULL)]
         return self._nodes[self._live_owner(h)]

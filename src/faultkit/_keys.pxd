@@ -45,12 +45,22 @@ cdef inline uint64_t int_key(object key) except? 0:
         f"int key {key!r} is outside the 64-bit range [-2**63, 2**64 - 1]")
 
 
-cdef inline uint64_t hash_key(object key, uint64_t seed) except? 0:
-    """XXH3-64 of a key, under the rules at the top of this file.  The common
-    key, an ASCII str, is hashed here (small enough to inline into per-call
-    lookups); every other key goes through hash_key_general."""
+cdef inline const char* ascii_str(object key, Py_ssize_t* size) noexcept:
+    """The bytes of an exact compact-ASCII str (its UTF-8, read in place), or
+    NULL for any other object: the common key, small enough that per-call
+    lookups inline it and hash it without a call."""
     if type(key) is str and PyUnicode_IS_COMPACT_ASCII(key):
-        return xxh3_64(PyUnicode_DATA(key), <size_t>PyUnicode_GET_LENGTH(key), seed)
+        size[0] = PyUnicode_GET_LENGTH(key)
+        return <const char*>PyUnicode_DATA(key)
+    return NULL
+
+
+cdef inline uint64_t hash_key(object key, uint64_t seed) except? 0:
+    """XXH3-64 of a key, under the rules at the top of this file."""
+    cdef Py_ssize_t size
+    cdef const char* data = ascii_str(key, &size)
+    if data != NULL:
+        return xxh3_64(data, <size_t>size, seed)
     return hash_key_general(key, seed)
 
 

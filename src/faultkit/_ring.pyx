@@ -15,7 +15,8 @@ from faultkit.ring cimport (
     ketama_hash, hash_run,
 )
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
-from faultkit._keys cimport hash_key, str_utf8
+from faultkit._keys cimport ascii_str, hash_key, str_utf8
+from faultkit.xxh3 cimport xxh3_64
 
 import threading
 from numbers import Real
@@ -491,7 +492,11 @@ cdef class HashRing(_Balancer):
     def get(self, key):
         """The node that owns ``key``: the first live node at or after its hash."""
         cdef uint64_t h
-        if self._mode == MODE_XXH3:
+        cdef Py_ssize_t size
+        cdef const char* data = ascii_str(key, &size)
+        if data != NULL and self._mode == MODE_XXH3:  # an ASCII str is hashed inline
+            h = xxh3_64(data, <size_t>size, self._seed)
+        elif self._mode == MODE_XXH3:
             h = hash_key(key, self._seed)
         else:
             h = self._hash(key)
