@@ -510,3 +510,32 @@ def test_tracker_refuses_descriptors_it_no_longer_owns():
     assert t3.collect(a.ctypes.data, a.nbytes, 8 * PAGE) == bytes([1, 0])
     t3.close()
     t.close()
+
+
+def test_two_checkpointers_on_one_array_and_memory_that_moves(tmp_path):
+    # The second Checkpointer cannot register memory the first one watches
+    # (EBUSY): it hashes everything, and both stay exact.  An array whose
+    # memory numpy reallocates (resize without the reference check) is
+    # released and tracked anew at its new address.
+    a = fresh()
+    opts = dict(chunk_size=CHUNK, fsync=False, retain=10)
+    with fk.Checkpointer(tmp_path / "1", **opts) as c1, fk.Checkpointer(tmp_path / "2", **opts) as c2:
+        for step in range(3):
+            a[(2 + step) * CHUNK + MID] ^= 0x5A
+            i1 = c1.save({"a": a}, incremental=True)
+            i2 = c2.save({"a": a}, incremental=True)
+            exact_equal({"a": a}, c1.load(i1.id))
+            exact_equal({"a": a}, c2.load(i2.id))
+            if TRACKS and step:
+                assert hashed(c1) == CHUNK and hashed(c2) == NBYTES
+    b = np.array(np.random.default_rng(2).integers(0, 256, NBYTES, dtype=np.uint8))
+    with fk.Checkpointer(tmp_path / "3", **opts) as ck:
+        ck.save({"b": b}, incremental=True)
+        b.resize(NBYTES // 3, refcheck=False)  # the tracker's reference does not stop it
+        b.resize(NBYTES, refcheck=False)  # zero-filled tail, maybe at a new address
+        info = ck.save({"b": b}, incremental=True)
+        exact_equal({"b": b}, ck.load(info.id))
+        b[-1] ^= 1
+        b[5 * CHUNK + MID] ^= 1
+        info = ck.save({"b": b}, incremental=True)
+        exact_equal({"b": b}, ck.load(info.id))
