@@ -312,3 +312,83 @@ def test_gc_callbacks_cannot_free_what_the_walk_is_reading():
     finally:
         gc.callbacks.remove(callback)
         gc.set_threshold(*old)
+
+
+# ---------------------------------------------------------------- decoder dict templates
+
+# Keys that look alike to the decoder's caches: equal bytes in str and bytes,
+# non-ASCII, around the key cache's length limit (32 bytes), ints, tuples.
+record_keys = st.sampled_from(["id", "name", "\xe9", "\U0001F600", "k" * 32, "k" * 33, b"id", b"name", 0, 1, ("id",)])
+record_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False), st.text(max_size=3),
+                          st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.sampled_from(["id", "x"]), st.none()))
+record_shapes = st.lists(st.lists(record_keys, min_size=0, max_size=18), min_size=1, max_size=4)
+
+
+@given(record_shapes, st.lists(st.integers(0, 3), min_size=1, max_size=40), st.lists(record_values, min_size=18, max_size=18))
+@settings(max_examples=300, deadline=None)
+def test_records_decode_exactly_whatever_their_shapes(shapes, order, values):
+    # Dicts repeating a key sequence are made from a template dict: runs of one
+    # shape, shapes alternating, duplicate keys, str vs bytes keys of the same
+    # bytes, more items than a template takes (16), values that are containers.
+    records = []
+    for j, s in enumerate(order):
+        keys = shapes[s % len(shapes)]
+        records.append({k: values[(i + j) % len(values)] for i, k in enumerate(keys)})
+    exact_equal(loads(dumps(records)), records)
+
+
+def test_template_dicts_are_tracked_when_they_hold_containers():
+    import gc
+    records = [{"id": i, "tags": ["a"]} for i in range(50)] + [{"id": i, "x": None} for i in range(50)]
+    out = loads(dumps(records))
+    assert out == records
+    assert all(gc.is_tracked(d) for d in out[:50])  # a cycle through the list must be findable
+    lst = out[10]["tags"]
+    lst.append(out[10])  # now a cycle; the collector must reclaim it
+    import weakref
+
+    class Probe:
+        pass
+    probe = Probe()
+    lst.append(probe)
+    ref = weakref.ref(probe)
+    del probe, lst, out
+    gc.collect()
+    assert ref() is None
+
+
+def test_template_dicts_keep_reference_counts_balanced():
+    # The template's None placeholders are replaced in each copy: no None (or
+    # key, or value) reference may leak or be dropped.
+    records = [{"id": None, "name": "n", "x": None} for _ in range(2000)]
+    blob = dumps(records)
+    before = sys.getrefcount(None)
+    out = loads(blob)
+    during = sys.getrefcount(None)
+    del out
+    after = sys.getrefcount(None)
+    assert during - before >= 4000
+    assert abs(after - before) < 100, (before, after)
+
+
+def test_repeated_keys_in_a_corrupt_tree_never_become_a_template():
+    from recover_format_ref import frame
+    from faultkit.recover import codec
+
+    def d(*items):
+        return b"\x12" + varint(len(items)) + b"".join(ref_tree(k) + ref_tree(v) for k, v in items)
+
+    # the same two-key sequence with a repeated key, three times in a row, then a proper one
+    tree = b"\x10" + varint(4) + d(("a", 1), ("a", 2)) + d(("a", 3), ("a", 4)) + d(("a", 5), ("a", 6)) + d(("a", 7), ("b", 8))
+    blob = frame(codec.encode_meta({"meta": None}).tree_bytes(), tree)
+    assert loads(blob) == [{"a": 2}, {"a": 4}, {"a": 6}, {"a": 7, "b": 8}]
+
+
+def test_many_distinct_keys_between_records():
+    # Keys evicted from the key cache come back as new str objects: the
+    # template no longer matches and is rebuilt; results stay exact.
+    records = []
+    for i in range(3000):
+        records.append({"id": i, "name": "n"})
+        records.append({f"key{i}": i, f"other{i % 600}": None})
+    exact_equal(loads(dumps(records)), records)

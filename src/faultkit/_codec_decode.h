@@ -6,6 +6,7 @@
 #pragma once
 
 #include "_codec_common.h"
+#include "_dict_layout.h"
 
 namespace faultkit {
 namespace binding {
@@ -84,6 +85,122 @@ private:
     Slot slots_[kSlots] = {};
 };
 
+// Records repeat one key sequence: {"id", "name", ...} 100k times.  A dict
+// whose keys are, in order, the same str objects as the previous run of dicts
+// is made by copying a template dict (those keys, values None: PyDict_Copy
+// clones its table with one memcpy) and writing its values into the copy's
+// entries: no hashing, probing or insertion per item.  Only where CPython's
+// table layout is known (_dict_layout.h), and each copy is checked to be the
+// combined unicode table of exactly those keys before it is written.  A key
+// sequence becomes the template on its second consecutive dict, so
+// alternating shapes cost a few reference counts, not a template each.
+class DictTemplates {
+public:
+    static constexpr size_t kMaxItems = 16;
+    ~DictTemplates() {
+        Py_XDECREF(tmpl_);
+        clear_candidate();
+    }
+
+#if FAULTKIT_DICT_LAYOUT
+    // A new dict of keys[0..n) -> vals[0..n) (stealing the values on success;
+    // keys stay the caller's), or nullptr if the keys are not the template's.
+    PyObject* make(size_t n, PyObject* const* keys, PyObject* const* vals) {
+        if (!tmpl_ || n != tmpl_n_) return nullptr;
+        for (size_t i = 0; i < n; ++i)
+            if (keys[i] != tmpl_keys_[i]) return nullptr;
+        PyObject* d = PyDict_Copy(tmpl_);
+        if (!d) throw_py();
+        dict_layout::UnicodeEntry* e = unicode_entries(d, n);
+        if (!e) {
+            Py_DECREF(d);
+            return nullptr;
+        }
+        for (size_t i = 0; i < n; ++i)
+            if (e[i].key != keys[i] || e[i].value != Py_None) {
+                Py_DECREF(d);
+                return nullptr;
+            }
+        bool track = false;
+        for (size_t i = 0; i < n; ++i) {
+            e[i].value = vals[i];  // steals; the None it replaces was the copy's reference
+            Py_DECREF(Py_None);
+            // What dict insertion would track (CPython's MAINTAIN_TRACKING): any
+            // container value (untracked tuples of atoms aside; tracking them
+            // too is harmless).
+            track |= PyObject_IS_GC(vals[i]) != 0;
+        }
+        if (track && !PyObject_GC_IsTracked(d)) PyObject_GC_Track(d);
+        return d;
+    }
+
+    // Called after a dict of these n keys was built the slow way: remember
+    // the sequence, and make it the template if it is the second in a row.
+    void saw(size_t n, PyObject* const* keys) {
+        if (n == 0 || n > kMaxItems) return;
+        for (size_t i = 0; i < n; ++i)
+            if (!PyUnicode_CheckExact(keys[i])) return;
+        bool same = n == cand_n_;
+        for (size_t i = 0; same && i < n; ++i) same = keys[i] == cand_keys_[i];
+        if (!same) {
+            clear_candidate();
+            for (size_t i = 0; i < n; ++i) {
+                Py_INCREF(keys[i]);
+                cand_keys_[i] = keys[i];
+            }
+            cand_n_ = n;
+            return;
+        }
+        PyRef t(check(PyDict_New()));
+        for (size_t i = 0; i < n; ++i)
+            if (PyDict_SetItem(t.p, keys[i], Py_None) < 0) throw_py();
+        if (static_cast<size_t>(PyDict_GET_SIZE(t.p)) != n || !unicode_entries(t.p, n)) return;  // repeated keys
+        Py_XDECREF(tmpl_);
+        tmpl_ = t.release();
+        tmpl_n_ = n;
+        for (size_t i = 0; i < n; ++i) tmpl_keys_[i] = keys[i];  // borrowed: tmpl_ holds them
+    }
+
+private:
+    // d's entries if d is a combined unicode table of exactly n entries.
+    static dict_layout::UnicodeEntry* unicode_entries(PyObject* o, size_t n) {
+        PyDictObject* d = reinterpret_cast<PyDictObject*>(o);
+        if (d->ma_values != nullptr || static_cast<size_t>(d->ma_used) != n) return nullptr;
+        dict_layout::Keys* dk = reinterpret_cast<dict_layout::Keys*>(d->ma_keys);
+        if (dk->dk_kind != dict_layout::kUnicode || static_cast<size_t>(dk->dk_nentries) != n) return nullptr;
+        return reinterpret_cast<dict_layout::UnicodeEntry*>(dk->dk_indices + (size_t{1} << dk->dk_log2_index_bytes));
+    }
+#else
+    PyObject* make(size_t, PyObject* const*, PyObject* const*) { return nullptr; }
+    void saw(size_t, PyObject* const*) {}
+#endif
+
+private:
+    void clear_candidate() {
+        for (size_t i = 0; i < cand_n_; ++i) Py_DECREF(cand_keys_[i]);
+        cand_n_ = 0;
+    }
+    PyObject* tmpl_ = nullptr;
+    size_t tmpl_n_ = 0;
+    PyObject* tmpl_keys_[kMaxItems] = {};
+    size_t cand_n_ = 0;
+    PyObject* cand_keys_[kMaxItems] = {};  // owned
+};
+
+// Up to DictTemplates::kMaxItems decoded keys and values, released on unwinding.
+struct SmallItems {
+    PyObject* keys[DictTemplates::kMaxItems];
+    PyObject* vals[DictTemplates::kMaxItems];
+    size_t n_keys = 0, n_vals = 0;
+    SmallItems() = default;
+    SmallItems(const SmallItems&) = delete;
+    SmallItems& operator=(const SmallItems&) = delete;
+    ~SmallItems() {
+        for (size_t i = 0; i < n_keys; ++i) Py_DECREF(keys[i]);
+        for (size_t i = 0; i < n_vals; ++i) Py_XDECREF(vals[i]);
+    }
+};
+
 class Decoder {
 public:
     Decoder(Reader r, PyObject* types, const std::vector<Blob>* blobs)
@@ -103,6 +220,7 @@ private:
     PyObject* types_;
     const std::vector<Blob>* blobs_;
     KeyCache keys_;
+    DictTemplates templates_;
 
     // Wrap an exception raised by building a builtin (unhashable key, bad
     // UTF-8) as corrupt input: the data was not produced by the encoder.
@@ -229,6 +347,7 @@ private:
             }
             case kTagDict: {
                 uint64_t n = r_.count(2);
+                if (FAULTKIT_DICT_LAYOUT && n > 0 && n <= DictTemplates::kMaxItems) return small_dict(n, depth);
 #if PY_VERSION_HEX < 0x030D0000
                 PyRef d(check(_PyDict_NewPresized(static_cast<Py_ssize_t>(n))));
 #else
@@ -270,6 +389,29 @@ private:
             default:
                 r_.fail(("unknown tag 0x" + std::to_string(tag)).c_str());
         }
+    }
+
+    // A dict of 1..kMaxItems items: keys and values decoded first, then the
+    // dict made from the template if the keys are its keys, else item by item.
+    PyObject* small_dict(uint64_t n, size_t depth) {
+        SmallItems it;
+        for (uint64_t i = 0; i < n; ++i) {
+            it.keys[it.n_keys++] = item(depth, true);
+            it.vals[it.n_vals++] = item(depth);
+        }
+        if (PyObject* d = templates_.make(n, it.keys, it.vals)) {
+            it.n_vals = 0;  // stolen by d
+            return d;
+        }
+#if PY_VERSION_HEX < 0x030D0000
+        PyRef d(check(_PyDict_NewPresized(static_cast<Py_ssize_t>(n))));
+#else
+        PyRef d(check(PyDict_New()));
+#endif
+        for (uint64_t i = 0; i < n; ++i)
+            if (PyDict_SetItem(d.p, it.keys[i], it.vals[i]) < 0) corrupt_from_python("bad dict key");
+        if (static_cast<uint64_t>(PyDict_GET_SIZE(d.p)) == n) templates_.saw(n, it.keys);
+        return d.release();
     }
 
     PyObject* bytes_like(int which, const char* p, uint64_t n) {
