@@ -235,25 +235,28 @@ public:
         }
         idx[kNb] = static_cast<uint16_t>(n);
         for (uint32_t i = 0; i < n; ++i) r[cur[bucket(tmp[i].point, gshift)]++] = tmp[i];
+        // Order the buckets holding several points.
+        for (uint32_t k = 0; k < n_multi; ++k)
+            sort_bucket(r + idx[multi[k]], r + idx[multi[k] + 1], high_first);
+        r[n] = {kTop, 0};
+    }
+
+    // Records [lo, hi) of one bucket in ring order: insertion sort, or
+    // std::sort for a crowded bucket.
+    static void sort_bucket(RingPoint* lo, RingPoint* hi, bool high_first) noexcept {
         const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
             return point_less(a.point, a.owner, c.point, c.owner, high_first);
         };
-        // Order the buckets holding several points (insertion sort; a
-        // crowded one at once).
-        for (uint32_t k = 0; k < n_multi; ++k) {
-            const uint32_t lo = idx[multi[k]], hi = idx[multi[k] + 1];
-            if (hi - lo > 32) {
-                std::sort(r + lo, r + hi, less);
-                continue;
-            }
-            for (uint32_t i = lo + 1; i < hi; ++i) {
-                const RingPoint v = r[i];
-                uint32_t j = i;
-                for (; j > lo && less(v, r[j - 1]); --j) r[j] = r[j - 1];
-                r[j] = v;
-            }
+        if (hi - lo > 32) {
+            std::sort(lo, hi, less);
+            return;
         }
-        r[n] = {kTop, 0};
+        for (RingPoint* i = lo + 1; i < hi; ++i) {
+            const RingPoint v = *i;
+            RingPoint* j = i;
+            for (; j > lo && less(v, j[-1]); --j) *j = j[-1];
+            *j = v;
+        }
     }
 
     // Segments of at most this many points count their buckets in bytes.
@@ -389,27 +392,14 @@ public:
     // Put each bucket with several points (bit b of multi) in order.
     static void order_multi(RingPoint* r, const uint16_t* idx, const uint64_t* multi,
                             bool high_first) noexcept {
-        const auto less = [high_first](const RingPoint& a, const RingPoint& c) {
-            return point_less(a.point, a.owner, c.point, c.owner, high_first);
-        };
         for (int w = 0; w < 2; ++w) {
             for (uint64_t m = multi[w]; m != 0; m &= m - 1) {
                 const uint32_t b = static_cast<uint32_t>(64 * w + __builtin_ctzll(m));
                 const uint32_t lo = idx[b], hi = idx[b + 1];
-                if (hi - lo == 2) {
+                if (hi - lo == 2)
                     order_pair(r + lo, r + lo + 1, high_first);
-                    continue;
-                }
-                if (hi - lo > 32) {
-                    std::sort(r + lo, r + hi, less);
-                    continue;
-                }
-                for (uint32_t i = lo + 1; i < hi; ++i) {
-                    const RingPoint v = r[i];
-                    uint32_t j = i;
-                    for (; j > lo && less(v, r[j - 1]); --j) r[j] = r[j - 1];
-                    r[j] = v;
-                }
+                else
+                    sort_bucket(r + lo, r + hi, high_first);
             }
         }
     }

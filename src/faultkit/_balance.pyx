@@ -146,41 +146,13 @@ cdef class _TableBalancer(_Balancer):
         if self._n_down == len(self._nodes):
             raise NoLiveNodeError(f"all {len(self._nodes)} nodes are marked down")
 
-    cdef _add(self, list nodes, list weights):
+    cdef _add_many(self, list nodes, list weights):
         if not nodes:
             return
         cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
             new vector[uint8_t](deref(self._alive)))
         deref(alive).resize(len(self._nodes) + len(nodes), 1)
         self._rebuild(self._nodes + nodes, self._weights + weights, alive)
-
-    def add(self, node, weight=1.0):
-        """Add ``node`` with ``weight`` (default 1.0); ``ValueError`` if present."""
-        self.add_many([node], [weight])
-
-    def add_many(self, nodes, weights=None):
-        """Add several nodes in one rebuild (``weights``: dict or aligned sequence)."""
-        node_list = _node_list(nodes, "nodes")
-        self._check_new(node_list)
-        weight_list = _weights_for(node_list, weights)
-        self._lock_change()  # see _Balancer._lock_change
-        try:
-            self._add(self._check_new(node_list), weight_list)
-        finally:
-            self._unlock_change()
-
-    def remove(self, node):
-        """Remove ``node`` (``KeyError`` if absent)."""
-        self.remove_many([node])
-
-    def remove_many(self, nodes):
-        """Remove several nodes in one rebuild."""
-        node_list = _node_list(nodes, "nodes")
-        self._lock_change()
-        try:
-            self._remove_many(node_list)
-        finally:
-            self._unlock_change()
 
     cdef _remove_many(self, list node_list):
         cdef Py_ssize_t version = self._version
@@ -222,7 +194,7 @@ cdef class Rendezvous(_TableBalancer):
     def __init__(self, nodes=(), weights=None, *, seed=0):
         self._seed = _seed_value(seed)
         node_list = self._check_new(_node_list(nodes, "nodes"))
-        self._add(node_list, _weights_for(node_list, weights))
+        self._add_many(node_list, _weights_for(node_list, weights))
 
     cdef _rebuild(self, list nodes, list weights, shared_ptr[vector[uint8_t]] alive):
         cdef vector[uint64_t] node_hash
@@ -338,7 +310,7 @@ cdef class Maglev(_TableBalancer):
         self._m = <uint32_t>table_size
         self._seed = _seed_value(seed)
         node_list = self._check_new(_node_list(nodes, "nodes"))
-        self._add(node_list, _weights_for(node_list, weights))
+        self._add_many(node_list, _weights_for(node_list, weights))
 
     cdef _rebuild(self, list nodes, list weights, shared_ptr[vector[uint8_t]] alive):
         """A new table from the members (every node, up or down) and weights."""

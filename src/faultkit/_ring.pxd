@@ -20,6 +20,8 @@ cdef class _Balancer:
     cdef _set_members(self, shared_ptr[vector[uint8_t]] alive, list nodes, list weights,
                       dict index)
     cdef _alive_changed(self)
+    cdef _add_many(self, list nodes, list weights)
+    cdef _remove_many(self, list node_list)
     cdef _set_many(self, object nodes, uint8_t up)
     cdef _set_many_locked(self, object nodes, uint8_t up)
     cdef int _lock_change(self) except -1

@@ -285,6 +285,42 @@ cdef class _Balancer:
             raise RuntimeError(f"the ring's nodes changed while looking up {node!r}")
         return i
 
+    # -- membership: the subclass builds its table in _add_many/_remove_many --
+
+    cdef _add_many(self, list nodes, list weights):
+        raise NotImplementedError
+
+    cdef _remove_many(self, list node_list):
+        raise NotImplementedError
+
+    def add(self, node, weight=1.0):
+        """Add ``node`` with ``weight`` (default 1.0); ``ValueError`` if it is
+        already a member.  What a change costs is in the class docstring."""
+        self.add_many([node], [weight])
+
+    def add_many(self, nodes, weights=None):
+        """Add several nodes in one change (``weights`` as in the constructor)."""
+        node_list = _node_list(nodes, "nodes")
+        weight_list = _weights_for(node_list, weights)
+        self._lock_change()
+        try:  # checked under the lock: a node's __hash__ may try to change the members
+            self._add_many(self._check_new(node_list), weight_list)
+        finally:
+            self._unlock_change()
+
+    def remove(self, node):
+        """Remove ``node`` (``KeyError`` if absent); its keys move to other nodes."""
+        self.remove_many([node])
+
+    def remove_many(self, nodes):
+        """Remove several nodes in one change."""
+        node_list = _node_list(nodes, "nodes")
+        self._lock_change()
+        try:
+            self._remove_many(node_list)
+        finally:
+            self._unlock_change()
+
     def mark_down(self, node):
         """Route around ``node`` (``KeyError`` if absent); its keys go to other nodes."""
         self._set_many((node,), 0)
@@ -791,39 +827,6 @@ cdef class HashRing(_Balancer):
         self._weights = weights
         self._install(snap, alive, new_index)
         del old
-
-    def add(self, node, weight=1.0):
-        """Add ``node`` with ``weight`` (default 1.0).  ``ValueError`` if it is
-        already on the ring.  Rewrites only the segments its points land in
-        (about one per point); no other node is re-hashed."""
-        self._lock_change()
-        try:
-            self._add_many(self._check_new([node]), [_weight_value(weight, node)])
-        finally:
-            self._unlock_change()
-
-    def add_many(self, nodes, weights=None):
-        """Add several nodes in one change (``weights`` as in the constructor)."""
-        node_list = self._check_new(_node_list(nodes, "nodes"))
-        weight_list = _weights_for(node_list, weights)
-        self._lock_change()
-        try:
-            self._add_many(self._check_new(node_list), weight_list)
-        finally:
-            self._unlock_change()
-
-    def remove(self, node):
-        """Remove ``node`` (``KeyError`` if absent); its keys move to the nodes after it."""
-        self.remove_many([node])
-
-    def remove_many(self, nodes):
-        """Remove several nodes in one change."""
-        node_list = _node_list(nodes, "nodes")
-        self._lock_change()
-        try:
-            self._remove_many(node_list)
-        finally:
-            self._unlock_change()
 
     cdef _remove_many(self, list node_list):
         cdef Py_ssize_t n = len(self._nodes), i, size
