@@ -19,8 +19,9 @@
 // for clean.  Writes that bypass the page tables -- through a page the
 // kernel pinned (faulting it writable) before a collect() and writes after
 // it: a device through a long-term pinned buffer (RDMA, io_uring registered
-// buffers), direct I/O or process_vm_writev in flight -- are not seen; nor are writes through another mapping of the same memory, which is
-// why arm() accepts only private anonymous memory.
+// buffers), direct I/O or process_vm_writev in flight -- are not seen; nor
+// are writes through another mapping of the same memory, which is why arm()
+// accepts only private anonymous memory.
 //
 // Any failure means "cannot vouch for this range": arm() and collect() return
 // an errno value and the caller must hash the memory itself.

@@ -46,9 +46,11 @@ kernel took before a save's scan and writes through after it, which bypass
 the page tables -- a device's through a long-term pinned buffer (RDMA,
 io_uring registered buffers), and any direct I/O (``O_DIRECT`` reads, AIO,
 io_uring) or ``process_vm_writev`` into the array still in flight while
-``save`` runs.  Such a write is missed for good (later saves reuse the stale
-chunk), so do not save an array with I/O into it pending.  The file format does not depend on tracking: the same state gives
-the same checkpoint with it or without it.
+``save`` runs.  Incremental saves then keep reusing the stale chunk until
+the next full checkpoint (at most ``full_every - 1`` saves later: a full save
+reads every chunk), so do not save an array with I/O into it pending, or
+pass ``track_writes=False``.  The file format does not depend on tracking:
+the same state gives the same checkpoint with it or without it.
 """
 from __future__ import annotations
 
