@@ -12,7 +12,8 @@ from faultkit.balance cimport (
     RendezvousTable, MaglevTable, is_prime,
 )
 from faultkit.xxh3 cimport xxh3_64
-from faultkit._keys cimport ascii_str, hash_key, int_key
+from faultkit._keys cimport ascii_hash, hash_key, int_key
+from faultkit._out cimport hash_array, key_array
 from faultkit._ring cimport (
     _Balancer, _seed_value, _node_bytes, _weight_value, _weights_for, _node_list, _out_array,
 )
@@ -62,11 +63,7 @@ def jump_hash(key, num_buckets, *, seed=0):
         # numpy integer scalars are integers here, not 8-byte buffers to hash
         return c_jump_hash(int_key(int(key)), n)
     if isinstance(key, np.ndarray):
-        if key.ndim != 1 or key.dtype.kind not in "iu" or key.dtype.itemsize != 8:
-            raise TypeError(
-                f"a key array must be 1-D int64 or uint64, not {key.ndim}-D {key.dtype}")
-        # native byte order, C-contiguous and aligned (a copy only if not)
-        keys = np.require(key, key.dtype.newbyteorder("="), "CA").view(np.uint64)
+        keys = key_array(key)
         res = np.empty(keys.shape[0], dtype=np.int32)
         if keys.shape[0]:
             with nogil:
@@ -117,9 +114,7 @@ cdef const uint64_t[::1] _key_hashes(object keys, uint64_t seed):
     cdef uint64_t[::1] hashes
     cdef Py_ssize_t i, n
     if isinstance(keys, np.ndarray):
-        if keys.ndim != 1 or keys.dtype != np.uint64:
-            raise TypeError(f"a hash array must be 1-D uint64, not {keys.ndim}-D {keys.dtype}")
-        return np.require(keys, None, "CA")  # C-contiguous and aligned
+        return hash_array(keys)
     if not isinstance(keys, (list, tuple)):
         raise TypeError(
             f"keys must be a list, tuple or numpy uint64 array, not {type(keys).__name__}")
@@ -215,10 +210,9 @@ cdef class Rendezvous(_TableBalancer):
     @cython.always_allow_keywords(False)  # METH_O: the cheapest call CPython has
     def get(self, key):
         """The live node with the highest score for ``key``."""
-        cdef Py_ssize_t size
-        cdef const char* data = ascii_str(key, &size)  # an ASCII str is hashed inline
-        cdef uint64_t h = (xxh3_64(data, <size_t>size, self._seed) if data != NULL
-                           else hash_key(key, self._seed))
+        cdef uint64_t h
+        if not ascii_hash(key, self._seed, &h):
+            h = hash_key(key, self._seed)
         self._check_lookup()
         return self._nodes[self._table.get().get(h, self._alive_ptr())]
 
@@ -345,10 +339,9 @@ cdef class Maglev(_TableBalancer):
     def get(self, key):
         """The node in ``key``'s slot of the lookup table or, if that node is
         down, the node of the next slot (wrapping) whose node is up."""
-        cdef Py_ssize_t size
-        cdef const char* data = ascii_str(key, &size)  # an ASCII str is hashed inline
-        cdef uint64_t h = (xxh3_64(data, <size_t>size, self._seed) if data != NULL
-                           else hash_key(key, self._seed))
+        cdef uint64_t h
+        if not ascii_hash(key, self._seed, &h):
+            h = hash_key(key, self._seed)
         if self._n_down == 0 and self._nodes:
             return self._nodes[self._table.get().live_owner(h, NULL)]
         return self._nodes[self._live_owner(h)]

@@ -3,7 +3,7 @@
 from libc.stdint cimport uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 
-from faultkit._out cimport out_array
+from faultkit._out cimport key_array, out_array
 from faultkit.xxh3 cimport xxh3_64, xxh3_64_u64
 from faultkit._keys cimport hash_key, str_utf8
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -67,11 +67,7 @@ def hash64_many(keys, seed=0, *, out=None):
     cdef object item
     cdef list hold
     if isinstance(keys, np.ndarray):
-        if keys.ndim != 1 or keys.dtype.kind not in "iu" or keys.dtype.itemsize != 8:
-            raise TypeError(
-                f"a key array must be 1-D int64 or uint64, not {keys.ndim}-D {keys.dtype}")
-        # native byte order, C-contiguous and aligned (a copy only if not)
-        ints = np.require(keys, keys.dtype.newbyteorder("="), "CA").view(np.uint64)
+        ints = key_array(keys)
         n = ints.shape[0]
         res = _out_array(out, n)
         with nogil:

@@ -45,31 +45,25 @@ cdef inline uint64_t int_key(object key) except? 0:
         f"int key {key!r} is outside the 64-bit range [-2**63, 2**64 - 1]")
 
 
-cdef inline const char* ascii_str(object key, Py_ssize_t* size) noexcept:
-    """The bytes of an exact compact-ASCII str (its UTF-8, read in place), or
-    NULL for any other object: the common key, small enough that per-call
-    lookups inline it and hash it without a call."""
+cdef inline bint ascii_hash(object key, uint64_t seed, uint64_t* h) noexcept:
+    """XXH3-64 of an exact compact-ASCII str (its UTF-8, read in place) into
+    h[0]; False, with nothing done, for any other key.  The common key, and
+    small enough that per-call lookups inline it: they try it first and call
+    hash_key (too big to inline) only when it returns False."""
     if type(key) is str and PyUnicode_IS_COMPACT_ASCII(key):
-        size[0] = PyUnicode_GET_LENGTH(key)
-        return <const char*>PyUnicode_DATA(key)
-    return NULL
+        h[0] = xxh3_64(PyUnicode_DATA(key), <size_t>PyUnicode_GET_LENGTH(key), seed)
+        return True
+    return False
 
 
 cdef inline uint64_t hash_key(object key, uint64_t seed) except? 0:
     """XXH3-64 of a key, under the rules at the top of this file."""
     cdef Py_ssize_t size
-    cdef const char* data = ascii_str(key, &size)
-    if data != NULL:
-        return xxh3_64(data, <size_t>size, seed)
-    return hash_key_general(key, seed)
-
-
-cdef inline uint64_t hash_key_general(object key, uint64_t seed) except? 0:
-    """hash_key for any key type."""
-    cdef Py_ssize_t size
     cdef const char* data
     cdef Py_buffer view
     cdef uint64_t h
+    if ascii_hash(key, seed, &h):
+        return h
     if isinstance(key, str):
         data = str_utf8(key, &size)
         return xxh3_64(data, <size_t>size, seed)

@@ -23,7 +23,6 @@ cdef class _Balancer:
     cdef _add_many(self, list nodes, list weights)
     cdef _remove_many(self, list node_list)
     cdef _set_many(self, object nodes, uint8_t up)
-    cdef _set_many_locked(self, object nodes, uint8_t up)
     cdef int _lock_change(self) except -1
     cdef _unlock_change(self)
     cdef Py_ssize_t _node_index(self, object node) except -1

@@ -9,14 +9,13 @@ from libcpp.utility cimport move
 from libcpp.vector cimport vector
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
-from faultkit._out cimport out_array
+from faultkit._out cimport hash_array, out_array
 from faultkit.ring cimport (
     RingPoint, RingSnapshot, SegmentedRing, ring_node_points, ring_ketama_node_points, md5,
     ketama_hash, hash_run,
 )
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer, PyBUF_SIMPLE
-from faultkit._keys cimport ascii_str, hash_key, str_utf8
-from faultkit.xxh3 cimport xxh3_64
+from faultkit._keys cimport ascii_hash, hash_key, str_utf8
 
 import threading
 from numbers import Real
@@ -245,26 +244,23 @@ cdef class _Balancer:
         pass
 
     cdef _set_many(self, object nodes, uint8_t up):
+        cdef Py_ssize_t version, i, n_down = 0
+        cdef list idx
+        cdef shared_ptr[vector[uint8_t]] alive
         self._lock_change()
         try:
-            self._set_many_locked(nodes, up)
+            version = self._version
+            idx = [self._stable_index(node, version) for node in _node_list(nodes, "nodes")]
+            alive = shared_ptr[vector[uint8_t]](new vector[uint8_t](deref(self._alive)))
+            for i in idx:
+                deref(alive)[i] = up
+            for i in range(<Py_ssize_t>deref(alive).size()):
+                n_down += deref(alive)[i] == 0
+            self._alive = alive
+            self._n_down = n_down
+            self._alive_changed()
         finally:
             self._unlock_change()
-
-    cdef _set_many_locked(self, object nodes, uint8_t up):
-        cdef Py_ssize_t version = self._version
-        cdef list idx = [self._stable_index(node, version)
-                         for node in _node_list(nodes, "nodes")]
-        cdef shared_ptr[vector[uint8_t]] alive = shared_ptr[vector[uint8_t]](
-            new vector[uint8_t](deref(self._alive)))
-        cdef Py_ssize_t i, n_down = 0
-        for i in idx:
-            deref(alive)[i] = up
-        for i in range(<Py_ssize_t>deref(alive).size()):
-            n_down += deref(alive)[i] == 0
-        self._alive = alive
-        self._n_down = n_down
-        self._alive_changed()
 
     cdef Py_ssize_t _node_index(self, object node) except -1:
         # A local reference holds the dict: hashing a node can run Python
@@ -528,14 +524,10 @@ cdef class HashRing(_Balancer):
     def get(self, key):
         """The node that owns ``key``: the first live node at or after its hash."""
         cdef uint64_t h
-        cdef Py_ssize_t size
-        cdef const char* data = ascii_str(key, &size)
-        if data != NULL and self._mode == MODE_XXH3:  # an ASCII str is hashed inline
-            h = xxh3_64(data, <size_t>size, self._seed)
-        elif self._mode == MODE_XXH3:
-            h = hash_key(key, self._seed)
-        else:
+        if self._mode != MODE_XXH3:
             h = self._hash(key)
+        elif not ascii_hash(key, self._seed, &h):
+            h = hash_key(key, self._seed)
         cdef RingSnapshot* t = self._snap.get()
         cdef int32_t o
         if self._n_down == 0 and t.size() != 0:
@@ -591,10 +583,7 @@ cdef class HashRing(_Balancer):
         cdef const uint64_t[::1] given
         cdef Py_ssize_t n, i
         if isinstance(keys, np.ndarray):
-            if keys.ndim != 1 or keys.dtype != np.uint64:
-                raise TypeError(
-                    f"a hash array must be 1-D uint64, not {keys.ndim}-D {keys.dtype}")
-            given = np.require(keys, None, "CA")  # C-contiguous and aligned
+            given = hash_array(keys)
             n = given.shape[0]
             if self._mode != MODE_XXH3:
                 hashes = np.empty(n, dtype=np.uint64)
