@@ -58,16 +58,8 @@ struct alignas(16) Arena {
 class SegmentBuilder {
 public:
     static constexpr uint32_t kNb = RingSegment::kBuckets;
-    // Whether this CPU runs sort_small64.
-    static bool sort_simd() noexcept {
-#ifdef FAULTKIT_RING_AVX512
-        static const bool yes =
-            __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-        return yes;
-#else
-        return false;
-#endif
-    }
+    // Whether this CPU runs sort_small64 (AVX-512 F and BW).
+    static bool sort_simd() noexcept { return ring_points::simd_available(); }
     static uint32_t bucket(uint64_t point, int gshift) noexcept {
         return static_cast<uint32_t>((point >> gshift) & (kNb - 1));
     }
@@ -174,16 +166,14 @@ public:
     }
 
     // Sort a segment's records in place (they are there in any order): a
-    // counting pass over the local buckets (listing the few that get several
-    // points), whose exclusive running sums are the index, a stable scatter
-    // back from a copy, then an insertion sort of each listed bucket alone.
-    // `big` is caller scratch for a segment too large for the stack buffer.
+    // counting pass over the local buckets, whose running sums are the index
+    // (count_index), a stable scatter back from a copy, then a sort of each
+    // bucket holding several points.  `big` is caller scratch for the copy.
     // Segments of at most kByteCount points (all but crowded ones) take
     // sort_small, the same steps with byte counters, and with `simd` (the
     // CPU has AVX-512 F and BW: sort_simd()) those of at most 64, sort_small64.
     static void sort_in_place(RingSegment* s, int gshift, bool high_first,
                               std::vector<RingPoint>& big, bool simd) {
-        constexpr uint32_t kSmall = 256;
         const uint32_t n = s->count();
 #ifdef FAULTKIT_RING_AVX512
         if (simd && n > 0 && n <= 64) {
@@ -198,46 +188,14 @@ public:
             return;
         }
         RingPoint* r = records(s);
-        uint16_t* idx = index(s);
-        RingPoint small[kSmall];
-        RingPoint* tmp = small;
-        if (n > kSmall) {
-            big.assign(r, r + n);
-            tmp = big.data();
-        } else {
-            std::memcpy(small, r, size_t{n} * sizeof(RingPoint));
-        }
+        const uint16_t* idx = index(s);
+        big.assign(r, r + n);
+        count_index(s, big.data(), gshift);
         alignas(16) uint16_t cur[kNb];
-        for (uint32_t b = 0; b < kNb; b += 4) std::memset(cur + b, 0, 8);
-        // Count, and list each bucket once as it gets its second point.
-        uint8_t multi[kNb + 1];
-        uint32_t n_multi = 0;
-        for (uint32_t i = 0; i < n; ++i) {
-            const uint32_t b = bucket(tmp[i].point, gshift);
-            const uint16_t c = cur[b];
-            cur[b] = static_cast<uint16_t>(c + 1);
-            multi[n_multi] = static_cast<uint8_t>(b);
-            n_multi += c == 1;
-        }
-        // Exclusive running sums, four uint16 lanes at a time, into both the
-        // index and the scatter cursors.
-        uint64_t carry = 0;
-        for (uint32_t b = 0; b < kNb; b += 4) {
-            uint64_t x;
-            std::memcpy(&x, cur + b, 8);
-            x += x << 16;
-            x += x << 32;                        // inclusive sums within the group
-            const uint64_t total = x >> 48;
-            x = (x << 16) + carry * 0x0001000100010001ull;  // exclusive, plus the carry
-            std::memcpy(cur + b, &x, 8);
-            std::memcpy(idx + b, &x, 8);
-            carry += total;
-        }
-        idx[kNb] = static_cast<uint16_t>(n);
-        for (uint32_t i = 0; i < n; ++i) r[cur[bucket(tmp[i].point, gshift)]++] = tmp[i];
-        // Order the buckets holding several points.
-        for (uint32_t k = 0; k < n_multi; ++k)
-            sort_bucket(r + idx[multi[k]], r + idx[multi[k] + 1], high_first);
+        std::memcpy(cur, idx, sizeof cur);
+        for (const RingPoint& p : big) r[cur[bucket(p.point, gshift)]++] = p;
+        for (uint32_t b = 0; b < kNb; ++b)
+            if (idx[b + 1] - idx[b] > 1) sort_bucket(r + idx[b], r + idx[b + 1], high_first);
         r[n] = {kTop, 0};
     }
 

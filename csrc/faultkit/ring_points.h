@@ -69,11 +69,14 @@ __attribute__((target("avx512f,avx512dq"))) inline void hash_run_avx512(
 #endif
 #endif
 
-// Whether this CPU runs the eight-lane kernel.
+// Whether this CPU runs the ring's AVX-512 kernels: this file's eight-lane
+// hashing (F, DQ) and ring.cc's small-segment sort (F, BW).  Every AVX-512
+// CPU with DQ also has BW.
 inline bool simd_available() noexcept {
 #ifdef FAULTKIT_RING_AVX512
-    static const bool yes =
-        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    static const bool yes = __builtin_cpu_supports("avx512f") &&
+                            __builtin_cpu_supports("avx512dq") &&
+                            __builtin_cpu_supports("avx512bw");
     return yes;
 #else
     return false;
