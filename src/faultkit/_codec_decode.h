@@ -348,11 +348,7 @@ private:
             case kTagDict: {
                 uint64_t n = r_.count(2);
                 if (FAULTKIT_DICT_LAYOUT && n > 0 && n <= DictTemplates::kMaxItems) return small_dict(n, depth);
-#if PY_VERSION_HEX < 0x030D0000
-                PyRef d(check(_PyDict_NewPresized(static_cast<Py_ssize_t>(n))));
-#else
-                PyRef d(check(PyDict_New()));
-#endif
+                PyRef d(new_dict(n));
                 for (uint64_t i = 0; i < n; ++i) {
                     PyRef k(item(depth, true));
                     PyRef v(item(depth));
@@ -391,6 +387,16 @@ private:
         }
     }
 
+    // An empty dict with room for n items where CPython offers it (before 3.13).
+    static PyObject* new_dict(uint64_t n) {
+#if PY_VERSION_HEX < 0x030D0000
+        return check(_PyDict_NewPresized(static_cast<Py_ssize_t>(n)));
+#else
+        (void)n;
+        return check(PyDict_New());
+#endif
+    }
+
     // A dict of 1..kMaxItems items: keys and values decoded first, then the
     // dict made from the template if the keys are its keys, else item by item.
     PyObject* small_dict(uint64_t n, size_t depth) {
@@ -403,11 +409,7 @@ private:
             it.n_vals = 0;  // stolen by d
             return d;
         }
-#if PY_VERSION_HEX < 0x030D0000
-        PyRef d(check(_PyDict_NewPresized(static_cast<Py_ssize_t>(n))));
-#else
-        PyRef d(check(PyDict_New()));
-#endif
+        PyRef d(new_dict(n));
         for (uint64_t i = 0; i < n; ++i)
             if (PyDict_SetItem(d.p, it.keys[i], it.vals[i]) < 0) corrupt_from_python("bad dict key");
         if (static_cast<uint64_t>(PyDict_GET_SIZE(d.p)) == n) templates_.saw(n, it.keys);

@@ -43,10 +43,9 @@ PYBIND11_MODULE(_track, m) {
             if (chunk_size == 0) throw py::value_error("chunk_size must be > 0");
             if (nbytes == 0) throw py::value_error("nbytes must be > 0");
             uint64_t n = (nbytes - 1) / chunk_size + 1;
-            py::bytes out(nullptr, 0);
             PyObject* b = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n));
             if (!b) throw py::error_already_set();
-            out = py::reinterpret_steal<py::bytes>(b);
+            py::bytes out = py::reinterpret_steal<py::bytes>(b);
             uint8_t* d = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(b));
             std::memset(d, 0, n);
             check(t.collect(addr, nbytes, chunk_size, d, n), "collect");
