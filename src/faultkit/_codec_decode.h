@@ -256,34 +256,22 @@ private:
         return (*blobs_)[i];
     }
 
-    PyObject* decode(size_t depth, bool key = false) {
+    // The value at `depth` (the root is at 0): the common leaves decoded
+    // here, inline in every container's loop, the rest by decode_tag.
+    __attribute__((always_inline)) inline PyObject* decode(size_t depth, bool key = false) {
         if (depth > kMaxDepth) r_.fail("nested deeper than the depth limit");
-        return decode_tag(r_.u8(), depth, key);
-    }
-
-    // The fixed-size leaves' payloads (after their tag), shared by item() and decode_tag().
-    __attribute__((always_inline)) inline PyObject* int64() {
-        return check(PyLong_FromLongLong(static_cast<long long>(r_.u64())));
-    }
-    __attribute__((always_inline)) inline PyObject* float64() {
-        uint64_t bits = r_.u64();
-        double d;
-        std::memcpy(&d, &bits, 8);
-        return check(PyFloat_FromDouble(d));
-    }
-
-    // An item of a container at `depth`: the common leaves decoded inline,
-    // without a call; the rest by decode_tag.
-    __attribute__((always_inline)) inline PyObject* item(size_t depth, bool key = false) {
-        if (depth + 1 > kMaxDepth) r_.fail("nested deeper than the depth limit");
         uint8_t tag = r_.u8();
         switch (tag) {
             case kTagStr:
                 return str(r_.varint(), key);
             case kTagInt64:
-                return int64();
-            case kTagFloat:
-                return float64();
+                return check(PyLong_FromLongLong(static_cast<long long>(r_.u64())));
+            case kTagFloat: {
+                uint64_t bits = r_.u64();
+                double d;
+                std::memcpy(&d, &bits, 8);
+                return check(PyFloat_FromDouble(d));
+            }
             case kTagNone:
                 Py_RETURN_NONE;
             case kTagFalse:
@@ -291,20 +279,13 @@ private:
             case kTagTrue:
                 Py_RETURN_TRUE;
             default:
-                return decode_tag(tag, depth + 1, key);
+                return decode_tag(tag, depth);
         }
     }
 
-    PyObject* decode_tag(uint8_t tag, size_t depth, bool key) {
+    // Every other tag: big ints, bytes, containers, arrays, registered types.
+    PyObject* decode_tag(uint8_t tag, size_t depth) {
         switch (tag) {
-            case kTagNone:
-                Py_RETURN_NONE;
-            case kTagFalse:
-                Py_RETURN_FALSE;
-            case kTagTrue:
-                Py_RETURN_TRUE;
-            case kTagInt64:
-                return int64();
             case kTagBigInt: {
                 uint64_t n = r_.varint();
                 const uint8_t* p = r_.take(n);
@@ -314,10 +295,6 @@ private:
                 PyRef args(check(PyTuple_Pack(2, b.p, G.s_little)));
                 return check(PyObject_Call(G.int_from_bytes, args.p, kw.p));
             }
-            case kTagFloat:
-                return float64();
-            case kTagStr:
-                return str(r_.varint(), key);
             case kTagBytes:
             case kTagByteArray:
             case kTagMemoryView: {
@@ -337,7 +314,7 @@ private:
                 bool is_list = tag == kTagList;
                 PyRef seq(check(is_list ? PyList_New(static_cast<Py_ssize_t>(n)) : PyTuple_New(static_cast<Py_ssize_t>(n))));
                 for (uint64_t i = 0; i < n; ++i) {
-                    PyObject* item = this->item(depth);
+                    PyObject* item = decode(depth + 1);
                     if (is_list)
                         PyList_SET_ITEM(seq.p, static_cast<Py_ssize_t>(i), item);
                     else
@@ -350,8 +327,8 @@ private:
                 if (FAULTKIT_DICT_LAYOUT && n > 0 && n <= DictTemplates::kMaxItems) return small_dict(n, depth);
                 PyRef d(new_dict(n));
                 for (uint64_t i = 0; i < n; ++i) {
-                    PyRef k(item(depth, true));
-                    PyRef v(item(depth));
+                    PyRef k(decode(depth + 1, true));
+                    PyRef v(decode(depth + 1));
                     if (PyDict_SetItem(d.p, k.p, v.p) < 0) corrupt_from_python("bad dict key");
                 }
                 return d.release();
@@ -402,8 +379,8 @@ private:
     PyObject* small_dict(uint64_t n, size_t depth) {
         SmallItems it;
         for (uint64_t i = 0; i < n; ++i) {
-            it.keys[it.n_keys++] = item(depth, true);
-            it.vals[it.n_vals++] = item(depth);
+            it.keys[it.n_keys++] = decode(depth + 1, true);
+            it.vals[it.n_vals++] = decode(depth + 1);
         }
         if (PyObject* d = templates_.make(n, it.keys, it.vals)) {
             it.n_vals = 0;  // stolen by d
