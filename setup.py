@@ -1,8 +1,13 @@
 """Build the native extensions: Cython for per-call paths, pybind11 for coarse calls.
 
-See DESIGN.md, "Binding choice".  Every extension compiles the shared C++
-core in csrc/ (headers, no Python.h) as C++17 with -O3 and no -march=native,
-so a wheel runs on any CPU of its platform.  DEBUG=1 builds -O0 -g.
+Why two binders (docs/architecture.md, "Binding choice"): a Cython method call
+costs about half a pybind11 one, which matters on per-call paths (ring lookup,
+one heartbeat, a breaker check); pybind11 is the more pleasant binder where a
+call moves whole arrays or megabytes (the checkpoint codec, write tracking).
+Each extension module uses one of the two.  Every extension compiles the shared
+C++ core in csrc/ (no Python.h there) as C++17 with -O3 and no -march=native, so
+a wheel runs on any CPU of its platform; vector kernels are chosen at run time
+(csrc/faultkit/common/cpu.h).  DEBUG=1 builds -O0 -g; SANITIZE=1 adds ASan+UBSan.
 """
 import os
 
@@ -11,52 +16,62 @@ from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("SANITIZE", "") not in ("", "0")
 OPT = ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
-CXXFLAGS = ["-std=c++17", "-fvisibility=hidden", "-Wall", *OPT]
+SAN = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if SANITIZE else []
+CXXFLAGS = ["-std=c++17", "-fvisibility=hidden", "-Wall", *OPT, *SAN]
 CSRC = "csrc"
+PKG = "src/faultkit"
 
 
-def cython_ext(name, *, sources=()):
-    """A Cython extension faultkit.<name> from src/faultkit/<name>.pyx plus C++ sources."""
+def cython_ext(module, *, sources=()):
+    """A Cython extension faultkit.<module> from src/faultkit/<module as path>.pyx."""
+    path = module.replace(".", "/")
     return Extension(
-        f"faultkit.{name}",
-        [f"src/faultkit/{name}.pyx", *sources],
+        f"faultkit.{module}",
+        [f"{PKG}/{path}.pyx", *(f"{CSRC}/faultkit/{s}" for s in sources)],
         include_dirs=[CSRC],
         language="c++",
         extra_compile_args=CXXFLAGS,
+        extra_link_args=SAN,
     )
 
 
-def pybind_ext(name, *, sources=()):
-    """A pybind11 extension faultkit.<name> from src/faultkit/<name>.cpp plus C++ sources."""
+def pybind_ext(module, *, sources=()):
+    """A pybind11 extension faultkit.<module> from src/faultkit/<module as path>.cpp."""
+    path = module.replace(".", "/")
     return Pybind11Extension(
-        f"faultkit.{name}",
-        [f"src/faultkit/{name}.cpp", *sources],
+        f"faultkit.{module}",
+        [f"{PKG}/{path}.cpp", *(f"{CSRC}/faultkit/{s}" for s in sources)],
         include_dirs=[CSRC],
         cxx_std=17,
         extra_compile_args=CXXFLAGS,
+        extra_link_args=SAN,
     )
 
 
 CYTHON_EXTENSIONS = [
-    cython_ext("_hash"),
-    cython_ext("_detect"),
-    # Balance: consistent hashing (ring, ketama, jump, rendezvous, Maglev)
-    cython_ext("_ring", sources=["csrc/faultkit/ring.cc"]),
-    cython_ext("_balance", sources=["csrc/faultkit/balance.cc"]),
+    # XXH3-64 of keys, shared by every pillar
+    cython_ext("_common.xxh3"),
+    # Detect: the heartbeat table
+    cython_ext("detect._table"),
+    # Balance: the ring (and the balancer base), then jump, rendezvous, Maglev
+    cython_ext("balance._ring", sources=["balance/ring.cc"]),
+    cython_ext("balance._choose", sources=["balance/choose.cc"]),
     # Contain: circuit breaker state machine
-    cython_ext("_breaker"),
+    cython_ext("contain._breaker"),
 ]
 PYBIND_EXTENSIONS = [
-    pybind_ext("_codec", sources=[f"{CSRC}/faultkit/codec_io.cc"]),
+    # Recover: the checkpoint codec
+    pybind_ext("recover._codec", sources=["recover/codec_io.cc"]),
     # Recover: write tracking for incremental checkpoints (Linux >= 6.7)
-    pybind_ext("_track", sources=[f"{CSRC}/faultkit/write_tracker.cc"]),
+    pybind_ext("recover._track", sources=["recover/write_tracker.cc"]),
 ]
 
 setup(
     ext_modules=cythonize(
         CYTHON_EXTENSIONS,
-        include_path=[CSRC, "src"],
+        include_path=["src"],
         # binding=False: def functions and methods become plain builtins, which
         # CPython calls through its specialized paths (a lookup method call is
         # ~40% cheaper than through a cyfunction); "clinic" signatures keep

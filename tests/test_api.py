@@ -8,7 +8,9 @@ import pytest
 import faultkit as fk
 
 PKG = pathlib.Path(fk.__file__).parent
-EXTENSIONS = sorted(p.name.split(".")[0] for p in PKG.glob("_*.so")) or ["_hash"]
+EXTENSIONS = sorted(
+    ".".join(p.relative_to(PKG).with_name(p.name.split(".")[0]).parts) for p in PKG.rglob("*.so")
+) or ["_common.xxh3"]
 
 
 def test_all_names_exist():
@@ -25,7 +27,7 @@ def test_errors_derive_from_base():
 
 @pytest.mark.parametrize("module", EXTENSIONS)
 def test_stub_matches_extension(module):
-    stub = PKG / f"{module}.pyi"
+    stub = PKG / (module.replace(".", "/") + ".pyi")
     assert stub.exists(), f"{module} has no .pyi stub"
     tree = ast.parse(stub.read_text())
     stubbed = {  # private base classes may appear in a stub to share declarations

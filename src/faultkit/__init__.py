@@ -1,15 +1,17 @@
 """faultkit: detect, contain, recover from and balance around failures, at C speed.
 
-The public API is re-exported here; submodules are named by pillar
-(``faultkit.ring``, ``faultkit.detect``, ``faultkit.contain``,
-``faultkit.recover``).
+The public API is re-exported here; each pillar is a package
+(``faultkit.detect``, ``faultkit.contain``, ``faultkit.recover``,
+``faultkit.balance``), with :class:`Cluster` above them.  ``faultkit.ring``
+and ``faultkit.transport`` are the old paths of ``faultkit.balance`` and
+``faultkit.detect.transport``, kept as aliases.
 """
 
-from faultkit._hash import hash64, hash64_many
+from faultkit._common.xxh3 import hash64, hash64_many
 from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 
 # Balance
-from faultkit.ring import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
+from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy

@@ -4,7 +4,7 @@ The state machine and its sliding windows are C++ (``csrc/faultkit/breaker.h``),
 bound by Cython in :mod:`faultkit._breaker`; see :class:`CircuitBreaker` for
 the model (resilience4j's) and the thread-safety argument.
 """
-from faultkit._breaker import CircuitBreaker
+from faultkit.contain._breaker import CircuitBreaker
 from faultkit.errors import CircuitOpenError
 
 __all__ = ["CircuitBreaker", "CircuitOpenError"]

@@ -14,7 +14,7 @@ from typing import Any, Hashable, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from faultkit._hash import hash64, hash64_many
+from faultkit._common.xxh3 import hash64, hash64_many
 
 __all__ = ["FailureDomains", "BlastRadius", "DEFAULT_LEVELS"]
 

@@ -11,7 +11,7 @@ import time
 import warnings
 from typing import Any, List, Optional, Union
 
-from faultkit import _codec
+from faultkit.recover import _codec
 from faultkit.recover import tracking
 from faultkit.errors import CheckpointWarning, CorruptCheckpointError, NoCheckpointError
 from faultkit.recover import codec

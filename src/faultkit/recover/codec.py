@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Optional
 
-from faultkit import _codec
+from faultkit.recover import _codec
 from faultkit.errors import CorruptCheckpointError
 
 __all__ = ["register_type", "unregister_type", "dumps", "loads", "FORMAT_VERSION", "BLOB_THRESHOLD"]

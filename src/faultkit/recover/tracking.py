@@ -116,7 +116,7 @@ class Tracking:
             self.entries.clear()
             self.refused.clear()
         if self._tracker is None and self.unavailable is None:
-            from faultkit import _track
+            from faultkit.recover import _track
 
             t = _track.WriteTracker()
             if not t.available:

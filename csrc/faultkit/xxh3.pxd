@@ -1,6 +1,0 @@
-# Cython declarations of csrc/faultkit/xxh3.h: the contract, declarations only.
-from libc.stdint cimport uint64_t
-
-cdef extern from "faultkit/xxh3.h" namespace "faultkit" nogil:
-    uint64_t xxh3_64(const void* data, size_t length, uint64_t seed) noexcept
-    uint64_t xxh3_64_u64(uint64_t value, uint64_t seed) noexcept

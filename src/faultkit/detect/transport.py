@@ -1,0 +1,429 @@
+"""Heartbeats over UDP, authenticated with HMAC-SHA256 (asyncio).
+
+A :class:`HeartbeatSender` sends, every ``interval`` seconds, one datagram
+carrying a heartbeat for each of its names; a :class:`HeartbeatReceiver`
+feeds the heartbeats it accepts into a detector (``faultkit.detect``).
+
+Packet (version 1, big-endian), at most :data:`MAX_PACKET` bytes::
+
+    magic  b"FK"            2
+    version 1               1
+    count  n (1..255)       1
+    n x  name length L      1   (1..255)
+         name (UTF-8)       L
+         incarnation        8   uint64 < 2**63: bumped by each sender restart
+         sequence           8   uint64, +1 per datagram within an incarnation
+         send time          8   float64, the sender's wall clock (seconds since the epoch)
+    tag                    32   HMAC-SHA256(key, every byte before the tag)
+
+Only holders of the shared key can make a packet the receiver accepts, so
+nobody else can keep a dead node alive or (by replaying old heartbeats with
+a forged order) confuse it.  A heartbeat is accepted only if its
+(incarnation, sequence) is above the last accepted one for its name, so a
+captured packet cannot be replayed.  A receiver that restarts forgets those
+pairs; senders restart with a higher incarnation (the default is the start
+time in milliseconds), but packets of a sender's current incarnation captured
+before the restart could then be replayed, in order, to keep that sender
+alive after it dies.  With ``max_skew`` set, the receiver also drops
+heartbeats whose send time is more than ``max_skew`` seconds from its own
+wall clock, which bounds such replays to that window (it needs clocks synced
+to within ``max_skew``, e.g. by NTP).
+
+Malformed, unauthenticated, oversized and replayed packets are dropped and
+counted in :attr:`HeartbeatReceiver.stats`; nothing a peer sends raises into
+the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import math
+import os
+import struct
+import time
+from typing import Any, Callable, Hashable, Optional, Sequence, Union
+
+__all__ = [
+    "HeartbeatSender",
+    "HeartbeatReceiver",
+    "encode_packet",
+    "decode_packet",
+    "load_key",
+    "parse_address",
+    "PacketError",
+    "MAX_PACKET",
+    "VERSION",
+]
+
+_log = logging.getLogger(__name__)
+
+MAGIC = b"FK"
+VERSION = 1
+# 1400 bytes keeps a datagram inside one Ethernet frame (1500 MTU less IP/UDP
+# headers and tunnel overhead), so a heartbeat is never lost to fragmentation.
+MAX_PACKET = 1400
+MAX_BEATS = 255
+TAG_SIZE = 32  # HMAC-SHA256
+MIN_KEY_BYTES = 16  # 128 bits: below this a key can be brute-forced
+_HEAD = struct.Struct(">2sBB")
+_ENTRY = struct.Struct(">QQd")
+_INC_LIMIT = 2**63
+
+Address = Union[str, "tuple[str, int]"]
+
+
+class PacketError(ValueError):
+    """A datagram the receiver drops; ``reason`` is its stats counter."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def _check_key(key: Any) -> bytes:
+    if not isinstance(key, (bytes, bytearray)):
+        raise TypeError(f"key must be bytes, not {type(key).__name__}")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}")
+    return bytes(key)
+
+
+def load_key(path: Union[str, os.PathLike]) -> bytes:
+    """The shared key in file ``path`` (surrounding whitespace stripped; >= 16 bytes)."""
+    with open(path, "rb") as f:
+        return _check_key(f.read().strip())
+
+
+def parse_address(text: Address) -> tuple[str, int]:
+    """``"host:port"`` (or a (host, port) tuple) as a (host, port) tuple; ValueError if malformed."""
+    if isinstance(text, tuple) and len(text) == 2:
+        host, port = text
+    elif isinstance(text, str):
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"address must be host:port, got {text!r}")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ValueError(f"port must be an integer in {text!r}") from None
+    else:
+        raise TypeError(f"address must be 'host:port' or (host, port), not {type(text).__name__}")
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be in [0, 65535], got {port!r}")
+    return str(host).strip("[]"), port
+
+
+def encode_packet(key: bytes, beats: Sequence[tuple[str, int, int, float]]) -> bytes:
+    """One datagram carrying ``beats``: (name, incarnation, sequence, send_time) tuples.
+
+    ValueError if a field is out of range or the packet would exceed
+    :data:`MAX_PACKET` bytes.
+    """
+    key = _check_key(key)
+    if not 1 <= len(beats) <= MAX_BEATS:
+        raise ValueError(f"a packet carries 1..{MAX_BEATS} heartbeats, got {len(beats)}")
+    parts = [_HEAD.pack(MAGIC, VERSION, len(beats))]
+    for name, inc, seq, sent in beats:
+        raw = name.encode("utf-8")
+        if not 1 <= len(raw) <= 255:
+            raise ValueError(f"name {name!r} must be 1..255 bytes of UTF-8")
+        if not 0 <= inc < _INC_LIMIT or not 0 <= seq < 2**64:
+            raise ValueError(f"incarnation {inc!r} / sequence {seq!r} out of range")
+        if not math.isfinite(sent):
+            raise ValueError(f"send time must be finite, got {sent!r}")
+        parts += [bytes((len(raw),)), raw, _ENTRY.pack(inc, seq, sent)]
+    body = b"".join(parts)
+    if len(body) + TAG_SIZE > MAX_PACKET:
+        raise ValueError(f"packet of {len(body) + TAG_SIZE} bytes exceeds {MAX_PACKET}")
+    return body + hmac.new(key, body, hashlib.sha256).digest()
+
+
+def decode_packet(key: bytes, data: bytes, *, max_packet: int = MAX_PACKET
+                  ) -> list[tuple[str, int, int, float]]:
+    """The heartbeats in datagram ``data``; PacketError (reason: oversized, malformed
+    or unauthenticated) unless it is a well-formed version-1 packet signed with ``key``.
+
+    The tag is checked (in constant time) before any field is parsed.
+    """
+    n = len(data)
+    if n > max_packet:
+        raise PacketError("oversized", f"{n} bytes > {max_packet}")
+    if n < _HEAD.size + 1 + _ENTRY.size + TAG_SIZE:
+        raise PacketError("malformed", f"{n} bytes is too short")
+    magic, version, count = _HEAD.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise PacketError("malformed", f"magic {magic!r} version {version}")
+    body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
+    if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), tag):
+        raise PacketError("unauthenticated", "bad HMAC tag")
+    beats = []
+    pos, end = _HEAD.size, len(body)
+    for _ in range(count):
+        if pos >= end:
+            raise PacketError("malformed", "truncated entry")
+        size = body[pos]
+        pos += 1
+        if size == 0 or pos + size + _ENTRY.size > end:
+            raise PacketError("malformed", "bad name length")
+        try:
+            name = body[pos:pos + size].decode("utf-8")
+        except UnicodeDecodeError:
+            raise PacketError("malformed", "name is not UTF-8") from None
+        pos += size
+        inc, seq, sent = _ENTRY.unpack_from(body, pos)
+        pos += _ENTRY.size
+        if inc >= _INC_LIMIT or not math.isfinite(sent):
+            raise PacketError("malformed", "incarnation or send time out of range")
+        beats.append((name, inc, seq, sent))
+    if count == 0 or pos != end:
+        raise PacketError("malformed", "count does not match the body")
+    return beats
+
+
+class HeartbeatReceiver(asyncio.DatagramProtocol):
+    """Receives heartbeat datagrams on ``bind`` and records them in ``detector``.
+
+    ``detector`` is a :class:`~faultkit.TimeoutDetector` or
+    :class:`~faultkit.PhiAccrualDetector`; heartbeats are stamped with its
+    clock on arrival (the sender's clock is not trusted for timing).  With
+    ``auto_add`` (default), an authenticated heartbeat from an unknown name
+    adds it; otherwise it is dropped as ``unknown``.  ``stats`` counts
+    packets by fate: ``packets`` (authenticated), ``heartbeats`` (recorded), ``oversized``,
+    ``malformed``, ``unauthenticated``, ``replayed`` (heartbeats), ``unknown``,
+    ``rejected`` (the detector refused it), ``stale`` (heartbeats sent more than
+    ``max_skew`` seconds from ``wall_clock()``; off by default), ``socket_errors``
+    and ``callback_errors``.
+    ``on_join(name)`` is called after a new name's first heartbeat is recorded;
+    an exception from it is logged (logger ``faultkit.transport``) and counted,
+    never raised into the event loop.
+    Use ``await receiver.start()`` / ``receiver.close()`` or ``async with``.
+    """
+
+    def __init__(self, detector: Any, bind: Address = "127.0.0.1:7946", *, key: bytes,
+                 auto_add: bool = True, max_packet: int = MAX_PACKET,
+                 on_join: Optional[Callable[[Hashable], Any]] = None,
+                 max_skew: Optional[float] = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        for attr in ("heartbeat", "add", "scan"):
+            if not callable(getattr(detector, attr, None)):
+                raise TypeError(f"detector must be a faultkit detector, not {type(detector).__name__}")
+        self.detector = detector
+        self.bind = parse_address(bind)
+        self.key = _check_key(key)
+        self.auto_add = bool(auto_add)
+        if not isinstance(max_packet, int) or not 64 <= max_packet <= 65507:
+            raise ValueError(f"max_packet must be in [64, 65507], got {max_packet!r}")
+        self.max_packet = max_packet
+        if on_join is not None and not callable(on_join):
+            raise TypeError(f"on_join must be callable, not {type(on_join).__name__}")
+        self.on_join = on_join
+        if max_skew is not None:
+            if isinstance(max_skew, bool) or not isinstance(max_skew, (int, float)):
+                raise TypeError(f"max_skew must be a number of seconds or None, not "
+                                f"{type(max_skew).__name__}")
+            if not (math.isfinite(max_skew) and max_skew > 0):
+                raise ValueError(f"max_skew must be a positive number of seconds, got {max_skew!r}")
+            max_skew = float(max_skew)
+        if not callable(wall_clock):
+            raise TypeError(f"wall_clock must be callable, not {type(wall_clock).__name__}")
+        self.max_skew = max_skew
+        self.wall_clock = wall_clock
+        self.stats = dict.fromkeys(
+            ("packets", "heartbeats", "oversized", "malformed", "unauthenticated", "replayed",
+             "unknown", "rejected", "stale", "socket_errors", "callback_errors"), 0)
+        self._seen: dict[str, tuple[int, int]] = {}
+        self.transport: Optional[asyncio.DatagramTransport] = None
+
+    async def start(self) -> tuple[str, int]:
+        """Bind the socket; returns the bound (host, port) (port 0 picks a free one)."""
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=self.bind)
+        return self.address
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        if self.transport is None:
+            raise RuntimeError("the receiver is not started")
+        return self.transport.get_extra_info("sockname")[:2]
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    async def __aenter__(self) -> "HeartbeatReceiver":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # asyncio.DatagramProtocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.handle(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.stats["socket_errors"] += 1
+
+    def handle(self, data: bytes, now: Optional[float] = None) -> int:
+        """Process one datagram (what the socket calls); returns heartbeats recorded.
+
+        Never raises for anything in ``data``: bad packets are counted and dropped.
+        """
+        stats = self.stats
+        try:
+            beats = decode_packet(self.key, data, max_packet=self.max_packet)
+        except PacketError as e:
+            stats[e.reason] += 1
+            return 0
+        except Exception:  # pragma: no cover - defensive: decode handles every input
+            stats["malformed"] += 1
+            return 0
+        stats["packets"] += 1
+        det, seen, done = self.detector, self._seen, 0
+        skew = self.max_skew
+        wall = self.wall_clock() if skew is not None else 0.0
+        for name, inc, seq, sent in beats:
+            if seen.get(name, (-1, -1)) >= (inc, seq):
+                stats["replayed"] += 1
+                continue
+            if skew is not None and not abs(sent - wall) <= skew:
+                stats["stale"] += 1
+                continue
+            if name not in det:
+                if not self.auto_add:
+                    stats["unknown"] += 1
+                    continue
+                det.add(name)
+                joined = True
+            else:
+                joined = False
+            try:
+                det.heartbeat(name, now, incarnation=inc)
+            except (ValueError, KeyError):
+                stats["rejected"] += 1
+                continue
+            seen[name] = (inc, seq)
+            done += 1
+            if joined and self.on_join is not None:
+                try:
+                    self.on_join(name)
+                except Exception:
+                    # The caller here is the event loop: a failing callback is the
+                    # application's bug, reported, never allowed to drop heartbeats.
+                    stats["callback_errors"] += 1
+                    _log.exception("on_join callback failed for %r", name)
+        stats["heartbeats"] += done
+        return done
+
+
+class HeartbeatSender:
+    """Sends a heartbeat for ``name`` (a str, or several names in one datagram) to
+    ``target`` every ``interval`` seconds (default 1 s, Akka's heartbeat-interval).
+
+    ``incarnation`` defaults to the start time in milliseconds, so a restarted
+    sender outranks its previous life at the receiver.  Names that do not fit
+    one :data:`MAX_PACKET` datagram are split over several.  ``stats`` counts
+    ``sent`` datagrams and ``errors``.  Use ``await sender.start()`` /
+    ``sender.close()`` or ``async with``.
+    """
+
+    def __init__(self, name: Union[str, Sequence[str]], target: Address, interval: float = 1.0, *,
+                 key: bytes, incarnation: Optional[int] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        names = [name] if isinstance(name, str) else list(name)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise TypeError("name must be a str or a non-empty sequence of str")
+        for n in names:
+            if not 1 <= len(n.encode("utf-8")) <= 255:
+                raise ValueError(f"name {n!r} must be 1..255 bytes of UTF-8")
+        self.names = names
+        self.target = parse_address(target)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+                or not math.isfinite(interval) or interval <= 0:
+            raise ValueError(f"interval must be a finite number of seconds > 0, got {interval!r}")
+        self.interval = float(interval)
+        self.key = _check_key(key)
+        if incarnation is None:
+            incarnation = time.time_ns() // 1_000_000
+        if not isinstance(incarnation, int) or not 0 <= incarnation < _INC_LIMIT:
+            raise ValueError(f"incarnation must be an int in [0, 2**63), got {incarnation!r}")
+        self.incarnation = incarnation
+        self.sequence = 0
+        self._clock = clock
+        self.stats = {"sent": 0, "errors": 0}
+        self._transport: Optional[asyncio.DatagramTransport] = None
+        self._task: Optional[asyncio.Task] = None
+        # Names per datagram: each entry costs 1 + len(name) + 24 bytes.
+        self._batches: list[list[str]] = []
+        batch: list[str] = []
+        size = _HEAD.size + TAG_SIZE
+        for n in names:
+            cost = 1 + len(n.encode("utf-8")) + _ENTRY.size
+            if batch and (size + cost > MAX_PACKET or len(batch) == MAX_BEATS):
+                self._batches.append(batch)
+                batch, size = [], _HEAD.size + TAG_SIZE
+            batch.append(n)
+            size += cost
+        self._batches.append(batch)
+
+    def packets(self) -> list[bytes]:
+        """The datagrams of the next heartbeat round (advances the sequence)."""
+        out = []
+        now = self._clock()
+        for batch in self._batches:
+            self.sequence += 1
+            out.append(encode_packet(self.key, [(n, self.incarnation, self.sequence, now)
+                                                for n in batch]))
+        return out
+
+    async def start(self) -> None:
+        """Open the socket and start sending (the first heartbeat goes at once)."""
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=self.target)
+        self._task = asyncio.create_task(self._run())
+
+    def send_now(self) -> None:
+        """Send one heartbeat round immediately."""
+        if self._transport is None:
+            raise RuntimeError("the sender is not started")
+        for p in self.packets():
+            try:
+                self._transport.sendto(p)
+                self.stats["sent"] += 1
+            except OSError:
+                self.stats["errors"] += 1
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            self.send_now()
+            due += self.interval
+            # After a stall (e.g. SIGSTOP), resume the cadence rather than burst.
+            due = max(due, loop.time())
+            await asyncio.sleep(due - loop.time())
+
+    def close(self) -> None:
+        """Stop sending and close the socket (idempotent)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def __aenter__(self) -> "HeartbeatSender":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,348 @@
+// pybind11 binding of the checkpoint codec (docs/FORMAT.md).
+//
+// The C++ core in csrc/faultkit/codec_*.h owns the byte buffers, the file
+// framing and the checksums and knows nothing of Python.  This file walks the
+// Python object tree: the encoder dispatches on the exact type with the
+// CPython API (that walk is the hot path of object-heavy states) and writes
+// tags into the core's ByteBuffer; the decoder reads them back through the
+// core's bounds-checked Reader.  Large array and bytes payloads never pass
+// through the tree: they are written straight from their buffers, hashed and
+// written chunk by chunk with the GIL released.
+//
+// Decoding executes no user code except registered from_state hooks: it builds
+// only builtin containers and scalars, numpy arrays through np.frombuffer and
+// np.dtype (after checking the dtype string), and ints through int.from_bytes.
+#include <Python.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "_codec_common.h"
+#include "_codec_decode.h"
+#include "_codec_encode.h"
+#include "faultkit/recover/codec_io.h"
+
+using namespace faultkit::binding;
+
+namespace {
+
+// ---------------------------------------------------------------- Python API
+
+[[noreturn]] void raise_corrupt(const CodecError& e) {
+    PyErr_SetString(G.corrupt_error, e.what());
+    throw py::error_already_set();
+}
+
+// Run `f`, mapping core errors to Python ones.
+template <class F>
+auto guarded(F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const CodecError& e) {
+        raise_corrupt(e);
+    } catch (const UnsupportedType& e) {
+        bool deep = e.why.rfind("state is nested", 0) == 0;
+        PyErr_SetString(deep ? PyExc_ValueError : PyExc_TypeError, e.message(deep ? 12 : SIZE_MAX).c_str());
+        throw py::error_already_set();
+    } catch (const std::system_error& e) {
+        PyErr_SetObject(PyExc_OSError, PyRef(Py_BuildValue("(is)", e.code().value(), e.what())).p);
+        throw py::error_already_set();
+    }
+}
+
+std::unique_ptr<Encoded> encode(py::handle state, py::object types, uint64_t blob_threshold, bool allow_blobs,
+                                bool snapshot) {
+    auto out = std::make_unique<Encoded>();
+    PyObject* t = types.is_none() ? nullptr : types.ptr();
+    if (t && !PyDict_Check(t)) throw py::type_error("types must be a dict");
+    guarded([&] {
+        Encoder e(*out, t, blob_threshold, allow_blobs, snapshot);
+        e.encode(state.ptr());
+        return 0;
+    });
+    if (snapshot) {
+        // Copy the mutable blobs now that the walk is over: with the GIL
+        // released (the held views keep their memory alive), so other threads
+        // run during a large copy; then drop the views.
+        {
+            py::gil_scoped_release nogil;
+            for (size_t i = 0; i < out->holds.size(); ++i) {
+                BlobHold& h = *out->holds[i];
+                if (!h.pending_copy) continue;
+                h.copy.put_bytes(h.view.buf, static_cast<size_t>(h.view.len));
+                out->blobs[i] = Span{h.copy.data(), h.copy.size()};
+            }
+        }
+        for (auto& h : out->holds) {
+            if (h->pending_copy && h->has_view) {
+                PyBuffer_Release(&h->view);
+                h->has_view = false;
+            }
+        }
+    }
+    return out;
+}
+
+struct PyBuf {
+    Py_buffer view{};
+    explicit PyBuf(py::handle o) {
+        if (PyObject_GetBuffer(o.ptr(), &view, PyBUF_SIMPLE) < 0) throw py::error_already_set();
+    }
+    ~PyBuf() { PyBuffer_Release(&view); }
+    FileView file() const { return FileView{static_cast<const uint8_t*>(view.buf), static_cast<uint64_t>(view.len)}; }
+};
+
+Layout parse(py::handle buffer) {
+    PyBuf b(buffer);
+    return guarded([&] { return parse_layout(b.file().data, b.file().size); });
+}
+
+// Pauses the cyclic garbage collector while a tree is built.  The decoder
+// creates only fresh containers whose children exist before them, so it can
+// make no cycle; yet every container allocated would count towards a
+// generation-0 collection that traverses all the young containers built so
+// far -- most of the cost of decoding 100k small dicts.  (from_state hooks may
+// build cycles: the collector finds them once re-enabled.)
+struct GcPause {
+    bool was_enabled;
+#if PY_VERSION_HEX >= 0x030A0000
+    GcPause() : was_enabled(PyGC_Disable() != 0) {}
+    ~GcPause() {
+        if (was_enabled) PyGC_Enable();
+    }
+#else
+    GcPause() : was_enabled(false) {}
+#endif
+};
+
+py::object decode_section(const Layout& l, size_t index, FileView f, py::handle types, const std::vector<Blob>* blobs) {
+    const Section& s = l.sections[index];
+    if (s.stored != s.length || !section_contiguous(l, s)) throw CodecError("tree section is not contiguous");
+    verify_local_chunks(l, index, f);
+    Reader r(f.data + s.offset, s.length);
+    Decoder d(r, types.is_none() ? nullptr : types.ptr(), blobs);
+    GcPause pause;
+    return py::reinterpret_steal<py::object>(d.decode_root());
+}
+
+py::object read_meta(py::handle buffer, const Layout& l, py::object types) {
+    PyBuf b(buffer);
+    return guarded([&] { return decode_section(l, 0, b.file(), types, nullptr); });
+}
+
+// Decode the state of checkpoint `buffer` (parsed as `l`).  Blobs stored whole
+// in the file are used in place (np.frombuffer on `buffer`: a read-only mmap
+// gives read-only zero-copy arrays); others are assembled into new memory from
+// `refs` (the referenced files' buffers, aligned with l.refs).
+py::object read_state(py::handle buffer, const Layout& l, py::list refs, py::object types, bool verify) {
+    PyBuf b(buffer);
+    FileView f = b.file();
+    if (f.size != l.file_size) throw py::value_error("buffer is not the parsed file");
+    std::vector<std::unique_ptr<PyBuf>> ref_bufs;
+    std::vector<FileView> ref_views;
+    for (py::handle r : refs) {
+        if (r.is_none()) {
+            ref_bufs.push_back(nullptr);
+            ref_views.push_back(FileView{});
+            continue;
+        }
+        ref_bufs.push_back(std::make_unique<PyBuf>(r));
+        ref_views.push_back(ref_bufs.back()->file());
+    }
+    return guarded([&] {
+        if (ref_views.size() != l.refs.size()) throw CodecError("wrong number of referenced files");
+        verify_local_chunks(l, 0, f);  // META: small, and part of what the checksum vouches for
+        std::vector<Blob> blobs;
+        std::vector<py::object> assembled;
+        for (size_t i = 2; i < l.sections.size(); ++i) {
+            const Section& s = l.sections[i];
+            Blob bl;
+            bl.size = s.length;
+            if (section_contiguous(l, s)) {
+                if (verify) {
+                    py::gil_scoped_release nogil;
+                    verify_local_chunks(l, i, f);
+                }
+                bl.owner = buffer.ptr();
+                bl.offset = s.offset;
+                bl.data = f.data + s.offset;
+            } else {
+                for (uint64_t k = 0; k < s.n_chunks; ++k) {
+                    uint32_t ref = l.chunks[s.first_chunk + k].ref;
+                    if (ref && !ref_views[ref - 1].data)
+                        throw CodecError("section " + std::to_string(i) + " needs checkpoint " +
+                                         std::to_string(l.refs[ref - 1].id) + ", which is missing or invalid");
+                }
+                py::object mem = py::reinterpret_steal<py::object>(
+                    check(PyByteArray_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(s.length))));
+                uint8_t* out = reinterpret_cast<uint8_t*>(PyByteArray_AS_STRING(mem.ptr()));
+                {
+                    py::gil_scoped_release nogil;
+                    assemble_section(l, i, f, ref_views, out, verify);
+                }
+                bl.owner = mem.ptr();
+                bl.offset = 0;
+                bl.data = out;
+                assembled.push_back(std::move(mem));
+            }
+            blobs.push_back(bl);
+        }
+        return decode_section(l, 1, f, types, &blobs);
+    });
+}
+
+py::tuple ref_list(const Layout& l) {
+    py::tuple t(l.refs.size());
+    for (size_t i = 0; i < l.refs.size(); ++i) t[i] = py::make_tuple(l.refs[i].id, l.refs[i].toc_checksum);
+    return t;
+}
+
+py::dict write_result(const WriteResult& w) {
+    py::dict d;
+    d["size"] = w.file_size;
+    d["checksum"] = w.toc_checksum;
+    d["chunks_written"] = w.chunks_written;
+    d["chunks_referenced"] = w.chunks_referenced;
+    d["blob_bytes_written"] = w.blob_bytes_written;
+    d["blob_bytes_hashed"] = w.blob_bytes_hashed;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_codec, m) {
+    m.doc() = "Native checkpoint codec (private; use faultkit.recover).  Format: docs/FORMAT.md.";
+
+    py::module_ np = py::module_::import("numpy");
+    G.ndarray_type = py::object(np.attr("ndarray")).release().ptr();
+    G.np_frombuffer = py::object(np.attr("frombuffer")).release().ptr();
+    G.np_dtype = py::object(np.attr("dtype")).release().ptr();
+    G.np_empty = py::object(np.attr("empty")).release().ptr();
+    G.np_ascontiguous = py::object(np.attr("ascontiguousarray")).release().ptr();
+    G.corrupt_error = py::object(py::module_::import("faultkit.errors").attr("CorruptCheckpointError")).release().ptr();
+    G.int_from_bytes = check(PyObject_GetAttrString(reinterpret_cast<PyObject*>(&PyLong_Type), "from_bytes"));
+    G.s_dtype = intern("dtype");
+    G.s_kind = intern("kind");
+    G.s_str = intern("str");
+    G.s_little = intern("little");
+    G.s_reshape = intern("reshape");
+
+    m.attr("FORMAT_VERSION") = py::make_tuple(kVersionMajor, kVersionMinor);
+    m.attr("DEFAULT_CHUNK_SIZE") = kDefaultChunkSize;
+    m.attr("MAX_DEPTH") = kMaxDepth;
+
+    py::class_<Encoded>(m, "Encoded", "An encoded state tree plus its blobs, ready to write.")
+        .def_property_readonly("tree_size", [](const Encoded& e) { return e.tree.size(); })
+        .def_property_readonly("blob_count", [](const Encoded& e) { return e.blobs.size(); })
+        .def_property_readonly("blob_bytes", [](const Encoded& e) { return e.blob_bytes; })
+        .def("tree_bytes", [](const Encoded& e) {
+            return py::bytes(reinterpret_cast<const char*>(e.tree.data()), e.tree.size());
+        })
+        .def("blob_sources", [](const Encoded& e) {
+            // (address, nbytes, exporter or None) per blob: the exporter when the
+            // blob is read in place from the state object's own memory.
+            py::list out;
+            for (size_t i = 0; i < e.blobs.size(); ++i) {
+                const BlobHold& h = *e.holds[i];
+                bool direct = h.direct && h.has_view && !h.pending_copy && h.view.buf == e.blobs[i].data;
+                py::object owner = direct && h.view.obj ? py::reinterpret_borrow<py::object>(h.view.obj) : py::none();
+                out.append(py::make_tuple(reinterpret_cast<uintptr_t>(e.blobs[i].data), e.blobs[i].size, owner));
+            }
+            return out;
+        }, "Per blob: (address, nbytes, the object whose own memory it is, or None).");
+
+    py::class_<ChunkMap>(m, "ChunkMap", "Where each blob chunk of a checkpoint lives (the base of an incremental save).")
+        .def_property_readonly("chunk_size", [](const ChunkMap& c) { return c.chunk_size; })
+        .def_property_readonly("blob_count", [](const ChunkMap& c) { return c.blobs.size(); })
+        .def("ids", [](const ChunkMap& c) {
+            std::vector<uint64_t> ids;
+            for (const BlobMap& b : c.blobs)
+                for (const ChunkLoc& k : b.chunks)
+                    if (std::find(ids.begin(), ids.end(), k.id) == ids.end()) ids.push_back(k.id);
+            return ids;
+        }, "Checkpoint ids holding the chunks.");
+
+    py::class_<Layout>(m, "Layout", "The validated framing of one checkpoint file.")
+        .def_property_readonly("id", [](const Layout& l) { return l.header.id; })
+        .def_property_readonly("version", [](const Layout& l) { return py::make_tuple(l.header.major, l.header.minor); })
+        .def_property_readonly("incremental", [](const Layout& l) { return (l.header.flags & kFlagIncremental) != 0; })
+        .def_property_readonly("chunk_size", [](const Layout& l) { return l.header.chunk_size; })
+        .def_property_readonly("file_size", [](const Layout& l) { return l.file_size; })
+        .def_property_readonly("checksum", [](const Layout& l) { return l.toc_checksum; })
+        .def_property_readonly("blob_count", [](const Layout& l) { return l.sections.size() - 2; })
+        .def_property_readonly("refs", &ref_list)
+        .def("chunk_map", [](const Layout& l) { return chunk_map_of(l); });
+
+    m.def("encode", &encode, py::arg("state"), py::arg("types"), py::kw_only(),
+          py::arg("blob_threshold"), py::arg("allow_blobs") = true, py::arg("snapshot") = false,
+          "Encode a state tree; arrays and bytes-likes of >= blob_threshold bytes become blobs.\n"
+          "snapshot=True copies mutable blob buffers so the state may change afterwards.");
+
+    m.def("write", [](int fd, const Encoded& state, const Encoded& meta, uint64_t id, uint64_t chunk_size,
+                      const ChunkMap* base, py::object dirty) {
+        if (meta.blobs.size()) throw py::value_error("meta cannot hold blobs");
+        std::vector<py::bytes> masks;  // kept alive while the GIL is released
+        std::vector<const uint8_t*> dirty_ptrs;
+        if (!dirty.is_none()) {
+            py::list d = dirty.cast<py::list>();
+            if (d.size() != state.blobs.size()) throw py::value_error("dirty must have one entry per blob");
+            for (size_t b = 0; b < d.size(); ++b) {
+                if (d[b].is_none()) {
+                    dirty_ptrs.push_back(nullptr);
+                    continue;
+                }
+                if (!PyBytes_Check(d[b].ptr())) throw py::type_error("dirty masks must be bytes or None");
+                py::bytes mask = d[b].cast<py::bytes>();
+                uint64_t n = chunk_size ? (state.blobs[b].size + chunk_size - 1) / chunk_size : 0;
+                if (static_cast<uint64_t>(PyBytes_GET_SIZE(mask.ptr())) != n)
+                    throw py::value_error("dirty mask of blob " + std::to_string(b) + " must have " + std::to_string(n) +
+                                          " bytes (one per chunk)");
+                dirty_ptrs.push_back(reinterpret_cast<const uint8_t*>(PyBytes_AS_STRING(mask.ptr())));
+                masks.push_back(std::move(mask));
+            }
+        }
+        auto map = std::make_unique<ChunkMap>();
+        WriteResult w = guarded([&] {
+            py::gil_scoped_release nogil;
+            FdSink sink(fd);
+            return write_checkpoint(sink, id, meta.tree_span(), state.tree_span(), state.blobs, chunk_size, base, map.get(),
+                                    dirty.is_none() ? nullptr : &dirty_ptrs);
+        });
+        return py::make_tuple(write_result(w), std::move(map));
+    }, py::arg("fd"), py::arg("state"), py::arg("meta"), py::kw_only(), py::arg("id"), py::arg("chunk_size"),
+       py::arg("base") = nullptr, py::arg("dirty") = py::none(),
+       "Write a checkpoint to file descriptor fd (GIL released).  Returns (info dict, ChunkMap).\n"
+       "dirty: None, or per blob None or a bytes mask (one byte per chunk): chunks whose byte is 0\n"
+       "are vouched unchanged since the base and take its hash unread.");
+
+    m.def("dumps", [](const Encoded& state, const Encoded& meta, uint64_t id, uint64_t chunk_size) {
+        if (meta.blobs.size()) throw py::value_error("meta cannot hold blobs");
+        // Written straight into the bytes object: its size is known exactly.
+        uint64_t size = full_file_size(meta.tree_span(), state.tree_span(), state.blobs, chunk_size);
+        if (size > static_cast<uint64_t>(PY_SSIZE_T_MAX)) throw py::value_error("state too large for bytes");
+        py::object out = py::reinterpret_steal<py::object>(check(PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size))));
+        uint8_t* data = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out.ptr()));
+        guarded([&] {
+            py::gil_scoped_release nogil;
+            BufferSink sink(data, size);
+            write_checkpoint(sink, id, meta.tree_span(), state.tree_span(), state.blobs, chunk_size, nullptr, nullptr);
+            if (sink.position != size) throw CodecError("internal error: file size mismatch");
+            return 0;
+        });
+        return out;
+    }, py::arg("state"), py::arg("meta"), py::kw_only(), py::arg("id") = 0, py::arg("chunk_size") = kDefaultChunkSize,
+       "A whole checkpoint file image as bytes.");
+
+    m.def("parse", &parse, py::arg("buffer"), "Validate the framing of a file image; returns its Layout.");
+    m.def("read_meta", &read_meta, py::arg("buffer"), py::arg("layout"), py::arg("types"),
+          "Decode the META section.");
+    m.def("read_state", &read_state, py::arg("buffer"), py::arg("layout"), py::arg("refs"), py::arg("types"),
+          py::kw_only(), py::arg("verify") = true,
+          "Decode the state; refs are the referenced files' buffers (None if unavailable).");
+}
