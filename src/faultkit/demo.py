@@ -30,7 +30,7 @@ def cluster_story(out: Out = print, *, keys: int = 100_000, seed: int = 7) -> No
     paths = {f"svc-{z}{r}{h}": f"eu/az{z}/r{r}/h{h}"
              for z in range(zones) for r in range(racks) for h in range(hosts)}
     with tempfile.TemporaryDirectory(prefix="faultkit-demo-") as tmp:
-        clock = lambda: 0.0  # noqa: E731 - every call below passes its time
+        clock = lambda: 0.0
         detector = fk.PhiAccrualDetector(suspect_threshold=3.0, clock=clock)
         cluster = fk.Cluster(paths, detector=detector, clock=clock,
                              checkpointer=fk.Checkpointer(tmp, fsync=False))

@@ -1,3 +1,3 @@
 """Old path of :mod:`faultkit.balance`, kept so existing imports work."""
-from faultkit.balance import *  # noqa: F401,F403
+from faultkit.balance import *
 from faultkit.balance import __all__  # noqa: F401

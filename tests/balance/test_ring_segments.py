@@ -180,7 +180,7 @@ def expected_writes(old_points, new_points, bits):
     """Segments a one-node change writes: those its points land in, plus the
     previous nonempty segment of each whose first point changes (its
     sentinel names the owner of that first point), unless written anyway."""
-    seg = lambda p: p >> (64 - bits)  # noqa: E731
+    seg = lambda p: p >> (64 - bits)
     touched = {seg(p) for p in new_points}
     nonempty = sorted({seg(p) for p in old_points} | touched)
     first_old = {}

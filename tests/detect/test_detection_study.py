@@ -35,7 +35,7 @@ def test_timeouts_trade_mistakes_for_detection_time(study):
 
 def test_simulation_is_deterministic(study):
     _, delay, loss = study.scenarios()["heavy-tailed"]
-    make = lambda: fk.PhiAccrualDetector(8.0, acceptable_heartbeat_pause=0.0)  # noqa: E731
+    make = lambda: fk.PhiAccrualDetector(8.0, acceptable_heartbeat_pause=0.0)
     a = study.simulate(make, delay, loss, components=20, hours=0.05, seed=3)
     b = study.simulate(make, delay, loss, components=20, hours=0.05, seed=3)
     assert a == b and a[2] > 0
