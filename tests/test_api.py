@@ -44,3 +44,36 @@ def test_stub_matches_extension(module):
 
 def test_py_typed_marker_ships():
     assert (PKG / "py.typed").exists()
+
+
+# Every name the old flat modules exported (before the per-pillar packages) stays
+# importable from its old path, so no user code breaks.
+OLD_ALL = {
+    "faultkit.ring": ["HashRing", "Rendezvous", "Maglev", "jump_hash", "MAGLEV_TABLE_SIZE",
+                      "BoundedLoad", "moved_fraction", "DEFAULT_BALANCE_FACTOR"],
+    "faultkit.detect": ["Event", "TimeoutDetector", "PhiAccrualDetector", "ALIVE", "SUSPECT", "DEAD"],
+    "faultkit.transport": ["HeartbeatSender", "HeartbeatReceiver", "encode_packet", "decode_packet",
+                           "load_key", "parse_address", "PacketError", "MAX_PACKET", "VERSION"],
+    "faultkit.contain": ["FailureDomains", "BlastRadius", "IsolationPolicy", "Decision",
+                         "CircuitBreaker", "Bulkhead"],
+    "faultkit.recover": ["Checkpointer", "CheckpointInfo", "Store", "StoreLock", "LocalStore",
+                         "register_type", "unregister_type", "dumps", "loads", "FORMAT_VERSION"],
+    "faultkit.cluster": ["Cluster"],
+}
+
+
+@pytest.mark.parametrize("path", sorted(OLD_ALL))
+def test_old_module_paths_keep_their_names(path):
+    mod = importlib.import_module(path)
+    for name in OLD_ALL[path]:
+        assert getattr(mod, name) is not None, f"{path}.{name}"
+        exec(f"from {path} import {name}", {})
+
+
+def test_detect_package_serves_the_transport_lazily():
+    import faultkit.detect
+    from faultkit.detect.transport import HeartbeatSender
+
+    assert faultkit.detect.HeartbeatSender is HeartbeatSender
+    with pytest.raises(AttributeError, match="no_such_name"):
+        faultkit.detect.no_such_name  # noqa: B018

@@ -208,7 +208,7 @@ cdef class Rendezvous(_TableBalancer):
         del old
 
     @cython.always_allow_keywords(False)  # METH_O: the cheapest call CPython has
-    def get(self, key):
+    def get(self, key, /):
         """The live node with the highest score for ``key``."""
         cdef uint64_t h
         if not ascii_hash(key, self._seed, &h):
@@ -336,7 +336,7 @@ cdef class Maglev(_TableBalancer):
         return o
 
     @cython.always_allow_keywords(False)  # METH_O: the cheapest call CPython has
-    def get(self, key):
+    def get(self, key, /):
         """The node in ``key``'s slot of the lookup table or, if that node is
         down, the node of the next slot (wrapping) whose node is up."""
         cdef uint64_t h

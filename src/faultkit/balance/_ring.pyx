@@ -521,7 +521,7 @@ cdef class HashRing(_Balancer):
         return 0
 
     @cython.always_allow_keywords(False)  # METH_O: the cheapest call CPython has
-    def get(self, key):
+    def get(self, key, /):
         """The node that owns ``key``: the first live node at or after its hash."""
         cdef uint64_t h
         if self._mode != MODE_XXH3:
