@@ -1,6 +1,6 @@
 """One object that wires the four pillars together for a service's view of its peers.
 
-Data flows one way, as in DESIGN.md: heartbeats reach the detector; a scan
+Data flows one way (docs/architecture.md): heartbeats reach the detector; a scan
 (:meth:`Cluster.tick`) turns silence into events; a node declared dead is
 routed around, and correlated failures isolate a whole failure domain (the
 :class:`~faultkit.contain.IsolationPolicy`); the balancer's lookups follow at
