@@ -38,12 +38,8 @@ from faultkit.recover import (
 # Together (imports the pillars, so it comes last)
 from faultkit.cluster import Cluster
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("faultkit")
-except Exception:  # pragma: no cover - running from a source tree without metadata
-    __version__ = "0+unknown"
+# The one place the version is written: pyproject.toml reads it from here (dynamic = ["version"]).
+__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

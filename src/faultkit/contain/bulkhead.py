@@ -6,15 +6,17 @@ It!*, "Bulkheads").
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import inspect
 import math
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from faultkit.errors import BulkheadFullError
+
+if TYPE_CHECKING:  # asyncio is imported where a coroutine needs it, so import faultkit stays cheap
+    import asyncio
 
 __all__ = ["Bulkhead", "BulkheadFullError"]
 
@@ -163,6 +165,8 @@ class Bulkhead:
 
     async def acquire_async(self) -> None:
         """Take a slot for the current task, waiting up to ``max_wait`` without blocking the loop."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._max_wait == 0:

@@ -10,7 +10,6 @@ import errno
 import mmap as _mmap
 import os
 import re
-import secrets
 from typing import BinaryIO, Callable, List, Optional, Union
 
 from faultkit.errors import CheckpointLockedError
@@ -146,7 +145,7 @@ class LocalStore(Store):
     def put_atomic(self, name: str, write: Callable[[BinaryIO], None]) -> int:
         _check_name(name)
         final = os.path.join(self.path, name)
-        tmp = os.path.join(self.path, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = os.path.join(self.path, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         fd = self._take_spare(tmp) if self.recycle else None
         recycled = fd is not None
         if fd is None:
