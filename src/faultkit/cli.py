@@ -1,6 +1,6 @@
 """The ``faultkit`` command: ``faultkit demo`` tours the library with real calls
 (the tour itself lives in :mod:`faultkit.demo`);
-``faultkit bench`` runs the benchmark suite against the peer libraries;
+``faultkit bench`` measures faultkit against the peer libraries (:mod:`faultkit.bench`);
 ``faultkit monitor`` / ``faultkit beat`` receive / send heartbeats over UDP.
 
 Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
@@ -16,6 +16,8 @@ import time
 
 import faultkit as fk
 
+PILLARS = ("hash", "balance", "detect", "contain", "recover")  # faultkit.bench.PILLARS, without importing it
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A short tour of what faultkit does, every line computed by a real call."""
@@ -26,11 +28,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run benchmarks/ with pytest-benchmark (needs a source checkout and the bench extra)."""
-    root = pathlib.Path(args.path)
+    """faultkit against the installed peer libraries, one table of ratios (faultkit.bench)."""
+    if args.pytest is not None:
+        return _bench_pytest(args)
+    from faultkit import bench
+
+    scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
+    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 7)
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    progress(f"faultkit bench: scale {scale:g}, {rounds} rounds a side, pillars {', '.join(args.only)}")
+    try:
+        rows = bench.run(scale=scale, rounds=rounds, pillars=args.only, progress=progress)
+    except ValueError as e:
+        print(f"faultkit bench: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(bench.to_json(rows, scale=scale, rounds=rounds))
+    else:
+        print(bench.format_table(rows))
+    if args.plot:
+        try:
+            bench.plot(rows, args.plot)
+        except ImportError:
+            print("faultkit bench: --plot needs matplotlib: pip install 'faultkit[bench]'", file=sys.stderr)
+            return 2
+        progress(f"faultkit bench: plot written to {args.plot}")
+    return 0
+
+
+def _bench_pytest(args: argparse.Namespace) -> int:
+    """The repository's pytest-benchmark files (a source checkout and the bench extra)."""
+    root = pathlib.Path(args.pytest)
     if not root.is_dir():
-        print(f"faultkit bench: no benchmark directory at {root} "
-              "(run from a source checkout, or pass --path)", file=sys.stderr)
+        print(f"faultkit bench: no benchmark directory at {root}", file=sys.stderr)
         return 2
     try:
         import pytest_benchmark  # noqa: F401
@@ -142,9 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keys for the bulk examples (default 1,000,000)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="run the benchmarks against the peer libraries")
-    p.add_argument("--path", default="benchmarks", help="benchmark directory (default ./benchmarks)")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
+    p = sub.add_parser("bench", help="faultkit against the peer libraries, one table of ratios")
+    p.add_argument("--quick", action="store_true", help="small sizes and 3 rounds (about a minute)")
+    p.add_argument("--scale", type=_positive_float, default=None,
+                   help="data sizes relative to the full run (default 1, --quick 0.1)")
+    p.add_argument("--rounds", type=_positive_int, default=None, help="rounds a side (default 7, --quick 3)")
+    p.add_argument("--only", nargs="+", default=list(PILLARS), choices=PILLARS, metavar="PILLAR",
+                   help=f"pillars to run (default all: {' '.join(PILLARS)})")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the ratios per pillar (needs matplotlib)")
+    p.add_argument("--pytest", metavar="DIR", default=None,
+                   help="instead, run a checkout's pytest-benchmark directory (e.g. benchmarks)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="with --pytest: passed on to pytest")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("monitor", help="receive heartbeats over UDP and print state changes")
