@@ -26,7 +26,7 @@ def test_bad_arguments_exit_2_with_a_message():
 
 
 def test_bench_without_directory_is_a_clean_error(tmp_path, capsys):
-    assert main(["bench", "--path", str(tmp_path / "missing")]) == 2
+    assert main(["bench", "--pytest", str(tmp_path / "missing")]) == 2
     assert "no benchmark directory" in capsys.readouterr().err
 
 

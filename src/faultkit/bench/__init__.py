@@ -99,7 +99,7 @@ def format_table(rows: Sequence[Row]) -> str:
     body = [(r.pillar, r.case, r.peer, r.gc, _fmt(r.faultkit_s), _fmt(r.peer_s), f"{r.ratio:.2f}x",
              f"{r.ratio_median:.2f}x", f"{r.spread:.2f}") for r in rows]
     widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
