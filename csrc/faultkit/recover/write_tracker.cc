@@ -213,7 +213,15 @@ bool WriteTracker::forked() const noexcept { return ::getpid() != pid_; }
 
 bool WriteTracker::identify(int fd, FileId& id) noexcept {
     struct stat st;
+#if defined(__x86_64__) || defined(__aarch64__)
+    // The system call, not glibc's fstat: since glibc 2.33 that is an exported
+    // symbol of its own (fstat@GLIBC_2.33), which would raise a wheel's
+    // manylinux floor.  On these architectures the kernel's struct stat is
+    // glibc's.
+    if (::syscall(SYS_fstat, fd, &st) != 0) return false;
+#else
     if (::fstat(fd, &st) != 0) return false;
+#endif
     id.dev = static_cast<uint64_t>(st.st_dev);
     id.ino = static_cast<uint64_t>(st.st_ino);
     return true;
