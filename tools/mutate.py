@@ -1,0 +1,140 @@
+"""Mutation testing of faultkit's policy modules: do the tests notice a wrong line?
+
+Usage (from a checkout with the extensions built in place)::
+
+    python tools/mutate.py src/faultkit/contain/policy.py tests/contain/test_policy.py [--jobs 1]
+    python tools/mutate.py --preset policies          # every module in PRESETS, its tests
+
+Each mutant changes one operator or constant of the module (a comparison's
+direction or strictness, ``and``/``or``, a dropped ``not``, ``+``/``-``, a
+number off by one, ``True``/``False``, a returned value dropped),
+the module's tests run against it (stopping at the first failure), and the
+mutant is *killed* if they fail.  The file is restored after every mutant,
+whatever happens.  Survivors are printed with their line, to be read: each is
+either a missing test or an equivalent mutant (one no test could tell apart),
+and docs/mutation.md lists the equivalent ones with the reason.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from typing import Iterator, List, Tuple
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+PRESETS = {
+    "policies": [
+        ("src/faultkit/contain/policy.py", ["tests/contain/test_policy.py", "tests/run/test_cluster.py"]),
+        ("src/faultkit/cluster.py", ["tests/run/test_cluster.py"]),
+        ("src/faultkit/recover/checkpointer.py", ["tests/recover"]),
+    ],
+}
+
+_SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
+             ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
+             ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+_SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult}
+
+
+def mutants(source: str) -> Iterator[Tuple[int, str, str]]:
+    """(line, description, mutated source) for each single-point mutation of ``source``."""
+    tree = ast.parse(source)
+    nodes = list(ast.walk(tree))
+    for idx, node in enumerate(nodes):
+        for desc, apply in _mutations(node):
+            t2 = copy.deepcopy(tree)
+            target = list(ast.walk(t2))[idx]
+            apply(target)
+            try:
+                yield node.lineno, desc, ast.unparse(t2)
+            except Exception:  # pragma: no cover - a mutation unparse cannot express
+                continue
+
+
+def _mutations(node: ast.AST):
+    if isinstance(node, ast.Compare):
+        for i, op in enumerate(node.ops):
+            new = _SWAP_CMP.get(type(op))
+            if new:
+                yield (f"{type(op).__name__} -> {new.__name__}",
+                       lambda n, i=i, new=new: n.ops.__setitem__(i, new()))
+    elif isinstance(node, ast.BoolOp):
+        other = ast.Or if isinstance(node.op, ast.And) else ast.And
+        yield f"{type(node.op).__name__} -> {other.__name__}", lambda n, o=other: setattr(n, "op", o())
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        yield "drop not", lambda n: (setattr(n, "op", ast.UAdd()), setattr(n, "operand", ast.Call(
+            ast.Name("bool", ast.Load()), [n.operand], [])))
+    elif isinstance(node, ast.BinOp) and type(node.op) in _SWAP_BIN:
+        new = _SWAP_BIN[type(node.op)]
+        yield f"{type(node.op).__name__} -> {new.__name__}", lambda n, new=new: setattr(n, "op", new())
+    elif isinstance(node, ast.Constant) and type(node.value) is bool:
+        yield f"{node.value} -> {not node.value}", lambda n: setattr(n, "value", not n.value)
+    elif isinstance(node, ast.Constant) and type(node.value) in (int, float) and not isinstance(node.value, bool):
+        yield f"{node.value!r} -> {node.value + 1!r}", lambda n: setattr(n, "value", n.value + 1)
+    elif isinstance(node, ast.Return) and node.value is not None:
+        yield "return value -> return None", lambda n: setattr(n, "value", None)
+
+
+def run_one(module: pathlib.Path, tests: List[str], timeout: float) -> bool:
+    """Whether the tests fail (the mutant is killed)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONDONTWRITEBYTECODE="1")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               "-m", "not slow", *tests], cwd=ROOT, env=env, capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return True  # a mutant that hangs the tests is caught by them
+    return proc.returncode != 0
+
+
+def mutate(module: str, tests: List[str], *, timeout: float, limit: int = 0) -> Tuple[int, int, list]:
+    path = ROOT / module
+    original = path.read_text()
+    killed = total = 0
+    survivors = []
+    try:
+        for line, desc, src in mutants(original):
+            if limit and total >= limit:
+                break
+            path.write_text(src)
+            total += 1
+            if run_one(path, tests, timeout):
+                killed += 1
+            else:
+                survivors.append((line, desc))
+                print(f"  survived: {module}:{line}: {desc}", flush=True)
+    finally:
+        path.write_text(original)
+    return killed, total, survivors
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("module", nargs="?")
+    ap.add_argument("tests", nargs="*")
+    ap.add_argument("--preset", choices=sorted(PRESETS))
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's test run")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many mutants per module (0: all)")
+    args = ap.parse_args(argv)
+    jobs = PRESETS[args.preset] if args.preset else [(args.module, args.tests)]
+    if not jobs or not jobs[0][0]:
+        ap.error("give a module and its tests, or --preset")
+    grand_k = grand_t = 0
+    for module, tests in jobs:
+        t0 = time.monotonic()
+        k, t, _ = mutate(module, tests, timeout=args.timeout, limit=args.limit)
+        grand_k += k
+        grand_t += t
+        print(f"{module}: {k}/{t} killed ({k / max(t, 1):.0%}) in {time.monotonic() - t0:.0f} s", flush=True)
+    print(f"total: {grand_k}/{grand_t} killed ({grand_k / max(grand_t, 1):.0%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
