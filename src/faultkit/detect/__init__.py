@@ -26,7 +26,7 @@ __all__ = ["Event", "TimeoutDetector", "PhiAccrualDetector", "ALIVE", "SUSPECT",
 
 _TRANSPORT_NAMES = frozenset(
     ("HeartbeatSender", "HeartbeatReceiver", "encode_packet", "decode_packet",
-     "load_key", "parse_address", "PacketError")
+     "load_key", "parse_address", "PacketError", "Beat")
 )
 
 
