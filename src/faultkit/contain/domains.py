@@ -329,9 +329,10 @@ class FailureDomains:
         """``(faulty, domain)`` for ``service``, from the detector's states.
 
         ``faulty`` is whether the detector reports it ``"suspect"`` or
-        ``"dead"`` (a member joining, leaving or left is not faulty).  ``domain`` is the widest domain containing it whose
-        members are all faulty (a dead rack reports the rack), or its own
-        full path when only it is (or when it is healthy).
+        ``"dead"`` (a member joining, leaving or left is not faulty).
+        ``domain`` is the widest domain containing it whose members are all
+        faulty (a dead rack reports the rack), or its own full path when only
+        it is (or when it is healthy).
         """
         parts = self._service_path(service)
         if self.detector is None:
