@@ -45,7 +45,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Sequenc
 
 import numpy as np
 
-from faultkit._common.xxh3 import hash64, hash64_many
+from faultkit.balance._spread import SpreadTable
 from faultkit.contain import FailureDomains, IsolationPolicy, OutlierDetector
 from faultkit.contain.outlier import Ejection
 from faultkit.detect import ALIVE, DEAD, LEAVING, LEFT, RESTARTED, SUSPECT, Event, PhiAccrualDetector
@@ -55,9 +55,6 @@ from faultkit.ring import HashRing
 __all__ = ["Cluster"]
 
 _DEFAULT: Any = object()  # "not given" where None means something
-# replicas() ranks up to this many domains with one scalar XXH3 call each
-# (~0.1 us); past it one array call is cheaper than the Python loop.
-_SCALAR_MAX = 48
 
 _BALANCER_API = ("nodes", "get", "get_many", "set_alive", "add", "remove")
 
@@ -469,63 +466,18 @@ class Cluster:
             raise RuntimeError("replicas across domains need failure domains: Cluster({node: path, ...})")
         if n == 0:
             return []
-        t = self._placement_table(spread)
-        p, flat_idx, dom_hashes, svc_hashes = t
+        p, flat_idx, table = self._placement_table(spread)
         mask, cache = self._view
         live = cache.get(id(p))
         if live is None:
             flat_live = np.zeros(len(flat_idx), dtype=bool)
             ok = flat_idx >= 0
             flat_live[ok] = mask[flat_idx[ok]]
-            counts = np.add.reduceat(flat_live, p.offsets).tolist() if len(flat_live) else []
-            live = cache[id(p)] = (flat_live.tolist(), counts)
-        flat_live, counts = live
-        kh = hash64(key)
-        if len(dom_hashes) > _SCALAR_MAX:  # many domains: rank them in one array call
-            order = np.argsort(hash64_many(p.hashes ^ np.uint64(kh)), kind="stable")[::-1].tolist()
-        else:
-            scores = [hash64(h ^ kh) for h in dom_hashes]
-            order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
-        flat, offsets = p.flat, p.offsets
-        out: list = []
-        used: list = []
-        for d in order:
-            c = counts[d]
-            if not c:
-                continue
-            lo = int(offsets[d])
-            hs = svc_hashes[d]
-            best, top = -1, -1
-            for j, h in enumerate(hs):
-                if flat_live[lo + j]:
-                    sc = hash64(h ^ kh)
-                    if sc > top:
-                        best, top = j, sc
-            out.append(flat[lo + best])
-            if len(out) == n:
-                return out
-            used.append((lo, best, hs))
-        if not out:
+            live = cache[id(p)] = table.live(flat_live)
+        got = live.choose(key, n)
+        if not got:
             raise NoLiveNodeError("no routable node in any domain")
-        # Fewer routable domains than n: fill from the used domains, round robin.
-        queues = []
-        for lo, best, hs in used:
-            ranked = sorted(((hash64(h ^ kh), j) for j, h in enumerate(hs)
-                             if j != best and flat_live[lo + j]), reverse=True)
-            queues.append([lo + j for _, j in ranked])
-        depth = 0
-        while len(out) < n:
-            took = False
-            for q in queues:
-                if depth < len(q):
-                    out.append(flat[q[depth]])
-                    took = True
-                    if len(out) == n:
-                        break
-            if not took:
-                break
-            depth += 1
-        return out
+        return got
 
     def _placement_table(self, spread: str) -> tuple:
         # The domains' rendezvous tables for ``spread`` and, per entry, the
@@ -537,8 +489,9 @@ class Cluster:
             return cached
         index = self._index
         flat_idx = np.array([index.get(s, -1) for s in p.flat], dtype=np.int64)
-        cached = self._placements[depth] = (p, flat_idx, p.hashes.tolist(),
-                                            [h.tolist() for h in p.svc_hashes])
+        offsets = np.append(p.offsets, len(p.flat))
+        svc = np.concatenate(p.svc_hashes) if p.svc_hashes else np.empty(0, np.uint64)
+        cached = self._placements[depth] = (p, flat_idx, SpreadTable(p.hashes, offsets, svc, list(p.flat)))
         return cached
 
     def placement(self, key: Any, n: int) -> list:
