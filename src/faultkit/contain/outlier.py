@@ -155,6 +155,9 @@ class OutlierDetector:
         self.clock = clock
         self._hosts: dict[Hashable, _Host] = {}
         self._ejected: dict[Hashable, None] = {}   # in ejection order
+        # Hosts a sweep must look at: results this interval, or an ejection count
+        # to decay; a sweep over a quiet fleet costs nothing per host.
+        self._active: set = set()
         self._next_sweep: Optional[float] = None
         self.events: list[Ejection] = []           # the last 1000, newest last
         for h in hosts:
@@ -173,6 +176,7 @@ class OutlierDetector:
         self._host(host)
         del self._hosts[host]
         self._ejected.pop(host, None)
+        self._active.discard(host)
 
     def _host(self, host: Hashable) -> _Host:
         try:
@@ -211,6 +215,7 @@ class OutlierDetector:
         if self._next_sweep is None:
             self._next_sweep = t + self.interval
         h.requests += 1
+        self._active.add(host)
         if latency is not None:
             h.latency_sum += latency
             h.latency_n += 1
@@ -248,8 +253,9 @@ class OutlierDetector:
     def _sweep(self, t: float) -> list[Ejection]:
         made: list[Ejection] = []
         vol, hosts = self.success_rate_request_volume, self._hosts
+        active = {k: hosts[k] for k in self._active}
         if self.success_rate_stdev_factor is not None:
-            rates = {k: h.successes / h.requests for k, h in hosts.items()
+            rates = {k: h.successes / h.requests for k, h in active.items()
                      if h.requests >= vol and h.ejected_until is None}
             for k in self._outliers(rates, -self.success_rate_stdev_factor):
                 if hosts[k].ejected_until is None:
@@ -257,19 +263,23 @@ class OutlierDetector:
                     if e is not None:
                         made.append(e)
         if self.latency_stdev_factor is not None:
-            means = {k: h.latency_sum / h.latency_n for k, h in hosts.items()
+            means = {k: h.latency_sum / h.latency_n for k, h in active.items()
                      if h.latency_n >= vol and h.ejected_until is None}
             for k in self._outliers(means, self.latency_stdev_factor):
                 if hosts[k].ejected_until is None:
                     e = self._eject(k, hosts[k], "latency", t)
                     if e is not None:
                         made.append(e)
-        for h in hosts.values():
+        keep = set()
+        for k, h in active.items():
             if h.ejected_until is None and not h.ejected_in_interval and h.count > 0:
                 h.count -= 1  # a whole interval in routing: forgive one ejection
             h.ejected_in_interval = h.ejected_until is not None
             h.requests = h.successes = h.latency_n = 0
             h.latency_sum = 0.0
+            if h.count > 0:
+                keep.add(k)
+        self._active = keep
         return made
 
     def _outliers(self, values: dict, factor: float) -> list:
@@ -294,6 +304,7 @@ class OutlierDetector:
         h.ejected_until = t + min(self.base_ejection_time * h.count, self.max_ejection_time)
         h.ejected_in_interval = True
         self._ejected[host] = None
+        self._active.add(host)
         return self._record(Ejection(host, "eject", reason, t, h.ejected_until, h.count))
 
     def _record(self, e: Ejection) -> Ejection:
