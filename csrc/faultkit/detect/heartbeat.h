@@ -53,7 +53,7 @@
 
 namespace faultkit {
 
-// Member lifecycle (docs/detection.md): IDLE ("joining") -> ALIVE -> SUSPECT
+// Member lifecycle (docs/cluster.md): IDLE ("joining") -> ALIVE -> SUSPECT
 // -> DEAD, back to ALIVE on a heartbeat; IDLE -> LOST when nothing was heard
 // within join_timeout of the add; ALIVE/SUSPECT -> LEAVING (draining) ->
 // LEFT at its dead deadline, or LEFT at once on a leave.  RESTARTED is never

@@ -2,7 +2,7 @@
 
 Components send heartbeats; a detector turns their silence into states,
 ``"alive" -> "suspect" -> "dead"``, and back to ``"alive"`` on the next
-heartbeat.  Around that sits the member lifecycle (docs/detection.md):
+heartbeat.  Around that sits the member lifecycle (docs/cluster.md):
 ``"joining"`` from :meth:`~TimeoutDetector.add` to the first heartbeat (dead
 if none comes within ``join_timeout``), ``"leaving"`` -> ``"left"`` for a
 graceful stop, and a ``"restarted"`` event when a heartbeat carries a higher
