@@ -35,11 +35,15 @@ while routing still trusts them.
 
 Threads: :meth:`route`, :meth:`route_many` and :meth:`replicas` may run in
 any thread while another calls :meth:`tick` (the balancer swaps its tables
-atomically: a lookup sees the old or the new routing).  Membership and
-ticking are meant for one control thread.
+atomically: a lookup sees the old or the new routing), and so may
+:meth:`report` (request threads) and :meth:`hold`/:meth:`release`: every
+change to the routing masks and its push to the balancer happen under one
+lock, so no update is lost between two pushes.  Membership and ticking are
+meant for one control thread.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -222,6 +226,7 @@ class Cluster:
         self._held_set: set = set()
         self._heard: set = {n for n in names if detector.last_heartbeat(n) is not None}
         self._placements: dict[int, tuple] = {}
+        self._lock = threading.RLock()  # the masks and their push to the balancer
         self._reindex()
         if domains is not None:
             domains.attach(_IsolationGate(self))
@@ -234,6 +239,10 @@ class Cluster:
         return (SUSPECT, DEAD) if self.avoid_suspect else (DEAD,)
 
     def _reindex(self) -> None:
+        with self._lock:
+            self._reindex_locked()
+
+    def _reindex_locked(self) -> None:
         nodes = list(self.balancer.nodes)
         self._index = {n: i for i, n in enumerate(nodes)}
         self._down = np.zeros(len(nodes), dtype=bool)
@@ -263,9 +272,10 @@ class Cluster:
         self._view = (mask, {})
 
     def _set_isolated(self, nodes: Iterable[Hashable], isolated: bool) -> None:
-        for n in nodes:
-            self._isolated[self._index[n]] = isolated
-        self._push()
+        with self._lock:
+            for n in nodes:
+                self._isolated[self._index[n]] = isolated
+            self._push()
 
     def _apply_ejections(self, made: Iterable[Ejection]) -> bool:
         changed = False
@@ -312,23 +322,22 @@ class Cluster:
             now = self.clock()
         index = self._index
         events = [ev for ev in self.detector.scan(now) if ev.name in index]
-        changed = False
-        held = []
-        for ev in events:
-            i = index[ev.name]
-            down = self._is_down_state(ev.new)
-            if self._down[i] != down:
-                self._down[i] = down
+        with self._lock:
+            changed = False
+            for ev in events:
+                i = index[ev.name]
+                down = self._is_down_state(ev.new)
+                if self._down[i] != down:
+                    self._down[i] = down
+                    changed = True
+                if ev.new == RESTARTED and self.hold_restarted and not self._held[i]:
+                    self._held[i] = True
+                    self._held_set.add(ev.name)
+                    changed = True
+            if self.outliers is not None and self._apply_ejections(self.outliers.tick(now)):
                 changed = True
-            if ev.new == RESTARTED and self.hold_restarted and not self._held[i]:
-                self._held[i] = True
-                self._held_set.add(ev.name)
-                held.append(ev.name)
-                changed = True
-        if self.outliers is not None and self._apply_ejections(self.outliers.tick(now)):
-            changed = True
-        if changed:
-            self._push()
+            if changed:
+                self._push()
         if self.policy is not None:
             for ev in events:
                 self.policy.on_event(ev)
@@ -369,9 +378,10 @@ class Cluster:
             raise KeyError(node)
         if self.outliers is None:
             raise RuntimeError("this Cluster has no outlier detector (outliers=False)")
-        e = self.outliers.report(node, ok, latency, now=now)
-        if e is not None and self._apply_ejections((e,)):
-            self._push()
+        with self._lock:
+            e = self.outliers.report(node, ok, latency, now=now)
+            if e is not None and self._apply_ejections((e,)):
+                self._push()
         return e
 
     def eject(self, node: Hashable, *, now: Optional[float] = None) -> Optional[Ejection]:
@@ -380,27 +390,30 @@ class Cluster:
             raise KeyError(node)
         if self.outliers is None:
             raise RuntimeError("this Cluster has no outlier detector (outliers=False)")
-        e = self.outliers.eject(node, now=now)
-        if e is not None and self._apply_ejections((e,)):
-            self._push()
+        with self._lock:
+            e = self.outliers.eject(node, now=now)
+            if e is not None and self._apply_ejections((e,)):
+                self._push()
         return e
 
     # ---- holds ---------------------------------------------------------------
     def hold(self, node: Hashable) -> None:
         """Keep ``node`` out of routing until :meth:`release` (e.g. while it re-syncs)."""
-        i = self._index[node]
-        self._held_set.add(node)
-        if not self._held[i]:
-            self._held[i] = True
-            self._push()
+        with self._lock:
+            i = self._index[node]
+            self._held_set.add(node)
+            if not self._held[i]:
+                self._held[i] = True
+                self._push()
 
     def release(self, node: Hashable) -> None:
         """Undo :meth:`hold` (and a ``hold_restarted`` hold); KeyError for an unknown node."""
-        i = self._index[node]
-        self._held_set.discard(node)
-        if self._held[i]:
-            self._held[i] = False
-            self._push()
+        with self._lock:
+            i = self._index[node]
+            self._held_set.discard(node)
+            if self._held[i]:
+                self._held[i] = False
+                self._push()
 
     @property
     def held(self) -> list:

@@ -335,3 +335,37 @@ def test_minimal_movement_when_a_node_or_a_rack_goes(racks, hosts, n, victim, wh
         if len(kept) == len(before[k]):
             assert after == before[k]                   # keys with nothing there never move
         assert len(after) == n and len({rack_of(nodes, x) for x in after}) == n
+
+
+def test_reports_from_request_threads_and_ticks_never_lose_a_routing_update():
+    from concurrency import race
+
+    c = cluster([f"n{i}" for i in range(40)],
+                outliers=fk.OutlierDetector(consecutive_errors=1, max_ejection_percent=100.0,
+                                            base_ejection_time=1.0, max_ejection_time=1.0))
+    beat(c, 0.0)
+    c.tick(0.0)
+    state = {"i": 0, "t": 0.0}
+
+    def report():  # request threads: a failure ejects its node for 1 s
+        i = state["i"] = (state["i"] + 1) % 40
+        c.report(f"n{i}", False, now=state["t"])
+        try:
+            c.route(f"k{i}")
+        except fk.NoLiveNodeError:
+            pass
+
+    def control(round_):  # the control thread: heartbeats, a hold and a release, ticks
+        state["t"] = t = round_ + 1.0
+        beat(c, t)
+        n = f"n{round_ % 40}"
+        c.hold(n)
+        c.tick(t)  # every ejection older than 1 s ends here
+        c.release(n)
+
+    race(report, control, readers=3, min_changes=200, min_reads=400, max_changes=2000)
+    assert c.outliers.events and any(e.action == "return" for e in c.outliers.events)
+    # whatever the interleaving, the balancer's mask is exactly the cluster's reasons
+    expected = np.array([c.is_routable(n) for n in c.nodes])
+    assert (c.balancer.alive_mask() == expected).all()
+    assert set(c.unroutable()) == set(c.outliers.ejected)
