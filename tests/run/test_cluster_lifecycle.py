@@ -369,3 +369,42 @@ def test_reports_from_request_threads_and_ticks_never_lose_a_routing_update():
     expected = np.array([c.is_routable(n) for n in c.nodes])
     assert (c.balancer.alive_mask() == expected).all()
     assert set(c.unroutable()) == set(c.outliers.ejected)
+
+
+def test_a_cluster_fed_by_a_receiver_sees_a_stop_as_left_and_a_new_life_as_a_restart():
+    import asyncio
+
+    from faultkit.transport import HeartbeatReceiver, HeartbeatSender
+
+    key = bytes(range(32))
+    restarts, events = [], []
+
+    async def wait_for(cond):
+        for _ in range(1000):  # bounded: 10 s at most
+            events.extend(c.tick())
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"condition not met; events {events}")
+
+    async def main():
+        async with HeartbeatReceiver(c.detector, "127.0.0.1:0", key=key) as rx:
+            target = "%s:%d" % rx.address
+            first = HeartbeatSender("a", target, 0.05, key=key, incarnation=10)
+            await first.start()
+            await wait_for(lambda: c.state("a") == "alive")
+            await first.stop()  # a graceful stop: the signed leave
+            await wait_for(lambda: c.state("a") == "left")
+            assert not c.is_routable("a")
+            second = HeartbeatSender("a", target, 0.05, key=key, incarnation=11)
+            await second.start()
+            await wait_for(lambda: restarts)
+            second.close()
+            return rx.stats
+
+    c = Cluster(["a", "b"], detector=fk.TimeoutDetector(60.0), on_restart=restarts.append)
+    stats = asyncio.run(main())
+    assert [(e.name, e.old, e.new) for e in events if e.name == "a"] == \
+        [("a", "joining", "alive"), ("a", "alive", "left"), ("a", "left", "restarted")]
+    assert (restarts[0].old_incarnation, restarts[0].incarnation) == (10, 11)
+    assert c.is_routable("a") and stats["leaves"] == 1 and stats["unknown"] == 0
