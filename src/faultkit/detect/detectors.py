@@ -265,6 +265,8 @@ class _Detector:
         written: IndexError for an id that is not a component's, ValueError
         for a NaN/infinite/negative time.  A time earlier than the component's
         last heartbeat (a reordered arrival) is ignored; returns how many were.
+        These heartbeats carry no incarnation: they never report a restart,
+        and they bring a left component back (``left -> alive``).
         """
         return self._table.heartbeat_many(ids, times)
 
