@@ -65,6 +65,8 @@ CYTHON_EXTENSIONS = [
     # Balance: the ring (and the balancer base), then jump, rendezvous, Maglev
     cython_ext("balance._ring", sources=["balance/ring.cc"]),
     cython_ext("balance._choose", sources=["balance/choose.cc"]),
+    # Balance: live replicas across failure domains (Cluster.replicas)
+    cython_ext("balance._spread"),
     # Contain: circuit breaker state machine
     cython_ext("contain._breaker"),
 ]

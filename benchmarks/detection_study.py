@@ -82,7 +82,7 @@ def simulate(make_detector, delay, loss, *, components, hours, seed):
     crash = sends[:, -1] + rng.uniform(0.0, INTERVAL, components)
 
     det = make_detector()
-    ids = det.add_many(range(components))
+    ids = det.add_many(range(components), 0.0)
     mistakes = fed = 0
     for k in range(rounds):
         col = arrivals[:, k]
@@ -90,7 +90,8 @@ def simulate(make_detector, delay, loss, *, components, hours, seed):
         if not got.any():
             break
         _, dead = det.deadlines_all()
-        mistakes += int(np.count_nonzero(col[got] >= dead[ids[got]]))
+        if k:  # a first heartbeat is a join, never a mistake (its deadline is the join timeout's)
+            mistakes += int(np.count_nonzero(col[got] >= dead[ids[got]]))
         det.heartbeat_many(ids[got], col[got])
         fed += int(got.sum())
     _, dead = det.deadlines_all()

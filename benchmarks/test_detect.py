@@ -258,7 +258,7 @@ while time.monotonic() < end:
 def _receiver_rate(per_datagram, secs=2.0):
     async def main():
         det = fk.TimeoutDetector(5.0)
-        async with HeartbeatReceiver(det, "127.0.0.1:0", key=bytes(range(32))) as rx:
+        async with HeartbeatReceiver(det, "127.0.0.1:0", key=bytes(range(32)), auto_add=True) as rx:
             port = rx.address[1]
             proc = subprocess.Popen([sys.executable, "-c", SENDER, str(port), str(per_datagram),
                                      str(secs + 1.0)])

@@ -14,7 +14,7 @@ from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
 from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
 
 # Contain
-from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy
+from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy, OutlierDetector
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -62,6 +62,7 @@ __all__ = [
     "IsolationPolicy",
     "CircuitBreaker",
     "Bulkhead",
+    "OutlierDetector",
     # errors
     "FaultkitError",
     "EmptyRingError",

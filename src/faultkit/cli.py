@@ -101,10 +101,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
-    det.add_listener(lambda ev: say(f"{ev.at:.3f} {ev.name} {ev.old} -> {ev.new}"))
+    def report(ev: "fk.Event") -> None:
+        line = f"{ev.at:.3f} {ev.name} {ev.old} -> {ev.new}"
+        if ev.new == "restarted":
+            line += f" (incarnation {ev.old_incarnation} -> {ev.incarnation})"
+        say(line)
+
+    det.add_listener(report)
 
     async def run() -> None:
-        receiver = HeartbeatReceiver(det, args.bind, key=key, max_skew=args.max_skew,
+        # The monitor has no member list: every authenticated name is a member.
+        receiver = HeartbeatReceiver(det, args.bind, key=key, max_skew=args.max_skew, auto_add=True,
                                      on_join=lambda n: say(f"{time.monotonic():.3f} {n} joined"))
         host, port = await receiver.start()
         say(f"listening on {host}:{port} ({det!r})")
@@ -126,8 +133,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    """Send heartbeats for --name to --target every --interval seconds, until stopped."""
+    """Send heartbeats for --name to --target every --interval seconds, until stopped.
+
+    SIGTERM or SIGINT stops it gracefully: it sends a leave (the monitor
+    reports ``left`` at once) before exiting; SIGKILL looks like a crash.
+    """
     import asyncio
+    import signal
 
     from faultkit.transport import HeartbeatSender, load_key
 
@@ -140,11 +152,20 @@ def cmd_beat(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on POSIX
+                pass
         await sender.start()
         print(f"beating {', '.join(sender.names)} -> {args.target} every {sender.interval:g} s "
               f"(incarnation {sender.incarnation})", flush=True)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
+            await sender.stop()
+            print(f"left (incarnation {sender.incarnation})", flush=True)
         finally:
             sender.close()
 

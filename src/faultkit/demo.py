@@ -53,7 +53,8 @@ def cluster_story(out: Out = print, *, keys: int = 100_000, seed: int = 7) -> No
         # from t=30 s two hosts of rack eu/az1/r2 fall silent.
         failed = {"svc-120", "svc-121"}
         lines = []
-        cluster.add_listener(lambda e: lines.append(
+        joined = []
+        cluster.add_listener(lambda e: joined.append(e.at) if e.old == "joining" else lines.append(
             (e.at, f"  t={e.at:6.2f} s  {e.name} {e.old} -> {e.new}")))
         cluster.policy.add_listener(lambda d: lines.append(
             (d.at, f"  t={d.at:6.2f} s  policy: {d.action} {d.domain} "
@@ -65,6 +66,8 @@ def cluster_story(out: Out = print, *, keys: int = 100_000, seed: int = 7) -> No
                 if not (t >= 30.0 and node in failed):
                     cluster.heartbeat(node, t + dt + 0.2)
             cluster.tick(t + 0.5)
+        out(f"  t={max(joined):6.2f} s  {len(joined)} services joined by then "
+            "(first heartbeats: joining -> alive)")
         out(f"  t= 30.00 s  {', '.join(sorted(failed))} stop sending heartbeats")
         for _, line in sorted(lines, key=lambda x: x[0]):
             out(line)
@@ -123,7 +126,7 @@ def detect_tour(out: Out = print, *, keys: int = 1_000_000) -> None:
     out("\ndetect (heartbeats replayed with explicit times; nothing sleeps)")
     det = fk.TimeoutDetector(timeout=5.0, suspect_after=2.0)
     for name in ("db-1", "db-2"):
-        det.add(name)
+        det.add(name, now=0.0)
         det.heartbeat(name, now=0.0)
     det.heartbeat("db-2", now=4.0)
     for ev in det.scan(now=5.5):
@@ -134,7 +137,7 @@ def detect_tour(out: Out = print, *, keys: int = 1_000_000) -> None:
         out(f"  timeout 5 s: {ev.name} {ev.old} -> {ev.new} at t={ev.at:g}{why}")
 
     phi = fk.PhiAccrualDetector(suspect_threshold=3.0)  # Akka Cluster's defaults
-    phi.add("n1")
+    phi.add("n1", now=0.0)
     for t in range(20):
         phi.heartbeat("n1", now=float(t))
     s, d = phi.deadlines("n1")

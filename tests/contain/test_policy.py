@@ -47,7 +47,7 @@ def test_correlated_failures_isolate_the_rack_and_recovery_restores_it():
     rack1 = d.members("eu/az0/r1")
     # r1h0 goes silent at 0; r1h1 at 3: dead at 5 and 8, 3 s apart.
     beat(det, [s for s in everyone if s != "r1h0"], 3.0)
-    assert det.scan(now=6.0)[0].name == "r1h0"
+    assert [e.name for e in det.scan(now=6.0) if e.old != "joining"] == ["r1h0"]
     assert d.isolated == []  # one failure is not correlated
     beat(det, [s for s in everyone if s not in ("r1h0", "r1h1")], 6.0)
     det.scan(now=9.0)
@@ -147,3 +147,22 @@ def test_bad_arguments(kwargs, error):
         IsolationPolicy(fleet(), **kwargs)
     with pytest.raises(TypeError):
         IsolationPolicy("domains")
+
+
+def test_failed_states_choose_what_counts_and_graceful_states_never_do():
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, failed_states=("dead",))
+    policy.on_event(Event("r0h0", "alive", "suspect", 1.0))
+    policy.on_event(Event("r0h1", "alive", "suspect", 2.0))
+    assert d.isolated == []  # suspicion is not failure here
+    policy.on_event(Event("r0h0", "suspect", "dead", 4.0))
+    policy.on_event(Event("r0h0", "dead", "restarted", 5.0))  # a restart ends the failure
+    policy.on_event(Event("r0h1", "suspect", "dead", 6.0))
+    assert d.isolated == []
+    policy.on_event(Event("r0h2", "alive", "left", 6.5))       # a graceful leave is no failure
+    assert d.isolated == []
+    policy.on_event(Event("r0h3", "alive", "dead", 7.0))
+    assert d.isolated == ["eu/az0/r0"]
+    for bad, exc in (((), ValueError), (("left",), ValueError), ("dead", TypeError)):
+        with pytest.raises(exc, match="failed_states"):
+            IsolationPolicy(d, failed_states=bad)

@@ -21,6 +21,11 @@ class FakeClock:
         return self.t
 
 
+def changes(events):
+    """The events as 4-field Events (name, old, new, at), joins (``joining -> alive``) left out."""
+    return [Event(*e[:4]) for e in events if e.old != "joining"]
+
+
 def replay(det, name, arrivals):
     for t in arrivals:
         det.heartbeat(name, t)
@@ -34,34 +39,35 @@ def test_timeout_alive_suspect_dead_and_back():
     det.add("b")
     replay(det, "a", [0.0, 1.0, 2.0])
     replay(det, "b", [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    assert det.scan(3.9) == []
-    assert det.scan(4.0) == [Event("a", "alive", "suspect", 4.0)]
+    assert changes(det.scan(3.9)) == []
+    assert changes(det.scan(4.0)) == [Event("a", "alive", "suspect", 4.0)]
     assert det.state("a") == "suspect" and det.state("b") == "alive"
-    assert det.scan(6.9) == []
-    assert det.scan(7.0) == [Event("a", "suspect", "dead", 7.0)]
+    assert changes(det.scan(6.9)) == []
+    assert changes(det.scan(7.0)) == [Event("a", "suspect", "dead", 7.0)]
     assert det.alive_mask().tolist() == [False, True]
     det.heartbeat("a", 7.5)
     assert det.state("a") == "alive"  # the heartbeat itself revives
-    assert det.scan(7.5) == [Event("a", "dead", "alive", 7.5)]
+    assert changes(det.scan(7.5)) == [Event("a", "dead", "alive", 7.5)]
     # one scan long after: both crossings reported, at their crossing times
-    evs = det.scan(100.0)
+    evs = changes(det.scan(100.0))
     assert evs == [Event("a", "alive", "suspect", 9.5), Event("a", "suspect", "dead", 12.5),
                    Event("b", "alive", "suspect", 8.0), Event("b", "suspect", "dead", 11.0)]
-    assert det.scan(200.0) == []
+    assert changes(det.scan(200.0)) == []
 
 
 def test_timeout_without_suspect_stage_goes_straight_to_dead():
     det = TimeoutDetector()  # 5 s, the seed's default
     det.add("x")
     det.heartbeat("x", 10.0)
-    assert det.scan(14.999) == []
-    assert det.scan(15.0) == [Event("x", "alive", "dead", 15.0)]
+    assert changes(det.scan(14.999)) == []
+    assert changes(det.scan(15.0)) == [Event("x", "alive", "dead", 15.0)]
 
 
-def test_never_heard_components_stay_alive():
-    det = TimeoutDetector(1.0)
-    det.add("quiet")
-    assert det.scan(1e6) == [] and det.state("quiet") == "alive"
+def test_never_heard_components_stay_joining_without_a_join_timeout():
+    det = TimeoutDetector(1.0, join_timeout=math.inf)
+    det.add("quiet", 0.0)
+    assert det.scan(1e6) == [] and det.state("quiet") == "joining"
+    assert det.alive_mask().tolist() == [True]
     assert det.last_heartbeat("quiet") is None
     assert det.deadlines("quiet") == (math.inf, math.inf)
 
@@ -72,9 +78,9 @@ def test_injected_clock_is_used_when_now_is_omitted():
     det.add("n")
     det.heartbeat("n")
     clock.t = 101.0
-    assert det.scan() == []
+    assert changes(det.scan()) == []
     clock.t = 102.5
-    assert det.scan() == [Event("n", "alive", "dead", 102.0)]
+    assert changes(det.scan()) == [Event("n", "alive", "dead", 102.0)]
 
 
 def test_listeners_get_every_event_after_the_update():
@@ -88,7 +94,8 @@ def test_listeners_get_every_event_after_the_update():
     det.add("a")
     det.heartbeat("a", 0.0)
     det.scan(5.0)
-    assert seen == [(Event("a", "alive", "dead", 1.0), "dead")]
+    assert [(Event(*e[:4]), st) for e, st in seen] == [(Event("a", "joining", "alive", 0.0), "dead"),
+                                                      (Event("a", "alive", "dead", 1.0), "dead")]
     det.remove_listener(on_event)
     assert det.listeners == []
     with pytest.raises(ValueError):
@@ -108,8 +115,8 @@ def test_remove_reuses_ids_and_drops_pending_events():
     det.remove("b")
     assert "b" not in det and len(det) == 2
     assert det.add("d") == 1 and det.name(1) == "d"
-    assert det.scan(3.0) == []  # b's pending recovery is gone, d never heard
-    assert det.state("d") == "alive"
+    assert changes(det.scan(3.0)) == []  # b's pending recovery is gone, d never heard
+    assert det.state("d") == "joining"
     with pytest.raises(KeyError, match="b"):
         det.state("b")
     with pytest.raises(IndexError):
@@ -132,7 +139,7 @@ def test_timeout_matches_a_pure_python_state_machine(intervals, timeout, frac, s
     suspect = timeout * frac
     det = TimeoutDetector(timeout, suspect)
     det.add("n")
-    t, state, last, got, want = 0.0, "alive", None, [], []
+    t, state, last, got, want = 0.0, "joining", None, [], []
     events = sorted([(t := t + iv, "hb") for iv in intervals] +
                     [(s * len(intervals), "scan") for s in scans])
     for when, kind in events:
@@ -163,10 +170,10 @@ def test_many_components_scan_finds_exactly_the_expired():
     times = rng.uniform(0, 100, n)
     det.heartbeat_many(ids, times)
     now = 80.0
-    evs = det.scan(now)
+    evs = changes(det.scan(now))
     assert sorted(e.name for e in evs) == np.flatnonzero(times + 10.0 <= now).tolist()
     assert all(e.at == times[e.name] + 10.0 for e in evs)
-    assert det.scan(now) == []
+    assert changes(det.scan(now)) == []
     assert (det.alive_mask() == (times + 10.0 > now)).all()
     sus, dead = det.deadlines_all()
     assert (dead == times + 10.0).all() and (sus == dead).all()
@@ -273,10 +280,10 @@ def test_batched_heartbeats_and_scans_match_single_heartbeats(estimator, thresho
     scans must report the same events either way, and exactly the crossings due by the deadlines."""
     kw = dict(suspect_threshold=None if suspect_frac is None else threshold * suspect_frac,
               estimator=estimator, max_sample_size=5, min_std_deviation=min_std,
-              acceptable_heartbeat_pause=pause)
+              acceptable_heartbeat_pause=pause, wall_clock=lambda: 0.0)
     many, one = PhiAccrualDetector(threshold, **kw), PhiAccrualDetector(threshold, **kw)
-    ids = many.add_many(range(n))
-    one.add_many(range(n))
+    ids = many.add_many(range(n), 0.0)
+    one.add_many(range(n), 0.0)
     rng = np.random.default_rng(seed)
     last = np.zeros(n)
     now = 0.0
@@ -302,6 +309,8 @@ def test_batched_heartbeats_and_scans_match_single_heartbeats(estimator, thresho
             states = [many.state(i) for i in range(n)]
             crossings = []
             for i in range(n):
+                if states[i] == "joining" and dead[i] <= probe:  # never heard: the join deadline
+                    crossings.append((i, "joining", "dead", dead[i]))
                 if states[i] == "alive" and sus[i] <= probe:
                     if kw["suspect_threshold"] is not None:
                         crossings.append((i, "alive", "suspect", sus[i]))
@@ -313,7 +322,7 @@ def test_batched_heartbeats_and_scans_match_single_heartbeats(estimator, thresho
                     crossings.append((i, "suspect", "dead", dead[i]))
             got = many.scan(probe)
             assert got == one.scan(probe)
-            assert [tuple(e) for e in got if e.new != "alive"] == crossings
+            assert [tuple(e[:4]) for e in got if e.new != "alive"] == crossings
             now = probe
 
 
@@ -428,7 +437,7 @@ def test_phi_states_follow_thresholds_and_recover():
     for t in np.arange(0.0, 20.0, 1.0):
         det.heartbeat("n", float(t))
         ref.heartbeat(float(t))
-    assert det.scan(19.0) == []
+    assert changes(det.scan(19.0)) == []
     s, d = det.deadlines("n")
     assert ref.phi(s) == pytest.approx(3.0, rel=1e-9)
     assert ref.phi(d) == pytest.approx(8.0, rel=1e-9)
@@ -436,7 +445,7 @@ def test_phi_states_follow_thresholds_and_recover():
     assert [(e.old, e.new) for e in evs] == [("alive", "suspect"), ("suspect", "dead")]
     assert evs[0].at == s and evs[1].at == d
     det.heartbeat("n", d + 2)
-    assert det.scan(d + 2) == [Event("n", "dead", "alive", d + 2)]
+    assert changes(det.scan(d + 2)) == [Event("n", "dead", "alive", d + 2)]
 
 
 def test_ewma_estimator_tracks_mean_and_variance():
@@ -494,11 +503,13 @@ def test_memory_per_component_is_as_documented():
     for det, per in [(TimeoutDetector(), 17), (PhiAccrualDetector(estimator="ewma"), 33)]:
         det.add_many(range(n))
         det.heartbeat_many(np.arange(n), np.zeros(n))
+        det.scan(0.0)  # hands the join events over (and their memory back)
         assert det.memory_bytes() / n == pytest.approx(per, rel=0.05)
     det = PhiAccrualDetector()
     det.add_many(range(n))
     for t in range(3):
         det.heartbeat_many(np.arange(n), np.full(n, float(t)))
+    det.scan(2.0)
     # 65 bytes + a window of 4 doubles (2 seeds + 2 intervals)
     assert det.memory_bytes() / n == pytest.approx(65 + 32, rel=0.05)
 

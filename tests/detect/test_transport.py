@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from faultkit.detect import PhiAccrualDetector, TimeoutDetector
 from faultkit.transport import (
-    MAX_PACKET, HeartbeatReceiver, HeartbeatSender, decode_packet, encode_packet,
+    MAX_PACKET, Beat, HeartbeatReceiver, HeartbeatSender, decode_packet, encode_packet,
     load_key, parse_address,
 )
 
@@ -21,6 +21,7 @@ OTHER = bytes(range(1, 33))
 
 def receiver(**kw):
     det = TimeoutDetector(5.0, 1.0)
+    kw.setdefault("auto_add", True)
     return det, HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, **kw)
 
 
@@ -31,7 +32,7 @@ def snapshot(det):
 def test_round_trip_several_heartbeats_per_datagram():
     beats = [("n1", 7, 1, 1.5), ("nœud-2", 7, 2, 1.5), ("x" * 255, 2**63 - 1, 2**64 - 1, -0.0)]
     pkt = encode_packet(KEY, beats)
-    assert decode_packet(KEY, pkt) == beats
+    assert decode_packet(KEY, pkt) == [Beat(*b, False) for b in beats]
     assert len(pkt) == 4 + sum(1 + len(n.encode()) + 24 for n, *_ in beats) + 32
 
 
@@ -119,8 +120,10 @@ def test_receiver_rejects_bad_options():
         HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, wall_clock=None)
 
 
-def test_unknown_names_can_be_refused():
-    det, rx = receiver(auto_add=False)
+def test_unknown_names_are_refused_by_default():
+    det = TimeoutDetector(5.0, 1.0)
+    rx = HeartbeatReceiver(det, "127.0.0.1:0", key=KEY)
+    assert rx.auto_add is False
     det.add("known")
     assert rx.handle(encode_packet(KEY, [("known", 1, 1, 0.0), ("stranger", 1, 1, 0.0)]), now=1.0) == 1
     assert rx.stats["unknown"] == 1 and "stranger" not in det
@@ -144,7 +147,7 @@ def test_wrong_key_oversized_and_malformed_are_dropped():
 
 def _fuzz_setup():
     det = PhiAccrualDetector(suspect_threshold=3.0)
-    rx = HeartbeatReceiver(det, "127.0.0.1:0", key=KEY)
+    rx = HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, auto_add=True)
     good = [encode_packet(KEY, [("a", 3, s, 0.0), ("b", 3, s, 0.0)]) for s in range(1, 4)]
     for i, p in enumerate(good):
         rx.handle(p, now=float(i))
@@ -217,7 +220,7 @@ def test_sender_splits_names_over_datagrams():
 def test_udp_loopback_in_one_event_loop():
     async def main():
         det = TimeoutDetector(5.0)
-        async with HeartbeatReceiver(det, "127.0.0.1:0", key=KEY) as rx:
+        async with HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, auto_add=True) as rx:
             host, port = rx.address
             async with HeartbeatSender(["n1", "n2"], f"{host}:{port}", 3600.0, key=KEY) as tx:
                 for _ in range(200):  # bounded wait for the first round
@@ -238,3 +241,83 @@ def test_udp_loopback_in_one_event_loop():
     det, rx = asyncio.run(main())
     assert sorted(det.names) == ["n1", "n2"]
     assert rx.stats["heartbeats"] == 4 and rx.stats["unauthenticated"] == 2  # evil: start + send_now
+
+
+# ---- leaves: bit 63 of the incarnation field ---------------------------------
+
+def test_a_leave_is_an_entry_whose_incarnation_has_bit_63_set():
+    # built by hand, as a native receiver would read it: version 1, one entry
+    body = b"FK\x01\x01" + b"\x02n1" + struct.pack(">QQd", 7 | 2**63, 3, 1.5)
+    pkt = body + hmac.new(KEY, body, hashlib.sha256).digest()
+    assert decode_packet(KEY, pkt) == [Beat("n1", 7, 3, 1.5, True)]
+    assert encode_packet(KEY, [("n1", 7, 3, 1.5, True)]) == pkt
+    assert encode_packet(KEY, [Beat("n1", 7, 3, 1.5)]) == encode_packet(KEY, [("n1", 7, 3, 1.5)])
+    top = encode_packet(KEY, [("n1", 2**63 - 1, 1, 0.0, True)])
+    assert struct.unpack_from(">Q", top, 7)[0] == 2**64 - 1
+    assert decode_packet(KEY, top) == [Beat("n1", 2**63 - 1, 1, 0.0, True)]
+    with pytest.raises(ValueError, match="incarnation"):
+        encode_packet(KEY, [("n1", 2**63, 1, 0.0, True)])
+
+
+def test_a_leave_marks_the_member_left_at_once_and_late_heartbeats_do_not_revive_it():
+    det, rx = receiver()
+    rx.handle(encode_packet(KEY, [("a", 5, 1, 0.0), ("b", 5, 1, 0.0)]), now=1.0)
+    assert rx.handle(encode_packet(KEY, [("a", 5, 3, 0.0, True)]), now=1.5) == 0
+    assert det.state("a") == "left" and rx.stats["leaves"] == 1
+    assert [(e.name, e.old, e.new, e.incarnation) for e in det.scan(1.5) if e.old != "joining"] \
+        == [("a", "alive", "left", 5)]
+    # a heartbeat of that life sent before the leave, arriving after it
+    assert rx.handle(encode_packet(KEY, [("a", 5, 2, 0.0)]), now=1.6) == 0
+    assert rx.stats["replayed"] == 1  # its sequence is below the leave's
+    # the same leave again (UDP duplicates): dropped as a replay, nothing changes
+    assert rx.handle(encode_packet(KEY, [("a", 5, 3, 0.0, True)]), now=1.7) == 0
+    assert rx.stats["replayed"] == 2 and det.scan(1.7) == []
+    # a later sequence of the same life (a sender bug or a forged order): ignored, counted
+    assert rx.handle(encode_packet(KEY, [("a", 5, 4, 0.0)]), now=1.8) == 0
+    assert rx.stats["after_leave"] == 1 and det.state("a") == "left"
+    # silence never turns a left member dead
+    assert [e.name for e in det.scan(100.0)] == ["b", "b"]  # b: suspect, dead
+    # the process restarts: a higher incarnation comes back as a restart
+    assert rx.handle(encode_packet(KEY, [("a", 6, 1, 0.0)]), now=101.0) == 1
+    evs = det.scan(101.0)
+    assert [(e.old, e.new, e.old_incarnation, e.incarnation) for e in evs] == [("left", "restarted", 5, 6)]
+    # the old life's leave (delayed) does not take the new one out
+    assert rx.handle(encode_packet(KEY, [("a", 5, 9, 0.0, True)]), now=102.0) == 0
+    assert det.state("a") == "alive" and rx.stats["replayed"] == 3
+
+
+def test_leaves_of_unknown_names_never_add_them():
+    det, rx = receiver()
+    assert rx.handle(encode_packet(KEY, [("ghost", 1, 1, 0.0, True)]), now=1.0) == 0
+    assert "ghost" not in det and rx.stats["unknown"] == 1 and rx.stats["leaves"] == 0
+
+
+def test_sender_stop_sends_a_signed_leave_and_close_can_too():
+    async def main():
+        det = TimeoutDetector(60.0)
+        det.add_many(["n1", "n2", "n3"])
+        async with HeartbeatReceiver(det, "127.0.0.1:0", key=KEY) as rx:
+            host, port = rx.address
+            tx = HeartbeatSender(["n1", "n2"], f"{host}:{port}", 3600.0, key=KEY, incarnation=4)
+            await tx.start()
+            for _ in range(500):  # bounded wait for the first round
+                if rx.stats["heartbeats"] >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            await tx.stop()
+            assert tx.stats["sent"] == 1 + 3  # one round, then the leave three times
+            await tx.stop()  # idempotent
+            other = HeartbeatSender("n3", f"{host}:{port}", 3600.0, key=KEY, incarnation=2)
+            await other.start()
+            other.close(leave=True)
+            for _ in range(500):
+                if all(det.state(n) == "left" for n in ("n1", "n2", "n3")):
+                    break
+                await asyncio.sleep(0.01)
+            return det, rx
+
+    det, rx = asyncio.run(main())
+    assert [det.state(n) for n in ("n1", "n2", "n3")] == ["left"] * 3
+    assert rx.stats["leaves"] == 3 and rx.stats["unauthenticated"] == 0
+    with pytest.raises(ValueError, match="repeats"):
+        asyncio.run(HeartbeatSender("a", "127.0.0.1:9", key=KEY).stop(repeats=0))

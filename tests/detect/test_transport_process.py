@@ -112,3 +112,53 @@ def test_monitor_sees_a_stopped_sender_suspected_dead_and_back(tmp_path):
             p.wait(timeout=10)
             for f in (p.stdout, p.stderr):
                 f.close()
+
+
+# A heartbeat interval longer than a `faultkit beat` process takes to start, so
+# a respawn right after SIGKILL sends its first heartbeat within the interval in
+# which the killed one would have sent its next: the receiver never sees a gap
+# (the timeout is far longer still) and only the incarnation tells it.
+RESTART_INTERVAL, RESTART_TIMEOUT = 5.0, 60.0
+
+
+def test_fast_restart_is_reported_restarted_and_a_stop_is_reported_left(tmp_path):
+    key = tmp_path / "key"
+    key.write_text(os.urandom(32).hex())
+    procs = []
+    try:
+        mon = spawn("monitor", "--bind", "127.0.0.1:0", "--key-file", str(key),
+                    "--timeout", str(RESTART_TIMEOUT), "--scan-interval", "0.02")
+        procs.append(mon)
+        out = Output(mon)
+        port = int(out.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        args = ("beat", "--name", "n1", "--target", f"127.0.0.1:{port}", "--key-file", str(key),
+                "--interval", str(RESTART_INTERVAL))
+        first = spawn(*args)
+        procs.append(first)
+        inc1 = int(Output(first).expect(r"\(incarnation (\d+)\)").group(1))
+        out.expect(r" n1 joining -> alive$")
+
+        first.send_signal(signal.SIGKILL)  # a crash: no leave
+        first.wait(timeout=10)
+        second = spawn(*args)
+        procs.append(second)
+        beat_out = Output(second)
+        inc2 = int(beat_out.expect(r"\(incarnation (\d+)\)").group(1))
+        assert inc2 > inc1  # start time in ms
+        m = out.expect(r" n1 (\w+) -> restarted \(incarnation (\d+) -> (\d+)\)$")
+        assert (m.group(1), int(m.group(2)), int(m.group(3))) == ("alive", inc1, inc2)
+        # nothing but the restart was reported in between: no suspicion, no death
+        assert not [line for line in out.seen if " -> dead" in line or " -> suspect" in line]
+
+        second.send_signal(signal.SIGTERM)  # a graceful stop: a signed leave
+        out.expect(r" n1 alive -> left$")
+        beat_out.expect(rf"^left \(incarnation {inc2}\)$")
+        assert second.wait(timeout=10) == 0
+        assert mon.poll() is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+            for f in (p.stdout, p.stderr):
+                f.close()

@@ -53,12 +53,22 @@
 
 namespace faultkit {
 
+// Member lifecycle (docs/cluster.md): IDLE ("joining") -> ALIVE -> SUSPECT
+// -> DEAD, back to ALIVE on a heartbeat; IDLE -> LOST when nothing was heard
+// within join_timeout of the add; ALIVE/SUSPECT -> LEAVING (draining) ->
+// LEFT at its dead deadline, or LEFT at once on a leave.  RESTARTED is never
+// a stored state: it is the new_state of the event a heartbeat with a higher
+// incarnation makes (the component is then ALIVE).
 enum : uint8_t {
     HB_ALIVE = 0,
     HB_SUSPECT = 1,
     HB_DEAD = 2,
-    HB_IDLE = 3,    // added, no heartbeat yet: reported alive, phi 0 (as Akka)
-    HB_FREE = 255,  // removed; the id may be reused by a later add
+    HB_IDLE = 3,       // added, no heartbeat yet ("joining"): routable, phi 0 (as Akka)
+    HB_LOST = 4,       // never heard within join_timeout of its add: reported dead
+    HB_LEAVING = 5,    // announced it is leaving; heartbeats keep it here
+    HB_LEFT = 6,       // left gracefully (or went silent while leaving)
+    HB_RESTARTED = 7,  // event only: a heartbeat from a higher incarnation
+    HB_FREE = 255,     // removed; the id may be reused by a later add
 };
 
 enum : int { HB_TIMEOUT = 0, HB_PHI_WINDOW = 1, HB_PHI_EWMA = 2 };
@@ -105,6 +115,8 @@ struct HbConfig {
     double first_estimate = 1.0;
     uint32_t max_samples = 1000;
     double alpha = 0.0;  // EWMA weight of the newest interval, in (0, 1]
+    // seconds from add() to LOST when no heartbeat came; <= 0: never
+    double join_timeout = 0.0;
 };
 
 // One component's record with the EWMA estimator: half a cache line.
@@ -131,12 +143,15 @@ struct HbEvent {
     int64_t id;
     uint8_t old_state;
     uint8_t new_state;
-    double at;  // the crossing time (scan) or the heartbeat time (recovery)
+    double at;  // the crossing time (scan) or the heartbeat/leave time
+    uint64_t old_inc = 0;  // incarnation before the event (differs for RESTARTED)
+    uint64_t new_inc = 0;  // incarnation after it
 };
 
 class HeartbeatTable {
 public:
     static constexpr size_t BLOCK = 256;
+    static constexpr size_t PENDING_KEEP = 256;  // events' capacity kept between scans
     static constexpr double INF = std::numeric_limits<double>::infinity();
 
     explicit HeartbeatTable(const HbConfig& cfg) : cfg_(cfg) {
@@ -158,7 +173,8 @@ public:
     HeartbeatTable& operator=(const HeartbeatTable&) = delete;
 
     // ---- membership -----------------------------------------------------
-    int64_t add() {
+    // A new component at time `now` (the start of its join_timeout).
+    int64_t add(double now = 0.0) {
         int64_t id;
         if (!free_.empty()) {
             id = free_.back();
@@ -169,7 +185,9 @@ public:
         }
         reset(static_cast<size_t>(id));
         state_[id] = HB_IDLE;
+        last_ref(static_cast<size_t>(id)) = now;  // joining since
         ++count_;
+        lower_bound(static_cast<size_t>(id));
         return id;
     }
 
@@ -193,20 +211,60 @@ public:
     }
 
     // ---- heartbeats -----------------------------------------------------
-    // 0: recorded; 1: ignored, older than the last heartbeat; -1: bad id.
+    // 0: recorded; 1: ignored, older than the last heartbeat; 2: ignored,
+    // the component left in this (or a later) incarnation; -1: bad id.
     // An `incarnation` above the stored one means the sender restarted: its
-    // statistics start afresh, as for a new component (Akka's firstHeartbeat).
+    // statistics start afresh, as for a new component (Akka's firstHeartbeat),
+    // and the next scan reports a RESTARTED event (a join, for a component
+    // never heard from).  A LEFT component comes back only with a higher
+    // incarnation, or with heartbeats that carry none (incarnation < 0), so a
+    // heartbeat delayed past its sender's leave does not revive it.
     int heartbeat(int64_t id, double now, int64_t incarnation = -1) {
         if (!in_use(id)) return -1;
         const size_t i = static_cast<size_t>(id);
-        if (state_[i] != HB_IDLE && now < last_at(i)) return 1;
-        bool fresh = false;
+        const uint8_t s = state_[i];
         uint64_t& inc = incarnation_ref(i);
-        if (incarnation >= 0 && static_cast<uint64_t>(incarnation) > inc) {
-            inc = static_cast<uint64_t>(incarnation);
-            fresh = true;
-        }
-        beat(i, now, fresh);
+        const bool fresh = incarnation >= 0 && static_cast<uint64_t>(incarnation) > inc;
+        if (s == HB_LEFT && incarnation >= 0 && !fresh) return 2;
+        if (!unheard(s) && now < last_at(i)) return 1;
+        const uint64_t old_inc = inc;
+        if (fresh) inc = static_cast<uint64_t>(incarnation);
+        beat(i, now, fresh, old_inc);
+        return 0;
+    }
+
+    // A leave from `id`'s incarnation `incarnation` (< 0: whatever it is) at
+    // `now`: LEFT at once.  0: done; 1: ignored, an older incarnation's leave
+    // (the component restarted since); 2: ignored, it has left already;
+    // -1: bad id.  A leave from a higher incarnation than seen records it.
+    int leave(int64_t id, double now, int64_t incarnation = -1) {
+        if (!in_use(id)) return -1;
+        const size_t i = static_cast<size_t>(id);
+        uint64_t& inc = incarnation_ref(i);
+        if (incarnation >= 0 && static_cast<uint64_t>(incarnation) < inc) return 1;
+        const uint8_t s = state_[i];
+        const uint64_t old_inc = inc;
+        if (incarnation >= 0) inc = static_cast<uint64_t>(incarnation);
+        if (s == HB_LEFT) return 2;
+        state_[i] = HB_LEFT;
+        pending_.push_back({id, s, HB_LEFT, now, old_inc, inc});
+        return 0;
+    }
+
+    // `id` announced it will leave (drains): ALIVE/SUSPECT -> LEAVING, which
+    // its heartbeats keep and which becomes LEFT (not DEAD) at its dead
+    // deadline; a component not heard from or dead leaves at once.
+    // 0: done; 2: ignored, leaving or left already; -1: bad id.
+    int begin_leave(int64_t id, double now) {
+        if (!in_use(id)) return -1;
+        const size_t i = static_cast<size_t>(id);
+        const uint8_t s = state_[i];
+        if (s == HB_LEAVING || s == HB_LEFT) return 2;
+        if (s != HB_ALIVE && s != HB_SUSPECT) return leave(id, now, -1);
+        state_[i] = HB_LEAVING;
+        const uint64_t inc = incarnation_ref(i);
+        pending_.push_back({id, s, HB_LEAVING, now, inc, inc});
+        lower_bound(i);
         return 0;
     }
 
@@ -250,10 +308,10 @@ public:
                 if (state_[i] == HB_ALIVE) {
                     if (t < last_[i]) ++stale;
                     else last_[i] = t;
-                } else if (state_[i] != HB_IDLE && t < last_[i]) {
+                } else if (!unheard(state_[i]) && t < last_[i]) {
                     ++stale;
                 } else {
-                    beat(i, t, false);
+                    beat(i, t, false, incarnation_[i]);
                 }
             }
             return stale;
@@ -268,7 +326,9 @@ public:
     // its crossing time.
     void scan(double now, std::vector<HbEvent>& out) {
         out.insert(out.end(), pending_.begin(), pending_.end());
-        pending_.clear();
+        // A burst (every member joining at once) should not pin its memory.
+        if (pending_.capacity() > PENDING_KEEP) std::vector<HbEvent>().swap(pending_);
+        else pending_.clear();
         const size_t n = state_.size(), nb = bmin_.size();
         for (size_t b = 0; b < nb; ++b) {
             if (!(bmin_[b] <= now)) continue;
@@ -278,13 +338,18 @@ public:
                 double d = next_deadline(i);
                 if (d <= now) {
                     if (state_[i] == HB_ALIVE && has_suspect_) {
-                        out.push_back({static_cast<int64_t>(i), HB_ALIVE, HB_SUSPECT, d});
+                        const uint64_t inc = incarnation_ref(i);
+                        out.push_back({static_cast<int64_t>(i), HB_ALIVE, HB_SUSPECT, d, inc, inc});
                         state_[i] = HB_SUSPECT;
                         d = next_deadline(i);
                     }
                     if (d <= now) {
-                        out.push_back({static_cast<int64_t>(i), state_[i], HB_DEAD, d});
-                        state_[i] = HB_DEAD;
+                        // silence ends a join in LOST, a leave in LEFT
+                        const uint8_t s = state_[i];
+                        const uint8_t ns = s == HB_IDLE ? HB_LOST : s == HB_LEAVING ? HB_LEFT : HB_DEAD;
+                        const uint64_t inc = incarnation_ref(i);
+                        out.push_back({static_cast<int64_t>(i), s, ns, d, inc, inc});
+                        state_[i] = ns;
                         d = INF;
                     }
                 }
@@ -312,7 +377,7 @@ public:
     // Akka's phi of component `id` at `now`; 0 before its first heartbeat.
     double phi(int64_t id, double now) const noexcept {
         const size_t i = static_cast<size_t>(id);
-        if (state_[i] == HB_IDLE || state_[i] == HB_FREE || cfg_.mode == HB_TIMEOUT) return 0.0;
+        if (unheard(state_[i]) || state_[i] == HB_FREE || cfg_.mode == HB_TIMEOUT) return 0.0;
         double mean, sd;
         stats(i, &mean, &sd);
         return akka_phi(now - last_at(i), mean + cfg_.pause, sd);
@@ -326,7 +391,8 @@ public:
                                           : phi(static_cast<int64_t>(i), now);
     }
 
-    // 1 for alive (or not yet heard from), 0 for suspect, dead or removed.
+    // 1 for alive (or joining: not yet heard from, within its join_timeout),
+    // 0 for suspect, dead, lost, leaving, left or removed.
     void alive_mask(uint8_t* out) const noexcept {
         const size_t n = state_.size();
         for (size_t i = 0; i < n; ++i)
@@ -334,10 +400,14 @@ public:
     }
 
     // The deadlines component `id` crosses next: suspect (== dead without a
-    // suspect stage) and dead; +inf before its first heartbeat.
+    // suspect stage) and dead, from its last heartbeat; while joining both
+    // are its join deadline (+inf without a join_timeout); +inf once lost,
+    // left or removed.
     double suspect_deadline(int64_t id) const noexcept {
         const size_t i = static_cast<size_t>(id);
-        if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
+        if (state_[i] == HB_IDLE) return join_deadline(i);
+        if (unheard(state_[i]) || state_[i] == HB_LEFT || state_[i] == HB_FREE) return INF;
+        if (state_[i] == HB_LEAVING) return dead_deadline(id);
         if (cfg_.mode == HB_TIMEOUT)
             return last_[i] + (has_suspect_ ? cfg_.suspect_after : cfg_.timeout);
         double s, d;
@@ -346,7 +416,8 @@ public:
     }
     double dead_deadline(int64_t id) const noexcept {
         const size_t i = static_cast<size_t>(id);
-        if (state_[i] == HB_IDLE || state_[i] == HB_FREE) return INF;
+        if (state_[i] == HB_IDLE) return join_deadline(i);
+        if (unheard(state_[i]) || state_[i] == HB_LEFT || state_[i] == HB_FREE) return INF;
         if (cfg_.mode == HB_TIMEOUT) return last_[i] + cfg_.timeout;
         double s, d;
         phi_offsets(i, &s, &d);
@@ -378,6 +449,20 @@ public:
     double crossing_y_suspect() const noexcept { return y_suspect_; }
 
 private:
+    // Never heard from (joining or lost): no statistics, no last heartbeat.
+    static bool unheard(uint8_t s) noexcept { return s == HB_IDLE || s == HB_LOST; }
+
+    double join_deadline(size_t i) const noexcept {
+        return cfg_.join_timeout > 0.0 ? last_at(i) + cfg_.join_timeout : INF;
+    }
+
+    // Lower i's block bound to its next deadline (a bound may be stale-low).
+    void lower_bound(size_t i) noexcept {
+        double& bm = bmin_[i / BLOCK];
+        const double nd = next_deadline(i);
+        if (nd < bm) bm = nd;
+    }
+
     static void prefetch(const void* p) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
         __builtin_prefetch(p, 1, 1);
@@ -452,8 +537,8 @@ private:
                     continue;
                 }
             }
-            if (state_[i] != HB_IDLE && t < r.last) { ++stale; continue; }
-            beat(i, t, false);
+            if (!unheard(state_[i]) && t < r.last) { ++stale; continue; }
+            beat(i, t, false, r.incarnation);
         }
         return stale;
     }
@@ -507,6 +592,10 @@ private:
     uint64_t& incarnation_ref(size_t i) noexcept {
         if (cfg_.mode == HB_TIMEOUT) return incarnation_[i];
         return cfg_.mode == HB_PHI_WINDOW ? win_[i].incarnation : ewma_[i].incarnation;
+    }
+    double& last_ref(size_t i) noexcept {
+        if (cfg_.mode == HB_TIMEOUT) return last_[i];
+        return cfg_.mode == HB_PHI_WINDOW ? win_[i].last : ewma_[i].last;
     }
 
     // Capacity of a window holding n samples: it grows by doubling from 4,
@@ -626,30 +715,37 @@ private:
     template <bool WINDOW>
     void beat_phi(size_t i, double now, bool fresh) {
         Rec<WINDOW>& r = recs<WINDOW>()[i];
-        if (state_[i] == HB_IDLE || fresh) seed_stats<WINDOW>(r);
+        if (unheard(state_[i]) || state_[i] == HB_LEFT || fresh) seed_stats<WINDOW>(r);
         else if (available_fast<WINDOW>(r, now)) push_sample<WINDOW>(r, now - r.last);
         // else: an interval observed while not available is not a sample
         r.last = now;
     }
 
-    void beat(size_t i, double now, bool fresh) {
+    // A heartbeat at `now` (validated); `fresh`: from a higher incarnation
+    // than `old_inc` (already stored).  Queues the lifecycle event it makes:
+    // a join (joining/lost -> alive), a recovery (suspect/dead/left ->
+    // alive) or a restart (any heard state -> RESTARTED); a leaving
+    // component stays leaving unless it restarted.
+    void beat(size_t i, double now, bool fresh, uint64_t old_inc) {
         const uint8_t old = state_[i];
         if (cfg_.mode == HB_PHI_WINDOW) beat_phi<true>(i, now, fresh);
         else if (cfg_.mode == HB_PHI_EWMA) beat_phi<false>(i, now, fresh);
         else last_[i] = now;
-        state_[i] = HB_ALIVE;
-        if (old == HB_SUSPECT || old == HB_DEAD)
-            pending_.push_back({static_cast<int64_t>(i), old, HB_ALIVE, now});
+        state_[i] = old == HB_LEAVING && !fresh ? HB_LEAVING : HB_ALIVE;
+        const uint64_t inc = incarnation_ref(i);
+        if (fresh && !unheard(old))
+            pending_.push_back({static_cast<int64_t>(i), old, HB_RESTARTED, now, old_inc, inc});
+        else if (old != HB_ALIVE && old != HB_LEAVING)
+            pending_.push_back({static_cast<int64_t>(i), old, HB_ALIVE, now, old_inc, inc});
         // The new deadline may be earlier than the block's bound: lower it.
-        double& bm = bmin_[i / BLOCK];
-        const double nd = next_deadline(i);
-        if (nd < bm) bm = nd;
+        lower_bound(i);
     }
 
     double next_deadline(size_t i) const noexcept {
         const uint8_t s = state_[i];
         if (s == HB_ALIVE) return suspect_deadline(static_cast<int64_t>(i));
-        if (s == HB_SUSPECT) return dead_deadline(static_cast<int64_t>(i));
+        if (s == HB_SUSPECT || s == HB_LEAVING || s == HB_IDLE)
+            return dead_deadline(static_cast<int64_t>(i));
         return INF;
     }
 

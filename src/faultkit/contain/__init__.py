@@ -4,13 +4,16 @@
   isolation reaching attached balancers; placement of replicas across domains.
 - :mod:`~faultkit.contain.policy`: :class:`IsolationPolicy`, isolate a domain
   on correlated failures, restore it, refuse past a cap.
+- :mod:`~faultkit.contain.outlier`: :class:`OutlierDetector`, eject hosts whose
+  request results make them outliers (Envoy's outlier detection).
 - :mod:`~faultkit.contain.breaker`: :class:`CircuitBreaker`, fail fast on a failing dependency.
 - :mod:`~faultkit.contain.bulkhead`: :class:`Bulkhead`, cap the calls in flight into one dependency.
 """
 from faultkit.contain.breaker import CircuitBreaker
 from faultkit.contain.bulkhead import Bulkhead
 from faultkit.contain.domains import BlastRadius, FailureDomains
+from faultkit.contain.outlier import Ejection, OutlierDetector
 from faultkit.contain.policy import Decision, IsolationPolicy
 
 __all__ = ["FailureDomains", "BlastRadius", "IsolationPolicy", "Decision",
-           "CircuitBreaker", "Bulkhead"]
+           "CircuitBreaker", "Bulkhead", "OutlierDetector", "Ejection"]

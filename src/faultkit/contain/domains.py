@@ -28,6 +28,8 @@ _SERVICE_SEED = 0x5EC7_1CE5
 # Keys per block in place_many: bounds its temporary arrays to ~N_DOMAINS x
 # 16 K x 16 bytes.
 _PLACE_BLOCK = 1 << 14
+# Detector states that are evidence of a fault (joining, leaving and left are not).
+_FAULTY_STATES = ("suspect", "dead")
 
 
 class BlastRadius(NamedTuple):
@@ -327,14 +329,15 @@ class FailureDomains:
         """``(faulty, domain)`` for ``service``, from the detector's states.
 
         ``faulty`` is whether the detector reports it ``"suspect"`` or
-        ``"dead"``.  ``domain`` is the widest domain containing it whose
-        members are all faulty (a dead rack reports the rack), or its own
-        full path when only it is (or when it is healthy).
+        ``"dead"`` (a member joining, leaving or left is not faulty).
+        ``domain`` is the widest domain containing it whose members are all
+        faulty (a dead rack reports the rack), or its own full path when only
+        it is (or when it is healthy).
         """
         parts = self._service_path(service)
         if self.detector is None:
             raise RuntimeError("detect_fault needs a detector: FailureDomains(detector=...)")
-        if self.detector.state(service) == "alive":
+        if self.detector.state(service) not in _FAULTY_STATES:
             return False, "/".join(parts)
         for i in range(1, len(parts) + 1):
             domain = "/".join(parts[:i])
@@ -344,7 +347,7 @@ class FailureDomains:
 
     def _faulty(self, service: Hashable) -> bool:
         try:
-            return self.detector.state(service) != "alive"
+            return self.detector.state(service) in _FAULTY_STATES
         except KeyError:  # the detector does not monitor it: no evidence of a fault
             return False
 

@@ -24,6 +24,7 @@ __all__ = ["IsolationPolicy", "Decision", "IsolationRefusedError"]
 _log = logging.getLogger("faultkit.contain")
 
 _FAILED_STATES = ("suspect", "dead")
+_KNOWN_STATES = frozenset(("suspect", "dead"))
 
 # Envoy outlier detection: base_ejection_time 30 s, max_ejection_percent 10%
 # per cluster by default; faultkit caps at 50%, Envoy's healthy panic threshold,
@@ -69,6 +70,12 @@ class IsolationPolicy:
       than this share of all services isolated is refused: reported as a
       ``"refuse"`` :class:`Decision` (and logged), or raised as
       ``IsolationRefusedError`` by :meth:`isolate`.
+    - ``failed_states`` (default ``("suspect", "dead")``): the event states
+      that count as a failure; any other state (``"alive"``,
+      ``"restarted"``, ``"left"``, ...) ends one.  A graceful leave is never
+      a failure, so a rolling restart of a rack does not isolate it.
+      :class:`~faultkit.Cluster` requires this to equal the states it routes
+      around (docs/cluster.md).
     - ``clock`` (default ``time.monotonic``) is read by :meth:`tick` when no
       time is given; events carry their own time.
 
@@ -79,6 +86,7 @@ class IsolationPolicy:
     def __init__(self, domains: FailureDomains, *, level: str = "rack", min_failed: int = 2,
                  window: float = 10.0, restore_share: float = 1.0, hold: float = DEFAULT_HOLD,
                  max_isolated_fraction: float = DEFAULT_MAX_ISOLATED_FRACTION,
+                 failed_states: tuple = _FAILED_STATES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(domains, FailureDomains):
             raise TypeError(f"domains must be a FailureDomains, not {type(domains).__name__}")
@@ -100,8 +108,15 @@ class IsolationPolicy:
         if not 0 < max_isolated_fraction <= 1:
             raise ValueError(
                 f"max_isolated_fraction must be in (0, 1], got {max_isolated_fraction!r}")
+        if isinstance(failed_states, str):
+            raise TypeError("failed_states must be a collection of state names, not a str")
+        failed_states = tuple(failed_states)
+        if not failed_states or not set(failed_states) <= _KNOWN_STATES:
+            raise ValueError(f"failed_states must be a non-empty subset of ('suspect', 'dead'), "
+                             f"got {failed_states!r}")
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        self.failed_states = frozenset(failed_states)
         self.domains = domains
         self.level = level
         self.min_failed = min_failed
@@ -127,7 +142,7 @@ class IsolationPolicy:
             return []
         domain = self.domains.domain_of(service, self.level)
         made: list[Decision] = []
-        if new in _FAILED_STATES:
+        if new in self.failed_states:
             self._failed.setdefault(service, at)
             if domain in self._mine:
                 self._mine[domain] = None  # not healthy any more: the hold starts over
@@ -138,7 +153,7 @@ class IsolationPolicy:
                         domain, at, f"{len(recent)} services failed within {self.window:g} s: "
                                     + ", ".join(map(str, recent[:5]))
                                     + (", ..." if len(recent) > 5 else "")))
-        elif new == "alive":
+        else:  # alive, restarted, left, ...: not (or no longer) a failure
             self._failed.pop(service, None)
             if domain in self._mine and self._mine[domain] is None and self._healthy(domain):
                 self._mine[domain] = at

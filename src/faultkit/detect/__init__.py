@@ -11,17 +11,22 @@
 from faultkit.detect.detectors import (
     ALIVE,
     DEAD,
+    JOINING,
+    LEAVING,
+    LEFT,
+    RESTARTED,
     SUSPECT,
     Event,
     PhiAccrualDetector,
     TimeoutDetector,
 )
 
-__all__ = ["Event", "TimeoutDetector", "PhiAccrualDetector", "ALIVE", "SUSPECT", "DEAD"]
+__all__ = ["Event", "TimeoutDetector", "PhiAccrualDetector", "ALIVE", "SUSPECT", "DEAD",
+           "JOINING", "LEAVING", "LEFT", "RESTARTED"]
 
 _TRANSPORT_NAMES = frozenset(
     ("HeartbeatSender", "HeartbeatReceiver", "encode_packet", "decode_packet",
-     "load_key", "parse_address", "PacketError")
+     "load_key", "parse_address", "PacketError", "Beat")
 )
 
 

@@ -11,23 +11,38 @@ from libcpp.vector cimport vector
 from faultkit._common.arrays cimport out_array
 from faultkit.detect.cheartbeat cimport (
     HeartbeatTable as CTable, HbConfig, HbEvent, akka_phi, phi_crossing_y,
-    HB_ALIVE, HB_SUSPECT, HB_DEAD, HB_IDLE, HB_FREE, HB_TIMEOUT, HB_PHI_WINDOW, HB_PHI_EWMA,
+    HB_ALIVE, HB_SUSPECT, HB_DEAD, HB_IDLE, HB_LOST, HB_LEAVING, HB_LEFT, HB_RESTARTED, HB_FREE,
+    HB_TIMEOUT, HB_PHI_WINDOW, HB_PHI_EWMA,
 )
 
 import numpy as np
 
 MODES = {"timeout": HB_TIMEOUT, "window": HB_PHI_WINDOW, "ewma": HB_PHI_EWMA}
-# State codes as the table stores them; IDLE (added, never heard from) reads as alive.
-STATE_NAMES = {HB_ALIVE: "alive", HB_SUSPECT: "suspect", HB_DEAD: "dead", HB_IDLE: "alive"}
+# State codes as the table stores them, by the names the detectors report:
+# IDLE (added, never heard from) is "joining", LOST (never heard within the
+# join timeout) reads "dead"; RESTARTED only appears in events.
+STATE_NAMES = {HB_ALIVE: "alive", HB_SUSPECT: "suspect", HB_DEAD: "dead", HB_IDLE: "joining",
+               HB_LOST: "dead", HB_LEAVING: "leaving", HB_LEFT: "left", HB_RESTARTED: "restarted"}
 _ALIVE, _SUSPECT, _DEAD = "alive", "suspect", "dead"
+_JOINING, _LEAVING, _LEFT, _RESTARTED = "joining", "leaving", "left", "restarted"
 
 
 cdef inline str _state_name(uint8_t s):
+    if s == HB_ALIVE:
+        return _ALIVE
     if s == HB_SUSPECT:
         return _SUSPECT
-    if s == HB_DEAD:
+    if s == HB_DEAD or s == HB_LOST:
         return _DEAD
-    return _ALIVE
+    if s == HB_IDLE:
+        return _JOINING
+    if s == HB_LEAVING:
+        return _LEAVING
+    if s == HB_LEFT:
+        return _LEFT
+    if s == HB_RESTARTED:
+        return _RESTARTED
+    return _ALIVE  # pragma: no cover - FREE ids are never reported
 
 
 cdef inline double _check_time(double t) except? -1.0:
@@ -76,7 +91,7 @@ cdef class HeartbeatTable:
     def __cinit__(self, str mode, *, double timeout=5.0, double suspect_after=0.0,
                   double threshold=8.0, double suspect_threshold=0.0, double min_std=0.1,
                   double pause=3.0, double first_estimate=1.0, uint32_t max_samples=1000,
-                  double alpha=0.0):
+                  double alpha=0.0, double join_timeout=0.0):
         cdef HbConfig cfg
         if mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
@@ -90,15 +105,18 @@ cdef class HeartbeatTable:
         cfg.first_estimate = first_estimate
         cfg.max_samples = max_samples
         cfg.alpha = alpha
+        cfg.join_timeout = join_timeout
         self.mode = mode
         self.t = new CTable(cfg)
 
     def __dealloc__(self):
         del self.t
 
-    def add(self):
+    def add(self, double now=0.0):
+        """A new id, joining since ``now`` (the start of its join timeout)."""
+        _check_time(now)
         _free(self.busy)
-        return self.t.add()
+        return self.t.add(now)
 
     def remove(self, int64_t id):
         _free(self.busy)
@@ -123,10 +141,34 @@ cdef class HeartbeatTable:
             raise ValueError(f"time must be finite and >= 0, got {now!r}")
         r = self.t.heartbeat(id, now, incarnation)
         if r != 0:
+            if r == 2:
+                return False
             if r < 0:
                 raise IndexError(f"id {id} is not in the table")
             raise ValueError(
                 f"heartbeat time {now!r} is before the last heartbeat at {self.t.last(id)!r}")
+        return True
+
+    def leave(self, int64_t id, double now, int64_t incarnation=-1):
+        """``id`` left at ``now`` (incarnation < 0: any): 0 done, 1 an older
+        incarnation's leave (ignored), 2 left already (ignored)."""
+        cdef int r
+        _check_time(now)
+        _free(self.busy)
+        r = self.t.leave(id, now, incarnation)
+        if r < 0:
+            raise IndexError(f"id {id} is not in the table")
+        return r
+
+    def begin_leave(self, int64_t id, double now):
+        """``id`` starts leaving (draining) at ``now``: 0 done, 2 leaving or left already."""
+        cdef int r
+        _check_time(now)
+        _free(self.busy)
+        r = self.t.begin_leave(id, now)
+        if r < 0:
+            raise IndexError(f"id {id} is not in the table")
+        return r
 
     def bind(self, dict names, clock):
         """Share ``names`` (name -> id) and ``clock`` with :meth:`heartbeat_name`."""
@@ -136,10 +178,13 @@ cdef class HeartbeatTable:
     def heartbeat_name(self, name, now=None, *, incarnation=None):
         """Record a heartbeat from component ``name`` at ``now`` (default: the clock).
 
+        Returns True when recorded, False when ignored because the component
+        left in this incarnation (a heartbeat delayed past its leave).
         KeyError for an unknown name; ValueError for a NaN, infinite or
         negative time, or one earlier than its last heartbeat (nothing is
         recorded).  A larger ``incarnation`` than seen before means the
-        component restarted: its interval statistics start afresh.
+        component restarted: its interval statistics start afresh and the
+        next scan reports a ``"restarted"`` event.
         """
         cdef object i
         cdef double t
@@ -161,10 +206,13 @@ cdef class HeartbeatTable:
         _free(self.busy)
         r = self.t.heartbeat(<int64_t>i, t, inc)
         if r != 0:
+            if r == 2:
+                return False
             if r < 0:
                 raise IndexError(f"id {i} of {name!r} is not in the table")
             raise ValueError(f"heartbeat time {t!r} of {name!r} is before its last "
                              f"heartbeat at {self.t.last(<int64_t>i)!r}")
+        return True
 
     def heartbeat_many(self, ids, times):
         """Validate every (id, time), then record them in order; returns how many were stale.
@@ -208,7 +256,8 @@ cdef class HeartbeatTable:
         return stale
 
     def scan(self, double now):
-        """State changes due at ``now``: a list of (id, old, new, at) tuples."""
+        """State changes due at ``now``: a list of (id, old, new, at, old_incarnation,
+        incarnation) tuples."""
         cdef size_t k
         cdef HbEvent e
         cdef list out = []
@@ -218,7 +267,8 @@ cdef class HeartbeatTable:
         self.t.scan(now, self.events)
         for k in range(self.events.size()):
             e = self.events[k]
-            out.append((e.id, _state_name(e.old_state), _state_name(e.new_state), e.at))
+            out.append((e.id, _state_name(e.old_state), _state_name(e.new_state), e.at,
+                        e.old_inc, e.new_inc))
         self.events.clear()
         return out
 
@@ -229,7 +279,7 @@ cdef class HeartbeatTable:
     def heard(self, int64_t id):
         """Whether ``id`` has had a heartbeat (is monitored)."""
         cdef uint8_t s = self.t.state(id)
-        return s != HB_IDLE and s != HB_FREE
+        return s != HB_IDLE and s != HB_LOST and s != HB_FREE
 
     def last(self, int64_t id):
         _need(self.t, id)
@@ -262,7 +312,7 @@ cdef class HeartbeatTable:
         return out
 
     def alive_mask(self):
-        """bool array over id slots: alive (or never heard from); removed ids are False."""
+        """bool array over id slots: alive or joining; suspect, dead, leaving, left and removed ids are False."""
         cdef uint8_t[::1] o
         n = self.t.slots()
         out = np.empty(n, dtype=np.bool_)

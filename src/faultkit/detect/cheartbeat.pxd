@@ -8,6 +8,10 @@ cdef extern from "faultkit/detect/heartbeat.h" namespace "faultkit" nogil:
         HB_SUSPECT
         HB_DEAD
         HB_IDLE
+        HB_LOST
+        HB_LEAVING
+        HB_LEFT
+        HB_RESTARTED
         HB_FREE
         HB_TIMEOUT
         HB_PHI_WINDOW
@@ -27,21 +31,26 @@ cdef extern from "faultkit/detect/heartbeat.h" namespace "faultkit" nogil:
         double first_estimate
         uint32_t max_samples
         double alpha
+        double join_timeout
 
     cdef cppclass HbEvent:
         int64_t id
         uint8_t old_state
         uint8_t new_state
         double at
+        uint64_t old_inc
+        uint64_t new_inc
 
     cdef cppclass HeartbeatTable:
         HeartbeatTable(const HbConfig& cfg) except +
-        int64_t add() except +
+        int64_t add(double now) except +
         bint remove(int64_t id) except +
         size_t slots() noexcept
         size_t count() noexcept
         bint in_use(int64_t id) noexcept
         int heartbeat(int64_t id, double now, int64_t incarnation) except +
+        int leave(int64_t id, double now, int64_t incarnation) except +
+        int begin_leave(int64_t id, double now) except +
         size_t validate_many(const int64_t* ids, const double* times, size_t n, int* kind) noexcept
         size_t heartbeat_many(const int64_t* ids, const double* times, size_t n) except +
         void scan(double now, vector[HbEvent]& out) except +

@@ -2,7 +2,12 @@
 
 Components send heartbeats; a detector turns their silence into states,
 ``"alive" -> "suspect" -> "dead"``, and back to ``"alive"`` on the next
-heartbeat.  Both detectors keep every component in one native table
+heartbeat.  Around that sits the member lifecycle (docs/cluster.md):
+``"joining"`` from :meth:`~TimeoutDetector.add` to the first heartbeat (dead
+if none comes within ``join_timeout``), ``"leaving"`` -> ``"left"`` for a
+graceful stop, and a ``"restarted"`` event when a heartbeat carries a higher
+incarnation than seen before (the process lost its memory; the component is
+alive in its new incarnation).  Both detectors keep every component in one native table
 (``csrc/faultkit/detect/heartbeat.h``): at each heartbeat the table precomputes the
 times at which the component will cross its suspect and dead thresholds, so
 :meth:`~TimeoutDetector.scan` is a pass over deadlines - and over a per-block
@@ -14,8 +19,9 @@ method that needs the time takes ``now=None`` and reads the clock only when it
 is not given, so tests replay interval lists without sleeping.
 
 A component is monitored from its first heartbeat: before it, it reads
-``"alive"`` with phi 0, as in Akka ("treat unmanaged connections ... as
-healthy").
+``"joining"`` with phi 0, and is counted alive by :meth:`alive_mask`, as in
+Akka ("treat unmanaged connections ... as healthy"), until ``join_timeout``
+seconds after it was added.
 
 Memory per component in the native table (plus the name <-> id dict in
 Python, ~100-200 bytes a name): ``TimeoutDetector`` 17 bytes; phi accrual
@@ -43,9 +49,14 @@ __all__ = [
     "ALIVE",
     "SUSPECT",
     "DEAD",
+    "JOINING",
+    "LEAVING",
+    "LEFT",
+    "RESTARTED",
 ]
 
 ALIVE, SUSPECT, DEAD = "alive", "suspect", "dead"
+JOINING, LEAVING, LEFT, RESTARTED = "joining", "leaving", "left", "restarted"
 
 # Akka Cluster's defaults (akka-cluster reference.conf,
 # akka.cluster.failure-detector), in seconds.
@@ -62,34 +73,57 @@ DEFAULT_TIMEOUT = 5.0
 class Event(NamedTuple):
     """A state change: component ``name`` went from ``old`` to ``new`` at time ``at``.
 
-    ``at`` is the threshold crossing time for ``suspect``/``dead`` (not the
-    scan's time, which is later) and the heartbeat's time for a recovery.
+    ``at`` (seconds, the detector's monotonic clock) is the threshold
+    crossing time for ``suspect``/``dead``/``left`` by silence (not the
+    scan's time, which is later), and the heartbeat's or leave's time
+    otherwise.  ``wall`` is the same instant on the wall clock (seconds since
+    the epoch: the scan's wall-clock reading less how long before the scan
+    ``at`` was), for logs and for comparing across hosts.  ``incarnation`` is
+    the component's incarnation after the event and ``old_incarnation`` the
+    one before; they differ only for ``new == "restarted"``, a heartbeat from
+    a higher incarnation: the component restarted (and lost what it held in
+    memory) and is alive in its new incarnation.  Events built by hand may
+    leave the last three at their defaults (NaN, None, None).
     """
 
     name: Hashable
     old: str
     new: str
     at: float
+    wall: float = math.nan
+    incarnation: Optional[int] = None
+    old_incarnation: Optional[int] = None
 
 
-def _finite(name: str, value: Any, *, positive: bool = False, allow_zero: bool = True) -> float:
+def _finite(name: str, value: Any, *, positive: bool = False, allow_zero: bool = True,
+            allow_inf: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
     v = float(value)
-    if not math.isfinite(v) or v < 0 or (not allow_zero and v == 0):
+    if math.isnan(v) or (math.isinf(v) and not allow_inf) or v < 0 or (not allow_zero and v == 0):
         want = "> 0" if not allow_zero else ">= 0"
-        raise ValueError(f"{name} must be finite and {want}, got {value!r}")
+        raise ValueError(f"{name} must be {'' if allow_inf else 'finite and '}{want}, got {value!r}")
     return v
+
+
+def _native_join(join_timeout: float) -> float:
+    # The table's "no join deadline" is <= 0.
+    return 0.0 if math.isinf(join_timeout) else join_timeout
 
 
 class _Detector:
     """The scan API shared by both detectors (names <-> ids, clock, listeners)."""
 
-    def __init__(self, table: _detect.HeartbeatTable, clock: Callable[[], float]) -> None:
+    def __init__(self, table: _detect.HeartbeatTable, clock: Callable[[], float],
+                 wall_clock: Callable[[], float], join_timeout: float) -> None:
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {type(clock).__name__}")
+        if not callable(wall_clock):
+            raise TypeError(f"wall_clock must be callable, not {type(wall_clock).__name__}")
         self._table = table
         self._clock = clock
+        self._wall_clock = wall_clock
+        self.join_timeout = join_timeout
         self._ids: dict[Hashable, int] = {}
         self._names: list[Optional[Hashable]] = []
         self._last_scan = 0.0
@@ -101,16 +135,20 @@ class _Detector:
         self.heartbeat = table.heartbeat_name
 
     # ---- membership ----------------------------------------------------
-    def add(self, name: Hashable) -> int:
-        """Start tracking ``name``; returns its id (stable until it is removed).
+    def add(self, name: Hashable, now: Optional[float] = None) -> int:
+        """Start tracking ``name``, joining at ``now`` (default: the clock); returns its id
+        (stable until it is removed).
 
-        ValueError if ``name`` is already tracked.  Monitoring starts at its
-        first heartbeat.  Ids of removed components are reused.
+        ValueError if ``name`` is already tracked.  It reads ``"joining"``
+        until its first heartbeat; if none comes within ``join_timeout``
+        seconds it becomes ``"dead"`` (event ``joining -> dead``).  Ids of
+        removed components are reused.
         """
         hash(name)  # TypeError for unhashable names, before touching anything
         if name in self._ids:
             raise ValueError(f"component {name!r} is already tracked (id {self._ids[name]})")
-        i = self._table.add()
+        t = _finite("now", self._clock() if now is None else now)
+        i = self._table.add(t)
         if i == len(self._names):
             self._names.append(name)
         else:
@@ -118,9 +156,10 @@ class _Detector:
         self._ids[name] = i
         return i
 
-    def add_many(self, names: Iterable[Hashable]) -> np.ndarray:
-        """:meth:`add` each name; returns their ids as an int64 array."""
-        return np.array([self.add(n) for n in names], dtype=np.int64)
+    def add_many(self, names: Iterable[Hashable], now: Optional[float] = None) -> np.ndarray:
+        """:meth:`add` each name, all joining at ``now``; returns their ids as an int64 array."""
+        t = _finite("now", self._clock() if now is None else now)
+        return np.array([self.add(n, t) for n in names], dtype=np.int64)
 
     def remove(self, name: Hashable) -> None:
         """Stop tracking ``name`` (KeyError if unknown); its pending events are dropped."""
@@ -162,17 +201,61 @@ class _Detector:
 
     # ---- heartbeats ----------------------------------------------------
     def heartbeat(self, name: Hashable, now: Optional[float] = None, *,
-                  incarnation: Optional[int] = None) -> None:
+                  incarnation: Optional[int] = None) -> bool:
         """Record a heartbeat from ``name`` at ``now`` (default: the clock).
 
-        KeyError for an unknown name; ValueError for a NaN, infinite or
-        negative time, or one earlier than its last heartbeat (nothing is
-        recorded).  A larger ``incarnation`` than seen before means the
-        component restarted: its interval statistics start afresh.
+        Returns True when recorded; False when ignored because ``name`` left
+        in this incarnation (a heartbeat delayed past its leave: a left
+        component comes back with a higher incarnation, or with heartbeats
+        that carry none).  KeyError for an unknown name; ValueError for a
+        NaN, infinite or negative time, or one earlier than its last
+        heartbeat (nothing is recorded).  A larger ``incarnation`` than seen
+        before means the component restarted: its interval statistics start
+        afresh and the next scan reports ``Event(new="restarted")`` with both
+        incarnations.
         """
         # Instances call the native method directly (bound in __init__); this
         # definition documents it and serves calls through the class.
-        self._table.heartbeat_name(name, now, incarnation=incarnation)
+        return self._table.heartbeat_name(name, now, incarnation=incarnation)
+
+    def leave(self, name: Hashable, incarnation: Optional[int] = None, *,
+              now: Optional[float] = None) -> bool:
+        """``name`` left gracefully at ``now`` (default: the clock): ``"left"`` at once.
+
+        ``incarnation`` is the leaving process's (None: whichever is
+        current).  Returns False, changing nothing, for the leave of an older
+        incarnation than the last heard (the component restarted since) or of
+        a component that has left already.  A left component is not routable
+        and makes no further events until a heartbeat of a higher
+        incarnation (``"restarted"``) or one without an incarnation
+        (``left -> alive``).  KeyError for an unknown name.
+        """
+        i = self.id(name)
+        inc = self._incarnation_arg(incarnation)
+        t = _finite("now", self._clock() if now is None else now)
+        return self._table.leave(i, t, inc) == 0
+
+    def begin_leave(self, name: Hashable, *, now: Optional[float] = None) -> bool:
+        """``name`` announced it is leaving (draining) at ``now``: ``"leaving"``.
+
+        Its heartbeats keep it ``"leaving"`` (not routable: no new work), and
+        silence ends it in ``"left"``, not ``"dead"``, at its dead deadline;
+        :meth:`leave` ends it at once.  A component joining or dead leaves at
+        once.  Returns False if it is leaving or left already.
+        """
+        i = self.id(name)
+        t = _finite("now", self._clock() if now is None else now)
+        return self._table.begin_leave(i, t) == 0
+
+    @staticmethod
+    def _incarnation_arg(incarnation: Optional[int]) -> int:
+        if incarnation is None:
+            return -1
+        if isinstance(incarnation, bool) or not isinstance(incarnation, (int, np.integer)):
+            raise TypeError(f"incarnation must be an int, not {type(incarnation).__name__}")
+        if not 0 <= incarnation < 2**63:
+            raise ValueError(f"incarnation must be in [0, 2**63), got {incarnation!r}")
+        return int(incarnation)
 
     def heartbeat_many(self, ids: Any, times: Any) -> int:
         """Record heartbeats of many components at once (numpy arrays, GIL released).
@@ -182,6 +265,8 @@ class _Detector:
         written: IndexError for an id that is not a component's, ValueError
         for a NaN/infinite/negative time.  A time earlier than the component's
         last heartbeat (a reordered arrival) is ignored; returns how many were.
+        These heartbeats carry no incarnation: they never report a restart,
+        and they bring a left component back (``left -> alive``).
         """
         return self._table.heartbeat_many(ids, times)
 
@@ -189,12 +274,15 @@ class _Detector:
     def scan(self, now: Optional[float] = None) -> list[Event]:
         """State changes since the last scan, up to ``now`` (default: the clock).
 
-        Returns only changes: recoveries (``suspect``/``dead`` -> ``alive``,
-        at their heartbeat), then threshold crossings (``alive`` ->
-        ``suspect`` -> ``dead``, each at its crossing time); events of one
-        component are in time order.  Each event is passed to every listener
-        after the table has been updated.  ValueError if ``now`` is earlier
-        than the previous scan's.
+        Returns only changes: first those made by heartbeats and leaves since
+        the last scan, in arrival order (joins ``joining``/``dead`` ->
+        ``alive``, recoveries ``suspect``/``dead``/``left`` -> ``alive``,
+        restarts ``* -> restarted``, ``-> leaving``, ``-> left``), then
+        threshold crossings by silence (``alive`` -> ``suspect`` ->
+        ``dead``, ``joining`` -> ``dead`` at the join deadline, ``leaving``
+        -> ``left``), each at its crossing time.  Each event is passed to
+        every listener after the table has been updated.  ValueError if
+        ``now`` is earlier than the previous scan's.
         """
         if now is None:
             now = self._clock()
@@ -203,22 +291,29 @@ class _Detector:
             raise ValueError(f"scan time {now!r} is before the previous scan at {self._last_scan!r}")
         self._last_scan = now
         names = self._names
-        events = [Event(names[i], old, new, at) for i, old, new, at in self._table.scan(now)]
+        raw = self._table.scan(now)
+        if not raw:
+            return []
+        wall_now = float(self._wall_clock())
+        events = [Event(names[i], old, new, at, wall_now - (now - at), inc, old_inc)
+                  for i, old, new, at, old_inc, inc in raw]
         for ev in events:
             for fn in list(self._listeners):
                 fn(ev)
         return events
 
     def state(self, name: Hashable) -> str:
-        """``"alive"``, ``"suspect"`` or ``"dead"`` as of the last scan or heartbeat."""
+        """``"joining"``, ``"alive"``, ``"suspect"``, ``"dead"``, ``"leaving"`` or ``"left"``
+        as of the last scan, heartbeat or leave."""
         return self._table.state(self.id(name))
 
     def alive_mask(self) -> np.ndarray:
-        """bool array indexed by id: True for alive components (removed ids: False)."""
+        """bool array indexed by id: True for alive and joining components (removed ids: False)."""
         return self._table.alive_mask()
 
     def deadlines(self, name: Hashable) -> tuple[float, float]:
-        """(suspect, dead) crossing times of ``name`` after its last heartbeat (inf before the first)."""
+        """(suspect, dead) crossing times of ``name`` after its last heartbeat (while joining:
+        its join deadline twice; inf when none is due)."""
         return self._table.deadlines(self.id(name))
 
     def deadlines_all(self) -> tuple[np.ndarray, np.ndarray]:
@@ -263,12 +358,18 @@ class TimeoutDetector(_Detector):
     """Dead after ``timeout`` seconds without a heartbeat; suspect after ``suspect_after``.
 
     ``timeout`` defaults to 5 s, the seed's fixed timeout.  ``suspect_after``
-    (None: no suspect stage) must be below ``timeout``.  17 bytes per
-    component in the native table.
+    (None: no suspect stage) must be below ``timeout``.  ``join_timeout``:
+    seconds from :meth:`add` to ``"dead"`` for a component never heard from;
+    default (None) ``timeout``, as if it had sent a heartbeat when it was
+    added (silence since then is judged like any other); ``math.inf``:
+    never.  ``wall_clock`` (default :func:`time.time`) dates events in
+    :attr:`Event.wall`.  17 bytes per component in the native table.
     """
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT, suspect_after: Optional[float] = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 join_timeout: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.timeout = _finite("timeout", timeout, allow_zero=False)
         if suspect_after is not None:
             suspect_after = _finite("suspect_after", suspect_after, allow_zero=False)
@@ -276,9 +377,12 @@ class TimeoutDetector(_Detector):
                 raise ValueError(
                     f"suspect_after ({suspect_after!r}) must be below timeout ({self.timeout!r})")
         self.suspect_after = suspect_after
+        join = self.timeout if join_timeout is None else _finite("join_timeout", join_timeout,
+                                                                 allow_zero=False, allow_inf=True)
         table = _detect.HeartbeatTable("timeout", timeout=self.timeout,
-                                       suspect_after=suspect_after or 0.0)
-        super().__init__(table, clock)
+                                       suspect_after=suspect_after or 0.0,
+                                       join_timeout=_native_join(join))
+        super().__init__(table, clock, wall_clock, join)
 
     def __repr__(self) -> str:
         return (f"TimeoutDetector(timeout={self.timeout!r}, suspect_after={self.suspect_after!r}, "
@@ -317,6 +421,15 @@ class PhiAccrualDetector(_Detector):
     Akka's once the history is long.  Differences from Akka: times are float
     seconds (Akka: integer milliseconds, so its ``e/4`` rounds down), and a
     variance that rounding makes negative counts as 0.
+
+    ``join_timeout``: seconds from :meth:`add` to ``"dead"`` for a component
+    never heard from; default (None) the dead deadline a first heartbeat at
+    the add would set: ``first_heartbeat_estimate +
+    acceptable_heartbeat_pause + y* x max(first_heartbeat_estimate / 4,
+    min_std_deviation)`` (y* where phi reaches ``threshold``; 5.3 s with
+    Akka's defaults), so a component that never speaks is judged like one
+    that spoke once and fell silent; ``math.inf``: never.  ``wall_clock``
+    (default :func:`time.time`) dates events in :attr:`Event.wall`.
     """
 
     def __init__(self, threshold: float = AKKA_THRESHOLD, *,
@@ -327,7 +440,9 @@ class PhiAccrualDetector(_Detector):
                  first_heartbeat_estimate: float = AKKA_FIRST_HEARTBEAT_ESTIMATE,
                  estimator: str = "window",
                  ewma_alpha: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 join_timeout: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.threshold = _finite("threshold", threshold, allow_zero=False)
         if suspect_threshold is not None:
             suspect_threshold = _finite("suspect_threshold", suspect_threshold, allow_zero=False)
@@ -354,12 +469,18 @@ class PhiAccrualDetector(_Detector):
             if ewma_alpha > 1:
                 raise ValueError(f"ewma_alpha must be in (0, 1], got {ewma_alpha!r}")
         self.ewma_alpha = ewma_alpha
+        if join_timeout is None:
+            e = self.first_heartbeat_estimate
+            join = (e + self.acceptable_heartbeat_pause
+                    + _detect.crossing_y(self.threshold) * max(e / 4.0, self.min_std_deviation))
+        else:
+            join = _finite("join_timeout", join_timeout, allow_zero=False, allow_inf=True)
         table = _detect.HeartbeatTable(
             estimator, threshold=self.threshold, suspect_threshold=suspect_threshold or 0.0,
             min_std=self.min_std_deviation, pause=self.acceptable_heartbeat_pause,
             first_estimate=self.first_heartbeat_estimate, max_samples=max_sample_size,
-            alpha=ewma_alpha)
-        super().__init__(table, clock)
+            alpha=ewma_alpha, join_timeout=_native_join(join))
+        super().__init__(table, clock, wall_clock, join)
 
     def phi(self, name: Hashable, now: Optional[float] = None) -> float:
         """phi of ``name`` at ``now`` (default: the clock); 0 before its first heartbeat."""

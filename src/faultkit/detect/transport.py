@@ -11,10 +11,20 @@ Packet (version 1, big-endian), at most :data:`MAX_PACKET` bytes::
     count  n (1..255)       1
     n x  name length L      1   (1..255)
          name (UTF-8)       L
-         incarnation        8   uint64 < 2**63: bumped by each sender restart
+         incarnation        8   uint64: bits 0-62 the incarnation (bumped by each
+                                sender restart); bit 63 set: this entry is a LEAVE
          sequence           8   uint64, +1 per datagram within an incarnation
          send time          8   float64, the sender's wall clock (seconds since the epoch)
     tag                    32   HMAC-SHA256(key, every byte before the tag)
+
+An entry whose incarnation field has bit 63 set (``incarnation | 2**63``) is
+a *leave*: the sender of that incarnation stops gracefully, and the receiver
+marks the name ``"left"`` at once (the detector's ``leave(name,
+incarnation)``) instead of waiting for its timeout.  Leaves are signed and
+sequenced like heartbeats (the same replay rule), and keep version 1: a
+receiver from before leaves existed drops such a packet as malformed, which
+is what it did for it anyway.  :meth:`HeartbeatSender.stop` sends the leave
+:data:`LEAVE_REPEATS` times (UDP may drop one) before closing.
 
 Only holders of the shared key can make a packet the receiver accepts, so
 nobody else can keep a dead node alive or (by replaying old heartbeats with
@@ -43,7 +53,7 @@ import math
 import os
 import struct
 import time
-from typing import Any, Callable, Hashable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, NamedTuple, Optional, Sequence, Union
 
 __all__ = [
     "HeartbeatSender",
@@ -53,8 +63,11 @@ __all__ = [
     "load_key",
     "parse_address",
     "PacketError",
+    "Beat",
     "MAX_PACKET",
     "VERSION",
+    "LEAVE_BIT",
+    "LEAVE_REPEATS",
 ]
 
 _log = logging.getLogger(__name__)
@@ -70,8 +83,27 @@ MIN_KEY_BYTES = 16  # 128 bits: below this a key can be brute-forced
 _HEAD = struct.Struct(">2sBB")
 _ENTRY = struct.Struct(">QQd")
 _INC_LIMIT = 2**63
+# Bit 63 of an entry's incarnation field marks a leave (the rest is the incarnation).
+LEAVE_BIT = 1 << 63
+# A graceful stop sends its leave this many times, LEAVE_SPACING seconds apart:
+# one lost datagram (the usual loss is independent and well under 1%) should
+# not turn a clean stop into a timeout.  Duplicates are harmless (a second
+# leave of the same incarnation changes nothing).
+LEAVE_REPEATS = 3
+LEAVE_SPACING = 0.005
 
 Address = Union[str, "tuple[str, int]"]
+
+
+class Beat(NamedTuple):
+    """One entry of a packet: a heartbeat, or with ``leave`` a leave, of ``name``'s
+    ``incarnation`` (< 2**63), ``sequence`` and ``sent`` time (sender's wall clock)."""
+
+    name: str
+    incarnation: int
+    sequence: int
+    sent: float
+    leave: bool = False
 
 
 class PacketError(ValueError):
@@ -115,8 +147,9 @@ def parse_address(text: Address) -> tuple[str, int]:
     return str(host).strip("[]"), port
 
 
-def encode_packet(key: bytes, beats: Sequence[tuple[str, int, int, float]]) -> bytes:
-    """One datagram carrying ``beats``: (name, incarnation, sequence, send_time) tuples.
+def encode_packet(key: bytes, beats: Sequence[tuple]) -> bytes:
+    """One datagram carrying ``beats``: (name, incarnation, sequence, send_time) tuples
+    for heartbeats, or :class:`Beat` / 5-tuples whose last field ``leave`` marks a leave.
 
     ValueError if a field is out of range or the packet would exceed
     :data:`MAX_PACKET` bytes.
@@ -125,7 +158,13 @@ def encode_packet(key: bytes, beats: Sequence[tuple[str, int, int, float]]) -> b
     if not 1 <= len(beats) <= MAX_BEATS:
         raise ValueError(f"a packet carries 1..{MAX_BEATS} heartbeats, got {len(beats)}")
     parts = [_HEAD.pack(MAGIC, VERSION, len(beats))]
-    for name, inc, seq, sent in beats:
+    for beat in beats:
+        if len(beat) == 4:
+            (name, inc, seq, sent), leave = beat, False
+        elif len(beat) == 5:
+            name, inc, seq, sent, leave = beat
+        else:
+            raise ValueError(f"an entry is (name, incarnation, sequence, sent[, leave]), got {beat!r}")
         raw = name.encode("utf-8")
         if not 1 <= len(raw) <= 255:
             raise ValueError(f"name {name!r} must be 1..255 bytes of UTF-8")
@@ -133,19 +172,21 @@ def encode_packet(key: bytes, beats: Sequence[tuple[str, int, int, float]]) -> b
             raise ValueError(f"incarnation {inc!r} / sequence {seq!r} out of range")
         if not math.isfinite(sent):
             raise ValueError(f"send time must be finite, got {sent!r}")
-        parts += [bytes((len(raw),)), raw, _ENTRY.pack(inc, seq, sent)]
+        parts += [bytes((len(raw),)), raw, _ENTRY.pack(inc | LEAVE_BIT if leave else inc, seq, sent)]
     body = b"".join(parts)
     if len(body) + TAG_SIZE > MAX_PACKET:
         raise ValueError(f"packet of {len(body) + TAG_SIZE} bytes exceeds {MAX_PACKET}")
     return body + hmac.new(key, body, hashlib.sha256).digest()
 
 
-def decode_packet(key: bytes, data: bytes, *, max_packet: int = MAX_PACKET
-                  ) -> list[tuple[str, int, int, float]]:
-    """The heartbeats in datagram ``data``; PacketError (reason: oversized, malformed
-    or unauthenticated) unless it is a well-formed version-1 packet signed with ``key``.
+def decode_packet(key: bytes, data: bytes, *, max_packet: int = MAX_PACKET) -> list[Beat]:
+    """The entries of datagram ``data`` as :class:`Beat` tuples; PacketError (reason:
+    oversized, malformed or unauthenticated) unless it is a well-formed version-1
+    packet signed with ``key``.
 
-    The tag is checked (in constant time) before any field is parsed.
+    An incarnation field with bit 63 set decodes as a leave (``leave=True``) of
+    incarnation ``field & ~2**63``.  The tag is checked (in constant time)
+    before any field is parsed.
     """
     n = len(data)
     if n > max_packet:
@@ -174,9 +215,9 @@ def decode_packet(key: bytes, data: bytes, *, max_packet: int = MAX_PACKET
         pos += size
         inc, seq, sent = _ENTRY.unpack_from(body, pos)
         pos += _ENTRY.size
-        if inc >= _INC_LIMIT or not math.isfinite(sent):
-            raise PacketError("malformed", "incarnation or send time out of range")
-        beats.append((name, inc, seq, sent))
+        if not math.isfinite(sent):
+            raise PacketError("malformed", "send time out of range")
+        beats.append(Beat(name, inc & ~LEAVE_BIT, seq, sent, inc >= LEAVE_BIT))
     if count == 0 or pos != end:
         raise PacketError("malformed", "count does not match the body")
     return beats
@@ -188,21 +229,27 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
     ``detector`` is a :class:`~faultkit.TimeoutDetector` or
     :class:`~faultkit.PhiAccrualDetector`; heartbeats are stamped with its
     clock on arrival (the sender's clock is not trusted for timing).  With
-    ``auto_add`` (default), an authenticated heartbeat from an unknown name
-    adds it; otherwise it is dropped as ``unknown``.  ``stats`` counts
-    packets by fate: ``packets`` (authenticated), ``heartbeats`` (recorded), ``oversized``,
-    ``malformed``, ``unauthenticated``, ``replayed`` (heartbeats), ``unknown``,
-    ``rejected`` (the detector refused it), ``stale`` (heartbeats sent more than
+    ``auto_add``, an authenticated heartbeat from an unknown name adds it;
+    by default (off) it is dropped as ``unknown``, so the members are the
+    ones the application added (a :class:`~faultkit.Cluster`'s nodes) and a
+    key holder cannot make the detector track names nobody routes to.  A
+    leave entry (see the module docstring) calls the detector's
+    ``leave(name, incarnation)``: ``"left"`` at once.  ``stats`` counts
+    packets by fate: ``packets`` (authenticated), ``heartbeats`` (recorded),
+    ``leaves`` (leaves that took effect), ``after_leave`` (heartbeats or
+    leaves ignored because that incarnation has left), ``oversized``,
+    ``malformed``, ``unauthenticated``, ``replayed`` (entries), ``unknown``,
+    ``rejected`` (the detector refused it), ``stale`` (entries sent more than
     ``max_skew`` seconds from ``wall_clock()``; off by default), ``socket_errors``
     and ``callback_errors``.
-    ``on_join(name)`` is called after a new name's first heartbeat is recorded;
-    an exception from it is logged (logger ``faultkit.transport``) and counted,
-    never raised into the event loop.
+    ``on_join(name)`` is called after a name added by ``auto_add`` has its
+    first heartbeat recorded; an exception from it is logged (logger
+    ``faultkit.transport``) and counted, never raised into the event loop.
     Use ``await receiver.start()`` / ``receiver.close()`` or ``async with``.
     """
 
     def __init__(self, detector: Any, bind: Address = "127.0.0.1:7946", *, key: bytes,
-                 auto_add: bool = True, max_packet: int = MAX_PACKET,
+                 auto_add: bool = False, max_packet: int = MAX_PACKET,
                  on_join: Optional[Callable[[Hashable], Any]] = None,
                  max_skew: Optional[float] = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
@@ -231,8 +278,9 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
         self.max_skew = max_skew
         self.wall_clock = wall_clock
         self.stats = dict.fromkeys(
-            ("packets", "heartbeats", "oversized", "malformed", "unauthenticated", "replayed",
-             "unknown", "rejected", "stale", "socket_errors", "callback_errors"), 0)
+            ("packets", "heartbeats", "leaves", "after_leave", "oversized", "malformed",
+             "unauthenticated", "replayed", "unknown", "rejected", "stale", "socket_errors",
+             "callback_errors"), 0)
         self._seen: dict[str, tuple[int, int]] = {}
         self.transport: Optional[asyncio.DatagramTransport] = None
 
@@ -241,6 +289,23 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=self.bind)
         return self.address
+
+    def _leave(self, name: str, inc: int, seq: int, now: Optional[float]) -> None:
+        stats, det = self.stats, self.detector
+        leave = getattr(det, "leave", None)
+        if name not in det:
+            stats["unknown"] += 1  # a leave never adds a member
+            return
+        if leave is None:
+            stats["rejected"] += 1
+            return
+        try:
+            took = leave(name, inc, now=now)
+        except (ValueError, KeyError, TypeError):
+            stats["rejected"] += 1
+            return
+        self._seen[name] = (inc, seq)
+        stats["leaves" if took else "after_leave"] += 1
 
     @property
     def address(self) -> tuple[str, int]:
@@ -290,12 +355,15 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
         det, seen, done = self.detector, self._seen, 0
         skew = self.max_skew
         wall = self.wall_clock() if skew is not None else 0.0
-        for name, inc, seq, sent in beats:
+        for name, inc, seq, sent, leave in beats:
             if seen.get(name, (-1, -1)) >= (inc, seq):
                 stats["replayed"] += 1
                 continue
             if skew is not None and not abs(sent - wall) <= skew:
                 stats["stale"] += 1
+                continue
+            if leave:
+                self._leave(name, inc, seq, now)
                 continue
             if name not in det:
                 if not self.auto_add:
@@ -306,11 +374,14 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
             else:
                 joined = False
             try:
-                det.heartbeat(name, now, incarnation=inc)
+                recorded = det.heartbeat(name, now, incarnation=inc)
             except (ValueError, KeyError):
                 stats["rejected"] += 1
                 continue
             seen[name] = (inc, seq)
+            if recorded is False:  # that incarnation has left: a heartbeat overtaken by its leave
+                stats["after_leave"] += 1
+                continue
             done += 1
             if joined and self.on_join is not None:
                 try:
@@ -331,8 +402,11 @@ class HeartbeatSender:
     ``incarnation`` defaults to the start time in milliseconds, so a restarted
     sender outranks its previous life at the receiver.  Names that do not fit
     one :data:`MAX_PACKET` datagram are split over several.  ``stats`` counts
-    ``sent`` datagrams and ``errors``.  Use ``await sender.start()`` /
-    ``sender.close()`` or ``async with``.
+    ``sent`` datagrams (leaves included) and ``errors``.  Use ``await
+    sender.start()`` / ``await sender.stop()`` or ``async with``: a stop
+    announces a leave (:data:`LEAVE_REPEATS` times), so the receiver reports
+    the names ``"left"`` at once; :meth:`close` stops without one (the
+    receiver sees what it would see of a crash, unless ``leave=True``).
     """
 
     def __init__(self, name: Union[str, Sequence[str]], target: Address, interval: float = 1.0, *,
@@ -384,6 +458,24 @@ class HeartbeatSender:
                                                 for n in batch]))
         return out
 
+    def leave_packets(self) -> list[bytes]:
+        """The datagrams announcing that every name leaves (advances the sequence)."""
+        out = []
+        now = self._clock()
+        for batch in self._batches:
+            self.sequence += 1
+            out.append(encode_packet(self.key, [(n, self.incarnation, self.sequence, now, True)
+                                                for n in batch]))
+        return out
+
+    def _send(self, packets: list[bytes]) -> None:
+        for p in packets:
+            try:
+                self._transport.sendto(p)  # type: ignore[union-attr]
+                self.stats["sent"] += 1
+            except OSError:
+                self.stats["errors"] += 1
+
     async def start(self) -> None:
         """Open the socket and start sending (the first heartbeat goes at once)."""
         loop = asyncio.get_running_loop()
@@ -395,12 +487,7 @@ class HeartbeatSender:
         """Send one heartbeat round immediately."""
         if self._transport is None:
             raise RuntimeError("the sender is not started")
-        for p in self.packets():
-            try:
-                self._transport.sendto(p)
-                self.stats["sent"] += 1
-            except OSError:
-                self.stats["errors"] += 1
+        self._send(self.packets())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -412,12 +499,39 @@ class HeartbeatSender:
             due = max(due, loop.time())
             await asyncio.sleep(due - loop.time())
 
-    def close(self) -> None:
-        """Stop sending and close the socket (idempotent)."""
+    async def stop(self, *, repeats: int = LEAVE_REPEATS, spacing: float = LEAVE_SPACING) -> None:
+        """Stop gracefully: stop heartbeating, send the leave ``repeats`` times ``spacing``
+        seconds apart (defaults :data:`LEAVE_REPEATS`, 5 ms), close (idempotent)."""
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
+            raise ValueError(f"repeats must be an int in [1, 100], got {repeats!r}")
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) \
+                or not (math.isfinite(spacing) and 0 <= spacing <= 1):
+            raise ValueError(f"spacing must be in [0, 1] seconds, got {spacing!r}")
         if self._task is not None:
             self._task.cancel()
             self._task = None
         if self._transport is not None:
+            packets = self.leave_packets()  # one sequence: duplicates of one leave
+            for k in range(repeats):
+                if k:
+                    await asyncio.sleep(spacing)
+                if self._transport is None:
+                    break
+                self._send(packets)
+        self.close()
+
+    def close(self, *, leave: bool = False) -> None:
+        """Stop sending and close the socket (idempotent).  With ``leave``, first send
+        the leave :data:`LEAVE_REPEATS` times back to back (for callers that cannot
+        await :meth:`stop`)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._transport is not None:
+            if leave:
+                packets = self.leave_packets()
+                for _ in range(LEAVE_REPEATS):
+                    self._send(packets)
             self._transport.close()
             self._transport = None
 
@@ -426,4 +540,4 @@ class HeartbeatSender:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.stop()

@@ -1,0 +1,144 @@
+"""OutlierDetector: Envoy's outlier detection on replayed request results (explicit times)."""
+import math
+
+import numpy as np
+import pytest
+
+import faultkit as fk
+from faultkit.contain import Ejection, OutlierDetector
+
+
+def hosts(n):
+    return [f"h{i}" for i in range(n)]
+
+
+def test_consecutive_errors_eject_at_the_fifth_and_a_success_resets_the_count():
+    od = OutlierDetector(hosts(20))
+    for _ in range(4):
+        assert od.report("h1", False, now=1.0) is None
+    assert od.report("h1", True, now=1.0) is None  # the run is broken
+    for _ in range(4):
+        assert od.report("h1", False, now=2.0) is None
+    e = od.report("h1", False, now=2.0)
+    assert e == Ejection("h1", "eject", "consecutive_errors", 2.0, 32.0, 1)
+    assert od.is_ejected("h1") and od.ejected == ["h1"] and od.ejected_until("h1") == 32.0
+    # results of requests that were in flight do not eject it again
+    assert od.report("h1", False, now=3.0) is None
+
+
+def test_ejection_time_grows_per_ejection_and_is_capped():
+    od = OutlierDetector(hosts(20), interval=1e9)  # no sweeps: no decay in this test
+    t, spans = 0.0, []
+    for _ in range(12):
+        for _ in range(5):
+            e = od.report("h0", False, now=t)
+        spans.append(e.until - t)
+        assert od.tick(e.until - 0.001) == []      # not a moment early
+        back = od.tick(e.until)                     # trial traffic when the time is up
+        assert back == [Ejection("h0", "return", "time_up", e.until, None, e.count)]
+        assert not od.is_ejected("h0")
+        t = e.until
+    assert spans == [30.0 * k for k in range(1, 11)] + [300.0, 300.0]
+    assert od.ejection_count("h0") == 12
+
+
+def test_a_healthy_interval_forgives_one_ejection():
+    od = OutlierDetector(hosts(20), interval=10.0)
+    od.tick(0.0)
+    for _ in range(5):
+        od.report("h0", False, now=1.0)
+    assert od.ejection_count("h0") == 1
+    od.tick(10.0)    # sweep while ejected: no decay
+    od.tick(31.0)    # back in routing; this sweep's interval had the ejection in it
+    assert od.ejection_count("h0") == 1
+    od.tick(41.0)    # a whole interval in routing: forgiven once
+    assert od.ejection_count("h0") == 0
+
+
+def test_max_ejection_percent_caps_ejections_but_one_host_may_always_go():
+    od = OutlierDetector(hosts(20))  # 10 %: two of twenty
+    made = [od.report(h, False, now=0.0) for h in ("h0", "h1", "h2") for _ in range(5)]
+    assert [e.host for e in made if e is not None] == ["h0", "h1"]
+    assert od.ejected == ["h0", "h1"] and not od.is_ejected("h2")
+    small = OutlierDetector(hosts(5))  # 10 % of 5 is half a host: still one
+    made = [small.report(h, False, now=0.0) for h in ("h0", "h1") for _ in range(5)]
+    assert [e.host for e in made if e is not None] == ["h0"]
+    none = OutlierDetector(hosts(5), max_ejection_percent=0.0)
+    assert [none.report("h0", False, now=0.0) for _ in range(5)][-1] is not None
+
+
+def _interval(od, rates, t, volume=100):
+    for h, rate in rates.items():
+        good = round(rate * volume)
+        for k in range(volume):
+            od.report(h, k < good, now=t)
+
+
+def test_success_rate_ejects_below_mean_minus_1_9_stdev():
+    od = OutlierDetector(hosts(10), consecutive_errors=None, max_ejection_percent=100.0)
+    od.tick(0.0)
+    rates = {f"h{i}": 0.99 for i in range(9)}
+    rates["h9"] = 0.80
+    _interval(od, rates, 1.0)
+    xs = np.array(list(rates.values()))
+    assert 0.80 < xs.mean() - 1.9 * xs.std()  # the rule says h9 goes, nobody else
+    made = od.tick(10.0)
+    assert [(e.host, e.reason) for e in made] == [("h9", "success_rate")]
+    # counters start over each interval: the same rates again eject nobody new
+    _interval(od, {h: r for h, r in rates.items() if h != "h9"}, 11.0)
+    assert od.tick(20.0) == []
+
+
+def test_success_rate_needs_minimum_hosts_and_request_volume():
+    od = OutlierDetector(hosts(10), consecutive_errors=None, max_ejection_percent=100.0)
+    od.tick(0.0)
+    rates = {f"h{i}": 1.0 for i in range(4)}
+    rates["h9"] = 0.0
+    _interval(od, {h: r for h, r in rates.items() if h != "h9"}, 1.0)
+    _interval(od, {"h9": 0.0}, 1.0, volume=99)  # below the request volume: not judged
+    assert od.tick(10.0) == []
+    _interval(od, {f"h{i}": 1.0 for i in range(4)} | {"h9": 0.0}, 11.0)  # 5 hosts with volume
+    assert [e.host for e in od.tick(20.0)] == ["h9"]
+
+
+def test_latency_outliers_are_ejected_only_when_enabled():
+    def run(**kw):
+        od = OutlierDetector(hosts(8), consecutive_errors=None, **kw)
+        od.tick(0.0)
+        for i in range(8):
+            lat = 0.500 if i == 3 else 0.010 + 0.001 * i
+            for _ in range(100):
+                od.report(f"h{i}", True, lat, now=1.0)
+        return od.tick(10.0)
+
+    assert run() == []
+    assert [(e.host, e.reason) for e in run(latency_stdev_factor=1.9)] == [("h3", "latency")]
+
+
+def test_hosts_and_bad_arguments():
+    od = OutlierDetector(["a"])
+    od.add("b")
+    with pytest.raises(ValueError, match="already"):
+        od.add("b")
+    with pytest.raises(KeyError, match="zz"):
+        od.report("zz", False)
+    with pytest.raises(TypeError, match="ok"):
+        od.report("a", 0)
+    with pytest.raises(ValueError, match="latency"):
+        od.report("a", True, -1.0)
+    with pytest.raises(ValueError, match="latency"):
+        od.report("a", True, math.nan)
+    for kw, exc in ((dict(consecutive_errors=0), ValueError), (dict(consecutive_errors=2.0), TypeError),
+                    (dict(interval=0), ValueError), (dict(base_ejection_time=-1), ValueError),
+                    (dict(max_ejection_time=10.0), ValueError), (dict(max_ejection_percent=101), ValueError),
+                    (dict(success_rate_minimum_hosts=0), ValueError),
+                    (dict(success_rate_stdev_factor="x"), TypeError), (dict(clock=1), TypeError)):
+        with pytest.raises(exc):
+            OutlierDetector(**kw)
+    assert math.isinf(OutlierDetector(max_ejection_time=math.inf).max_ejection_time)
+    for _ in range(5):
+        od.report("a", False, now=0.0)
+    od.remove("a")
+    assert od.ejected == [] and "a" not in od and len(od) == 1
+    assert fk.OutlierDetector is OutlierDetector
+    assert "OutlierDetector(1 hosts" in repr(od)
