@@ -22,7 +22,8 @@ from faultkit.recover.objstore import ObjectStore  # noqa: E402
 from recover_util import exact_equal  # noqa: E402
 from s3_server import CutProxy, MotoServer  # noqa: E402
 
-SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+# The subprocesses import the same faultkit as this process (source tree or installed wheel).
+SRC = os.path.dirname(os.path.dirname(fk.__file__))
 
 
 @pytest.fixture(scope="module")
