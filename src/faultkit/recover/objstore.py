@@ -242,6 +242,7 @@ class ObjectStore(Store):
         self._sleep = sleep
         self._token = secrets.token_hex(8)  # this store object's identity in leases
         self._lease: Optional[_Lease] = None
+        self._inline: set = set()  # names this object committed inline (no data objects to delete)
         self._cache_dir = cache_dir
         self._cache_lock = threading.Lock()
         cfg = dict(config or {})
@@ -423,6 +424,8 @@ class ObjectStore(Store):
         try:
             self._fence()  # fencing: a writer that lost its lease stops here
             self._create(name, body)
+            if inline is not None:
+                self._inline.add(name)
         except BaseException:
             if inline is None:
                 self._delete_quietly(f"{_DATA}{name}.{token}")
@@ -570,7 +573,7 @@ class ObjectStore(Store):
                 raise CorruptCheckpointError(f"data object of {name} holds {res.meta['size']} bytes, "
                                              f"its pointer says {size}")
             got = 0
-            for chunk in res.stream(min_chunk_size=4 << 20):
+            for chunk in res.stream(min_chunk_size=8 << 20):
                 got += len(chunk)
                 if got > size:
                     raise CorruptCheckpointError(f"data object of {name} is longer than {size} bytes")
@@ -749,10 +752,13 @@ class ObjectStore(Store):
             raise
         except Exception as e:
             raise self._fail(f"deleting {name}", e) from e
-        for key in self._list_keys(_DATA.rstrip("/")):
-            m = _DATA_KEY.match(key)
-            if m and m.group("name") == name:
-                self._delete_quietly(key)
+        if name in self._inline:  # committed inline by us: it has no data objects
+            self._inline.discard(name)
+        else:
+            for key in self._list_keys(_DATA.rstrip("/")):
+                m = _DATA_KEY.match(key)
+                if m and m.group("name") == name:
+                    self._delete_quietly(key)
         self._cache_evict(name)
 
     def cleanup(self) -> None:
