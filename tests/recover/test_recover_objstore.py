@@ -325,3 +325,46 @@ def test_errors_and_bad_arguments(s3, tmp_path):
     with pytest.raises(KeyError, match="boom"):
         st.put_atomic("obj", bad)
     assert st.list() == [] and data_keys(st) == []
+
+
+def test_renewal_extends_the_lease_and_expiry_is_by_the_clock(s3):
+    url = f"s3://{s3.bucket()}/renew"
+    clock = Clock()
+    a = ObjectStore(url, **s3.options(renew=False, clock=clock, lease_duration=30))
+    b = ObjectStore(url, **s3.options(renew=False, clock=clock, lease_duration=30))
+    lease = a.lock()
+    tag = lease.e_tag
+    clock.t += 25
+    lease.renew()  # now expires 30 s after this
+    assert lease.e_tag != tag
+    clock.t += 15  # 40 s after taking it: live only thanks to the renewal
+    with pytest.raises(CheckpointLockedError, match="expires in 15.0 s"):
+        b.lock()
+    lease.fence()  # renewed 15 s ago (>= 30/2): fence renews again
+    clock.t += 29.9
+    with pytest.raises(CheckpointLockedError):
+        b.lock()
+    clock.t += 0.2  # expired: b takes it, a is fenced at its next check
+    b.lock()
+    with pytest.raises(CheckpointLockedError, match="fenced"):
+        lease.fence()
+    with pytest.raises(CheckpointLockedError, match="fenced"):
+        a.put_atomic("obj", lambda f: f.write(b"late"))
+    assert a.list() == []
+
+
+def test_cleanup_removes_unreferenced_data_objects(s3):
+    url = f"s3://{s3.bucket()}/orphans"
+    ck = ckpt(s3, url)
+    ck.save(state(1))
+    (kept,) = data_keys(ck.store)
+    ck.close()
+    orphan = ".data/ckpt-000000000002.fkc." + "ab" * 16  # a fenced or failed writer's upload
+    loser = ".data/ckpt-000000000001.fkc." + "cd" * 16  # the losing upload of a committed name
+    foreign = ".data/notes.txt"  # not ours: never touched
+    for key in (orphan, loser, foreign):
+        obstore.put(ck.store._store, key, b"x" * 100)
+    ck2 = ckpt(s3, url)
+    ck2.save({"small": 1})  # taking the lease runs cleanup()
+    assert data_keys(ck2.store) == sorted([kept, foreign])
+    ck2.close()
