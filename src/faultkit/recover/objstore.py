@@ -573,7 +573,9 @@ class ObjectStore(Store):
                 raise CorruptCheckpointError(f"data object of {name} holds {res.meta['size']} bytes, "
                                              f"its pointer says {size}")
             got = 0
-            for chunk in res.stream(min_chunk_size=8 << 20):
+            # The HTTP body frames as they arrive: asking obstore for bigger chunks
+            # costs a second copy (measured: 256 MiB from moto 1.08x one raw get vs 1.25x).
+            for chunk in res.stream(min_chunk_size=0):
                 got += len(chunk)
                 if got > size:
                     raise CorruptCheckpointError(f"data object of {name} is longer than {size} bytes")
