@@ -368,3 +368,30 @@ def test_cleanup_removes_unreferenced_data_objects(s3):
     ck2.save({"small": 1})  # taking the lease runs cleanup()
     assert data_keys(ck2.store) == sorted([kept, foreign])
     ck2.close()
+
+
+@pytest.mark.parametrize("mmap", [False, True], ids=["copy", "mmap"])
+def test_download_cut_is_retried_or_reported(s3, mmap, tmp_path):
+    url = f"s3://{s3.bucket()}/dlcut"
+    s = state(3)
+    ck = ckpt(s3, url)
+    size = ck.save(s).size
+    ck.close()
+    proxy = CutProxy(s3.port)
+    rnd = random.Random(99 + mmap)
+    try:
+        opts = s3.options(endpoint=f"http://127.0.0.1:{proxy.port}", retries=2, backoff=0.01, max_backoff=0.02,
+                          renew=False, cache_dir=str(tmp_path / "c"))
+        reader = fk.Checkpointer(url, store_options=opts)
+        reader.list()  # connections warm; next: cut the data download once, mid-body
+        cut = rnd.randrange(64 << 10, 10 << 20)
+        proxy.cut_after(cut, once=True, direction="down")
+        exact_equal(reader.recover(mmap=mmap), s)
+        # obstore resumed the cut body with a ranged request (or faultkit restarted it)
+        assert proxy.cuts == 1 and proxy.received >= size
+        # A cut that does not heal is a StoreError, not a corrupt checkpoint or an older state.
+        proxy.cut_after(rnd.randrange(64 << 10, 10 << 20), direction="down")
+        with pytest.raises(StoreError, match="failed"):
+            fk.Checkpointer(url, store_options=dict(opts, cache_dir=str(tmp_path / "d"))).recover(mmap=mmap)
+    finally:
+        proxy.close()

@@ -77,13 +77,18 @@ class CutProxy:
     forwarded (over all connections), forward exactly up to that byte, then
     reset every open connection; afterwards new connections are reset at
     once until ``heal()`` (``once=True``: only the connections open at the cut
-    die, new ones pass).  ``sent`` counts client-to-server bytes forwarded.
+    die, new ones pass).  ``sent`` counts client-to-server bytes forwarded;
+    ``direction="down"`` counts (and cuts) server-to-client bytes instead
+    (``received``).
     """
 
     def __init__(self, target_port: int):
         self.target_port = target_port
         self.port = free_port()
         self.sent = 0
+        self.received = 0
+        self.cuts = 0  # how many times the connections were cut
+        self._down = False
         self._limit = None
         self._dead = False
         self._once = False
@@ -101,9 +106,13 @@ class CutProxy:
         started.set()
         self._loop.run_forever()
 
-    def cut_after(self, n: int, *, once: bool = False) -> None:
+    def cut_after(self, n: int, *, once: bool = False, direction: str = "up") -> None:
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+
         def set_():
-            self._limit = self.sent + n
+            self._down = direction == "down"
+            self._limit = (self.received if self._down else self.sent) + n
             self._once = once
         self._loop.call_soon_threadsafe(set_)
 
@@ -141,7 +150,7 @@ class CutProxy:
                 data = await reader.read(65536)
                 if not data:
                     break
-                if self._limit is not None and self.sent + len(data) >= self._limit:
+                if self._limit is not None and not self._down and self.sent + len(data) >= self._limit:
                     keep = self._limit - self.sent
                     if keep:
                         uw.write(data[:keep])
@@ -149,6 +158,7 @@ class CutProxy:
                     self.sent += keep
                     self._limit = None
                     self._dead = not self._once
+                    self.cuts += 1
                     self._kill_all()
                     return
                 uw.write(data)
@@ -161,8 +171,20 @@ class CutProxy:
                 data = await ur.read(65536)
                 if not data:
                     break
+                if self._limit is not None and self._down and self.received + len(data) >= self._limit:
+                    keep = self._limit - self.received
+                    if keep:
+                        writer.write(data[:keep])
+                        await writer.drain()
+                    self.received += keep
+                    self._limit = None
+                    self._dead = not self._once
+                    self.cuts += 1
+                    self._kill_all()
+                    return
                 writer.write(data)
                 await writer.drain()
+                self.received += len(data)
             writer.close()
 
         try:

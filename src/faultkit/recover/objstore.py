@@ -564,14 +564,31 @@ class ObjectStore(Store):
             return "pointer", self._pointer(name, body), res.meta.get("e_tag")
         return "inline", body, res.meta.get("e_tag")
 
-    def _fetch(self, name: str, key: str, size: int, sink) -> Optional[str]:
-        """Stream data object ``key`` (expected ``size`` bytes) into ``sink(chunk)``; returns its ETag."""
+    def _fetch(self, name: str, key: str, size: int, make_sink) -> Optional[str]:
+        """Stream data object ``key`` (expected ``size`` bytes) into ``make_sink()(chunk)``; returns its ETag.
+
+        ``make_sink`` is called once the object's size is known to be ``size``
+        (so a crafted pointer cannot make us allocate), and again, starting
+        over, when a transport fault cuts the download (up to ``retries`` times).
+        """
+        attempt = 0
+        while True:
+            try:
+                return self._fetch_once(name, key, size, make_sink)
+            except StoreError as e:
+                if attempt >= self.retries or not _retryable(e.__cause__ or e):
+                    raise
+            self._sleep(random.uniform(0, min(self.max_backoff, self.backoff * (2 ** attempt))))
+            attempt += 1
+
+    def _fetch_once(self, name: str, key: str, size: int, make_sink) -> Optional[str]:
         ob = self._ob
         try:
             res = self._call(f"reading {key}", lambda: ob.get(self._store, key))
             if res.meta["size"] != size:
                 raise CorruptCheckpointError(f"data object of {name} holds {res.meta['size']} bytes, "
                                              f"its pointer says {size}")
+            sink = make_sink()
             got = 0
             # The HTTP body frames as they arrive: asking obstore for bigger chunks
             # costs a second copy (measured: 256 MiB from moto 1.08x one raw get vs 1.25x).
@@ -606,19 +623,30 @@ class ObjectStore(Store):
             return self._cache_put(name, f"i{e_tag}", len(body), lambda f: f.write(body))
         key, size, data_tag = body
         if mmap:
-            return self._cache_put(name, f"p{data_tag or key}", size,
-                                   lambda f: self._fetch(name, key, size, f.write))
-        buf = bytearray(size)
-        view = memoryview(buf)
-        pos = [0]
+            def to_file(f):
+                def make_sink():
+                    f.seek(0)
+                    f.truncate()
+                    return f.write
+                self._fetch(name, key, size, make_sink)
 
-        def sink(chunk) -> None:
-            n = len(chunk)
-            view[pos[0]:pos[0] + n] = memoryview(chunk).cast("B")
-            pos[0] += n
+            return self._cache_put(name, f"p{data_tag or key}", size, to_file)
+        out: dict = {}
 
-        self._fetch(name, key, size, sink)
-        return buf
+        def make_sink():
+            if "buf" not in out:
+                out["buf"] = bytearray(size)
+                out["view"] = memoryview(out["buf"])
+            view, pos = out["view"], [0]
+
+            def sink(chunk) -> None:
+                n = len(chunk)
+                view[pos[0]:pos[0] + n] = memoryview(chunk).cast("B")
+                pos[0] += n
+            return sink
+
+        self._fetch(name, key, size, make_sink)
+        return out.get("buf", bytearray())
 
     def get_index(self, name: str):
         """A buffer of the object's size holding its header, META, TOC and footer (other bytes zero).
@@ -635,6 +663,16 @@ class ObjectStore(Store):
         if size < 4096:
             return self.get(name)
         ob = self._ob
+        try:
+            meta = self._call(f"reading {key}", lambda: ob.head(self._store, key))
+        except FileNotFoundError:
+            raise CorruptCheckpointError(f"data object {key} of {name} is missing") from None
+        except StoreError:
+            raise
+        except Exception as e:
+            raise self._fail(f"reading {key}", e) from e
+        if meta["size"] != size:  # before mapping: a crafted size must not reserve memory
+            raise CorruptCheckpointError(f"data object of {name} holds {meta['size']} bytes, its pointer says {size}")
         buf = _mmap.mmap(-1, size)
         try:
             tail = max(0, size - (256 << 10))
