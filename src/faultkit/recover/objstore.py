@@ -58,6 +58,7 @@ _CKPT_MAGIC = b"\x89FKCKPT\n"
 _DATA_KEY = re.compile(r"^\.data/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,200})\.(?P<token>[0-9a-f]{16,64})$")
 _MAX_POINTER = 64 << 10  # a pointer record is ~200 bytes; anything bigger is not one
 _MAX_SIZE = 1 << 50
+_MAX_AHEAD = 86400.0  # seconds: a lease expiring later than this (plus lease_duration) is treated as garbage
 _F_SETPIPE_SZ = 1031  # Linux fcntl: grow a pipe's buffer (faster streaming than 64 KiB)
 # Top-level keywords of ObjectStore accepted besides obstore config keys.
 _SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl", "memory", "http", "https")
@@ -359,8 +360,10 @@ class ObjectStore(Store):
                     e_tag = cur_tag  # our create succeeded; its reply was lost
                 else:
                     expires = cur.get("expires")
+                    # A lease is live until its expiry; one claiming more than a day
+                    # ahead (or not a finite number) is garbage, not a lock forever.
                     live = (isinstance(expires, (int, float)) and not isinstance(expires, bool)
-                            and not cur.get("released") and now < expires)
+                            and not cur.get("released") and now < expires <= now + _MAX_AHEAD + self.lease_duration)
                     if live:
                         raise CheckpointLockedError(
                             f"{self.url} is locked by another writer (host {cur.get('host')!r}, pid {cur.get('pid')}) "
