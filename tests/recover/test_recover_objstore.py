@@ -407,3 +407,21 @@ def test_download_cut_is_retried_or_reported(s3, mmap, tmp_path):
             fk.Checkpointer(url, store_options=dict(opts, cache_dir=str(tmp_path / "d"))).recover(mmap=mmap)
     finally:
         proxy.close()
+
+
+def test_index_reads_only_the_table_of_contents(s3):
+    # 48 MB in 4 KiB chunks: a 281 KB table of contents, longer than the 256 KiB tail read first.
+    url = f"s3://{s3.bucket()}/index"
+    ck = ckpt(s3, url, chunk_size=4096)
+    w = np.random.default_rng(11).random(6_000_000)
+    info = ck.save({"w": w}, meta={"epoch": 3})
+    ck.close()
+    reader = ckpt(s3, url, chunk_size=4096)
+    buf = reader.store.get_index(reader._name(1))
+    assert len(buf) == info.size
+    assert bytes(buf[(32 << 20):(32 << 20) + 4096]) == bytes(4096)  # array bytes were not fetched
+    (listed,) = reader.list()
+    assert (listed.id, listed.size, listed.checksum, listed.meta) == (1, info.size, info.checksum, {"epoch": 3})
+    assert reader.save({"w": w}, incremental=True).incremental  # chain resumed from the index
+    exact_equal(reader.recover()["w"], w)
+    reader.close()
