@@ -60,7 +60,7 @@ _MAX_POINTER = 64 << 10  # a pointer record is ~200 bytes; anything bigger is no
 _MAX_SIZE = 1 << 50
 _MAX_AHEAD = 86400.0  # seconds: a lease expiring later than this (plus lease_duration) is treated as garbage
 _F_SETPIPE_SZ = 1031  # Linux fcntl: grow a pipe's buffer (faster streaming than 64 KiB)
-# Top-level keywords of ObjectStore accepted besides obstore config keys.
+# URL schemes obstore.store.from_url understands (only s3 is tested).
 _SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl", "memory", "http", "https")
 
 
