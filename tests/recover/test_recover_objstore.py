@@ -15,13 +15,13 @@ import pytest
 pytest.importorskip("obstore")
 pytest.importorskip("moto.server")
 
-import obstore  # noqa: E402
+import obstore
 
-import faultkit as fk  # noqa: E402
-from faultkit.errors import CheckpointLockedError, CheckpointWarning, NoCheckpointError, StoreError  # noqa: E402
-from faultkit.recover.objstore import ObjectStore  # noqa: E402
-from recover_util import exact_equal  # noqa: E402
-from s3_server import CutProxy, MotoServer  # noqa: E402
+import faultkit as fk
+from faultkit.errors import CheckpointLockedError, CheckpointWarning, NoCheckpointError, StoreError
+from faultkit.recover.objstore import ObjectStore
+from recover_util import exact_equal
+from s3_server import CutProxy, MotoServer
 
 # The subprocesses import the same faultkit as this process (source tree or installed wheel).
 SRC = os.path.dirname(os.path.dirname(fk.__file__))
@@ -208,7 +208,7 @@ def test_corrupt_and_partial_objects_are_skipped(s3):
         ck.save(s)
     ck.save({"small": True})  # id 5, inline
     st = ck.store
-    ptr = lambda name: json.loads(bytes(obstore.get(st._store, name).bytes())[8:])["data"]  # noqa: E731
+    ptr = lambda name: json.loads(bytes(obstore.get(st._store, name).bytes())[8:])["data"]
     # 5: inline object with a flipped byte; 4: data object truncated; 3: data object bit flip;
     # 2: garbage pointer record; 1 intact.
     _rewrite(st, "ckpt-000000000005.fkc", lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:])

@@ -42,10 +42,10 @@ class MotoServer:
             try:
                 urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).close()
                 return
-            except (urllib.error.URLError, ConnectionError, OSError):
+            except (urllib.error.URLError, ConnectionError, OSError) as e:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"moto.server did not answer on {self.endpoint} within {timeout} s")
+                    raise RuntimeError(f"moto.server did not answer on {self.endpoint} within {timeout} s") from e
                 time.sleep(0.05)
 
     def bucket(self, endpoint: str = None) -> str:
@@ -61,8 +61,9 @@ class MotoServer:
 
     def env(self) -> dict:
         """Environment variables an S3 client reads to reach this server."""
-        return {"AWS_ACCESS_KEY_ID": CREDENTIALS["access_key_id"], "AWS_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"],
-                "AWS_REGION": REGION, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true"}
+        return {"AWS_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"], "AWS_REGION": REGION,
+                "AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true"}
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -106,7 +106,7 @@ class Checkpointer:
             raise TypeError(f"store_options must be a dict or None, got {type(store_options).__name__}")
         if isinstance(path, str) and _URL.match(path):
             from faultkit.recover.objstore import ObjectStore
-            self.store = ObjectStore(path, **(store_options or {}))
+            self.store: Store = ObjectStore(path, **(store_options or {}))
         elif store_options is not None:
             raise TypeError("store_options applies only to an object-store URL path")
         elif isinstance(path, Store):

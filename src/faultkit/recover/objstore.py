@@ -24,6 +24,7 @@ The layout is described in docs/objstore.md and docs/FORMAT.md; the design
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import mmap as _mmap
@@ -37,7 +38,7 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 from faultkit.errors import CheckpointLockedError, CorruptCheckpointError, StoreError
 from faultkit.recover.store import Store, StoreLock, _NAME, _check_name
@@ -214,6 +215,7 @@ class ObjectStore(Store):
         scheme = url.split("://", 1)[0].lower()
         if scheme not in _SCHEMES:
             raise ValueError(f"unsupported object-store URL scheme {scheme!r} in {url!r} (use one of {_SCHEMES})")
+        v: Any
         for n, v in (("endpoint", endpoint), ("region", region), ("cache_dir", cache_dir)):
             if v is not None and not isinstance(v, str):
                 raise TypeError(f"{n} must be a str or None, got {v!r}")
@@ -255,7 +257,8 @@ class ObjectStore(Store):
         if region is not None:
             cfg["region"] = region
         from datetime import timedelta
-        retry_config = {"max_retries": retries, "retry_timeout": timedelta(seconds=max(30.0, 4 * max_backoff * (retries + 1))),
+        timeout = timedelta(seconds=max(30.0, 4 * max_backoff * (retries + 1)))
+        retry_config = {"max_retries": retries, "retry_timeout": timeout,
                         "backoff": {"init_backoff": timedelta(seconds=self.backoff),
                                     "max_backoff": timedelta(seconds=self.max_backoff), "base": 2}}
         try:
@@ -271,7 +274,10 @@ class ObjectStore(Store):
     # ------------------------------------------------------------ retries
 
     def _call(self, what: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
-        """``fn()``, retried on transport faults; other obstore errors pass through, transport ones become StoreError."""
+        """``fn()``, retried on transport faults.
+
+        Other obstore errors pass through; transport faults left after the retries become StoreError.
+        """
         attempt = 0
         while True:
             try:
@@ -351,7 +357,8 @@ class ObjectStore(Store):
                     "expires": now + self.lease_duration, "taken": now, "nonce": secrets.token_hex(8)}
             data = json.dumps(body, sort_keys=True).encode()
             try:
-                e_tag = self._call("taking the lease", lambda: ob.put(self._store, _LEASE, data, mode="create"))["e_tag"]
+                e_tag = self._call("taking the lease",
+                                   functools.partial(ob.put, self._store, _LEASE, data, mode="create"))["e_tag"]
             except ob.exceptions.AlreadyExistsError:
                 cur, cur_tag = self._read_lease()
                 if cur is None:
@@ -367,11 +374,12 @@ class ObjectStore(Store):
                     if live:
                         raise CheckpointLockedError(
                             f"{self.url} is locked by another writer (host {cur.get('host')!r}, pid {cur.get('pid')}) "
-                            f"whose lease expires in {expires - now:.1f} s; one Checkpointer may write to a "
+                            f"whose lease expires in {(expires or 0.0) - now:.1f} s; one Checkpointer may write to a "
                             "store at a time") from None
-                    e_tag = self._swap_lease(cur_tag, body)
+                    e_tag = self._swap_lease(cur_tag or "", body)
                     if e_tag is None:
-                        raise CheckpointLockedError(f"{self.url}: another writer took the expired lease first") from None
+                        raise CheckpointLockedError(
+                            f"{self.url}: another writer took the expired lease first") from None
             except StoreError:
                 raise
             except Exception as e:
@@ -446,8 +454,8 @@ class ObjectStore(Store):
             except FileNotFoundError:
                 cur = None
             if cur != body:
-                raise CheckpointLockedError(
-                    f"{self.url}/{name} was committed by another writer; this writer no longer owns the store") from None
+                raise CheckpointLockedError(f"{self.url}/{name} was committed by another writer; "
+                                            "this writer no longer owns the store") from None
         except StoreError:
             raise
         except Exception as e:
@@ -722,7 +730,7 @@ class ObjectStore(Store):
         tag = hashlib.sha256(f"{self.url}\0{name}\0{version}".encode()).hexdigest()[:24]
         return os.path.join(self._cache_root(), f"{name}.{tag}")
 
-    def _cache_put(self, name: str, version: str, size: int, fill) -> "_mmap.mmap":
+    def _cache_put(self, name: str, version: str, size: int, fill) -> "Union[_mmap.mmap, bytearray]":
         path = self._cache_path(name, version)
         try:
             f = open(path, "rb", buffering=0)
