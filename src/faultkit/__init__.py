@@ -26,11 +26,13 @@ from faultkit.errors import (
     IsolationRefusedError,
     NoCheckpointError,
     NoLiveNodeError,
+    StoreError,
 )
 from faultkit.recover import (
     Checkpointer,
     CheckpointInfo,
     LocalStore,
+    ObjectStore,
     Store,
     register_type,
 )
@@ -74,11 +76,13 @@ __all__ = [
     "BulkheadFullError",
     "IsolationRefusedError",
     "CheckpointWarning",
+    "StoreError",
     # recover
     "Checkpointer",
     "CheckpointInfo",
     "Store",
     "LocalStore",
+    "ObjectStore",
     "register_type",
     # together
     "Cluster",

@@ -15,6 +15,7 @@ __all__ = [
     "CorruptCheckpointError",
     "CheckpointLockedError",
     "CheckpointWarning",
+    "StoreError",
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
@@ -49,6 +50,11 @@ class CheckpointLockedError(FaultkitError):
 
 class CheckpointWarning(FaultkitError, UserWarning):
     """Recovery skipped a corrupt, torn or unreadable checkpoint (the message names it and why)."""
+
+
+class StoreError(FaultkitError, OSError):
+    """A checkpoint store failed for good: retries exhausted on a transport fault, or a non-retryable
+    error from the object store (the message names the object; ``__cause__`` is the underlying error)."""
 
 
 # Contain

@@ -8,6 +8,7 @@ copying and can write only what changed.  Format: docs/FORMAT.md.
 from faultkit.recover.checkpointer import CheckpointInfo, Checkpointer
 from faultkit.recover.codec import FORMAT_VERSION, dumps, loads, register_type, unregister_type
 from faultkit.recover.store import LocalStore, Store, StoreLock
+from faultkit.recover.objstore import ObjectStore  # obstore is imported on first use
 
 __all__ = [
     "Checkpointer",
@@ -15,6 +16,7 @@ __all__ = [
     "Store",
     "StoreLock",
     "LocalStore",
+    "ObjectStore",
     "register_type",
     "unregister_type",
     "dumps",

@@ -13,13 +13,15 @@ from typing import Any, List, Optional, Union
 
 from faultkit.recover import _codec
 from faultkit.recover import tracking
-from faultkit.errors import CheckpointWarning, CorruptCheckpointError, NoCheckpointError
+from faultkit.errors import CheckpointWarning, CorruptCheckpointError, NoCheckpointError, StoreError
 from faultkit.recover import codec
 from faultkit.recover.store import LocalStore, Store, StoreLock
 
 __all__ = ["Checkpointer", "CheckpointInfo"]
 
 _FILE = re.compile(r"^ckpt-(\d{12,20})\.fkc$")
+#: A path of this form is an object-store URL (s3://bucket/prefix): see faultkit.recover.objstore.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: Default chunk for incremental checkpoints and per-chunk checksums (1 MiB,
 #: see csrc/faultkit/codec_format.h): a 1% change of a 256 MiB array touches
 #: about 3 chunks when the change is contiguous.
@@ -86,6 +88,12 @@ class Checkpointer:
     it or :meth:`close`; the first write to each page after a save costs a
     minor fault (~1.5 us per 4 KiB page).  The files are the same either way.
 
+    ``path`` may also be an object-store URL (``s3://bucket/prefix``, needs
+    ``faultkit[s3]``): an :class:`~faultkit.recover.objstore.ObjectStore` is
+    made for it with ``store_options`` (a dict of its keyword arguments:
+    ``endpoint``, ``region``, ``config``, ``lease_duration``, ...; see
+    docs/objstore.md); ``fsync`` and ``recycle`` do not apply to it.
+
     One writer per directory: the first ``save`` takes the store's lock
     (``CheckpointLockedError`` if another process or Checkpointer holds it)
     and keeps it until :meth:`close`.  Reading never takes the lock.
@@ -93,8 +101,15 @@ class Checkpointer:
 
     def __init__(self, path: Union[str, "os.PathLike[str]", Store], retain: int = 3, fsync: bool = True, *,
                  full_every: int = 8, chunk_size: int = DEFAULT_CHUNK_SIZE, max_size: Optional[int] = None,
-                 recycle: bool = True, track_writes: bool = True):
-        if isinstance(path, Store):
+                 recycle: bool = True, track_writes: bool = True, store_options: Optional[dict] = None):
+        if store_options is not None and not isinstance(store_options, dict):
+            raise TypeError(f"store_options must be a dict or None, got {type(store_options).__name__}")
+        if isinstance(path, str) and _URL.match(path):
+            from faultkit.recover.objstore import ObjectStore
+            self.store: Store = ObjectStore(path, **(store_options or {}))
+        elif store_options is not None:
+            raise TypeError("store_options applies only to an object-store URL path")
+        elif isinstance(path, Store):
             self.store = path
         elif isinstance(path, (str, os.PathLike)):
             self.store = LocalStore(path, fsync=fsync, recycle=recycle)
@@ -136,6 +151,9 @@ class Checkpointer:
 
     def _where(self, cid: int) -> str:
         path = getattr(self.store, "path", None)
+        url = getattr(self.store, "url", None)
+        if isinstance(url, str) and not path:
+            return f"{url.rstrip('/')}/{self._name(cid)}"
         return os.path.join(path, self._name(cid)) if path else self._name(cid)
 
     def _ids(self) -> List[int]:
@@ -205,11 +223,11 @@ class Checkpointer:
             return
         cid = ids[-1]
         try:
-            buf = self.store.get(self._name(cid), mmap=True)
+            buf = self.store.get_index(self._name(cid))
             layout = _codec.parse(buf)
             m = _codec.read_meta(buf, layout, codec.decode_types())
             for rid, rsum in layout.refs:
-                rl = _codec.parse(self.store.get(self._name(rid), mmap=True))
+                rl = _codec.parse(self.store.get_index(self._name(rid)))
                 if rl.id != rid or rl.checksum != rsum:
                     return
             if layout.id != cid or layout.chunk_size != self.chunk_size or not isinstance(m, dict):
@@ -276,8 +294,10 @@ class Checkpointer:
         refs = self._refs.get(cid)
         if refs is None:
             try:
-                layout = _codec.parse(self.store.get(self._name(cid), mmap=True))
+                layout = _codec.parse(self.store.get_index(self._name(cid)))
                 refs = {rid for rid, _ in layout.refs}
+            except StoreError:
+                raise  # unknown, not empty: retention must not delete what it may reference
             except (CorruptCheckpointError, OSError):
                 refs = set()
             self._refs[cid] = refs
@@ -286,8 +306,11 @@ class Checkpointer:
     def _apply_retention(self) -> None:
         ids = self._ids()
         keep = set(ids[-self.retain:])
-        for cid in list(keep):
-            keep |= self._refs_of(cid)
+        try:
+            for cid in list(keep):
+                keep |= self._refs_of(cid)
+        except StoreError:
+            return  # the store is unreachable: prune at the next save
         # Newest first: a checkpoint goes before the older ones it references,
         # so a reader that finds a checkpoint also finds its bases.
         for cid in reversed(ids):
@@ -369,7 +392,7 @@ class Checkpointer:
             raise NoCheckpointError(f"no checkpoint {id} ({self._where(id)})") from None
 
     def _info(self, cid: int) -> CheckpointInfo:
-        buf = self.store.get(self._name(cid), mmap=True)
+        buf = self.store.get_index(self._name(cid))
         layout = _codec.parse(buf)
         if layout.id != cid:
             raise CorruptCheckpointError(f"file holds checkpoint {layout.id}, not {cid}")

@@ -79,6 +79,14 @@ class Store(abc.ABC):
     def cleanup(self) -> None:
         """Remove leftovers of interrupted writes (call only while holding the lock)."""
 
+    def get_index(self, name: str):
+        """A buffer holding at least the header, META section, TOC and footer of checkpoint ``name``.
+
+        Enough to parse it and read its META and chunk map, not its arrays.
+        Defaults to ``get(name, mmap=True)``; remote stores fetch only those ranges.
+        """
+        return self.get(name, mmap=True)
+
 
 class _FileLock(StoreLock):
     def __init__(self, fd: int):
