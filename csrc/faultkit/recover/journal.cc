@@ -11,6 +11,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <system_error>
 #include <vector>
 
 #include "faultkit/common/endian.h"
@@ -241,6 +242,7 @@ int Writer::create_segment(uint64_t first_lsn, size_t size, std::shared_ptr<Segm
 
 int Writer::sync_segment(Segment& seg) {
     // fdatasync also writes back the pages dirtied through the shared mapping.
+    __atomic_add_fetch(&syncs_, 1, __ATOMIC_RELAXED);
     return ::fdatasync(seg.fd) ? errno : 0;
 }
 
@@ -275,11 +277,11 @@ int Writer::rotate_locked(size_t need) {
         if (rc) {
             error_ = rc;
             ::unlink(next->path.c_str());
-            cv_.notify_all();
+            advanced_locked();
             return rc;
         }
         durable_ = next_lsn_ - 1;
-        cv_.notify_all();
+        advanced_locked();
     }
     rc = seal_locked(*old, false);
     (void)rc;  // a seal that did not reach the disk only costs damage detection at the end of the segment
@@ -287,13 +289,14 @@ int Writer::rotate_locked(size_t need) {
     return 0;
 }
 
-int Writer::frame_locked(const uint8_t* data, uint32_t len, uint16_t kind) {
+int Writer::frame_locked(const uint8_t* data, uint32_t len, uint16_t kind, bool may_rotate) {
     if (closed_) return EBADF;
     if (error_) return error_;
     if (len > MAX_RECORD) return EFBIG;
     const size_t need = frame_size(len);
     Segment* seg = seg_.get();
     if (seg->size - seg->used < need + RECORD_HEADER_SIZE) {  // keep room for the seal
+        if (!may_rotate) return WOULD_ROTATE;
         int rc = rotate_locked(need);
         if (rc) return rc;
         seg = seg_.get();
@@ -304,9 +307,9 @@ int Writer::frame_locked(const uint8_t* data, uint32_t len, uint16_t kind) {
     return 0;
 }
 
-int Writer::append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn) {
+int Writer::append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn, bool may_rotate) {
     std::lock_guard<std::mutex> lk(mu_);
-    int rc = frame_locked(data, len, kind);
+    int rc = frame_locked(data, len, kind, may_rotate);
     if (rc) return rc;
     *lsn = next_lsn_ - 1;
     return 0;
@@ -337,10 +340,13 @@ int Writer::wait_durable(uint64_t lsn) {
         lk.lock();
         if (rc) {
             error_ = rc;
-            cv_.notify_all();
+            advanced_locked();
             return rc;
         }
-        durable_ = std::max(durable_, target);
+        if (target > durable_) {
+            durable_ = target;
+            advanced_locked();
+        }
         return 0;
     }
     // Group commit: one waiter (the leader) syncs everything appended so far
@@ -363,7 +369,7 @@ int Writer::wait_durable(uint64_t lsn) {
                 error_ = rc;
             else
                 durable_ = std::max(durable_, target);
-            cv_.notify_all();
+            advanced_locked();
         } else {
             cv_.wait(lk);
         }
@@ -384,12 +390,20 @@ int Writer::sync() {
         error_ = rc;
     else
         durable_ = std::max(durable_, target);
-    cv_.notify_all();
+    advanced_locked();
     return rc;
 }
 
 int Writer::close() {
     std::unique_lock<std::mutex> lk(mu_);
+    if (flusher_.joinable()) {
+        flusher_stop_ = true;
+        flusher_cv_.notify_all();
+        cv_.notify_all();
+        lk.unlock();
+        flusher_.join();
+        lk.lock();
+    }
     if (closed_) return 0;
     while (syncing_) cv_.wait(lk);
     // Every mode syncs at close (once), so that the seal can vouch for every
@@ -403,8 +417,81 @@ int Writer::close() {
     if (!rc) rc = seal_locked(*seg_, true);
     closed_ = true;
     seg_.reset();
-    cv_.notify_all();
+    advanced_locked();
     return rc;
+}
+
+void Writer::advanced_locked() {
+    cv_.notify_all();
+    const uint64_t one = 1;
+    for (int fd : notify_fds_) {
+        ssize_t w;
+        do {
+            w = ::write(fd, &one, sizeof one);
+        } while (w < 0 && errno == EINTR);
+        // EAGAIN: the reader has a wakeup pending already.
+    }
+}
+
+int Writer::start_flusher() {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (closed_) return EBADF;
+    if (flusher_.joinable()) return 0;
+    flusher_stop_ = false;
+    try {
+        flusher_ = std::thread([this] { flusher_loop(); });
+    } catch (const std::system_error& e) {
+        return e.code().value() ? e.code().value() : EAGAIN;
+    }
+    return 0;
+}
+
+void Writer::flusher_loop() {
+    std::unique_lock<std::mutex> lk(mu_);
+    while (!flusher_stop_) {
+        if (error_ || closed_ || !sync_requested_) {
+            flusher_cv_.wait(lk);
+            continue;
+        }
+        if (durable_ + 1 >= next_lsn_) {  // nothing to do: already durable
+            sync_requested_ = false;
+            continue;
+        }
+        if (syncing_) {  // a waiting thread leads this sync; it notifies cv_ when done
+            cv_.wait(lk);
+            continue;
+        }
+        // What is appended (and requested) during this sync gets the next one.
+        sync_requested_ = false;
+        syncing_ = true;
+        std::shared_ptr<Segment> seg = seg_;
+        const uint64_t target = next_lsn_ - 1;
+        lk.unlock();
+        int rc = sync_segment(*seg);
+        lk.lock();
+        syncing_ = false;
+        if (rc)
+            error_ = rc;
+        else
+            durable_ = std::max(durable_, target);
+        advanced_locked();
+    }
+}
+
+void Writer::request_sync() {
+    std::lock_guard<std::mutex> lk(mu_);
+    sync_requested_ = true;
+    flusher_cv_.notify_one();
+}
+
+void Writer::add_notify_fd(int fd) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (std::find(notify_fds_.begin(), notify_fds_.end(), fd) == notify_fds_.end()) notify_fds_.push_back(fd);
+}
+
+void Writer::remove_notify_fd(int fd) {
+    std::lock_guard<std::mutex> lk(mu_);
+    notify_fds_.erase(std::remove(notify_fds_.begin(), notify_fds_.end(), fd), notify_fds_.end());
 }
 
 uint64_t Writer::next_lsn() {
@@ -419,6 +506,7 @@ std::string Writer::segment_path() {
     std::lock_guard<std::mutex> lk(mu_);
     return seg_ ? seg_->path : std::string();
 }
+uint64_t Writer::syncs() { return __atomic_load_n(&syncs_, __ATOMIC_RELAXED); }
 int Writer::error() {
     std::lock_guard<std::mutex> lk(mu_);
     return error_;

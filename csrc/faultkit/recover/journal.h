@@ -16,6 +16,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace faultkit {
 namespace journal {
@@ -30,6 +32,9 @@ constexpr uint32_t MAX_RECORD = 1u << 30;
 constexpr uint16_t KIND_BYTES = 0;  // payload is the caller's bytes
 constexpr uint16_t KIND_STATE = 1;  // payload is a checkpoint-codec image (faultkit.recover.dumps)
 constexpr uint16_t KIND_SEAL = 0xFFFF;  // ends a segment; lsn = next LSN (not consumed), length 0
+
+// Returned by Writer::append(may_rotate=false) when the record needs a new segment.
+constexpr int WOULD_ROTATE = -1;
 
 enum Mode : int { MODE_NEVER = 0, MODE_GROUP = 1, MODE_ALWAYS = 2 };
 
@@ -106,9 +111,11 @@ class Writer {
     // `durable` = the LSN up to which earlier segments are known durable.
     int open(const std::string& dir, uint64_t seed, int mode, uint64_t segment_bytes, uint64_t first_lsn,
              uint64_t durable);
-    // Frames one record; *lsn gets its LSN.  EINVAL when closed; ENOSPC etc.
+    // Frames one record; *lsn gets its LSN.  EBADF when closed; ENOSPC etc.
     // from a rotation that could not create its segment (nothing appended).
-    int append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn);
+    // With may_rotate false, returns WOULD_ROTATE instead of rotating (so a
+    // caller holding a lock of its own, e.g. the GIL, can drop it first).
+    int append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn, bool may_rotate = true);
     // Frames n records with consecutive LSNs under one lock; *last gets the
     // last one's LSN.  Stops at the first failure (records before it stay
     // appended: *last says how far it got, 0 if none).
@@ -121,18 +128,33 @@ class Writer {
     // trims the file to its used size.  Idempotent.
     int close();
 
+    // The flusher: a thread that syncs, on request, whatever is appended and
+    // not yet durable (group commit without a blocked caller: asyncio
+    // appends), and after every advance of the durable LSN writes 8 bytes
+    // (the value 1) to every notify fd (eventfds or pipes an event loop
+    // watches).  Idempotent; close() stops it.
+    int start_flusher();
+    // Asks the flusher for a sync of everything appended so far (requests
+    // made during a sync get the next one).
+    void request_sync();
+    void add_notify_fd(int fd);
+    void remove_notify_fd(int fd);
+
     uint64_t next_lsn();
     uint64_t durable_lsn();
     std::string segment_path();
     int mode() const { return mode_; }
+    uint64_t syncs();  // fdatasync calls made so far (group commit shares them)
     int error();
 
   private:
     int rotate_locked(size_t need);
     int create_segment(uint64_t first_lsn, size_t size, std::shared_ptr<Segment>* out);
     int seal_locked(Segment& seg, bool sync);
-    int frame_locked(const uint8_t* data, uint32_t len, uint16_t kind);
+    int frame_locked(const uint8_t* data, uint32_t len, uint16_t kind, bool may_rotate = true);
     int sync_segment(Segment& seg);
+    void advanced_locked();  // durable_ moved or an error was set: wake waiters, notify fds
+    void flusher_loop();
 
     std::mutex mu_;
     std::condition_variable cv_;
@@ -144,8 +166,14 @@ class Writer {
     uint64_t next_lsn_ = 1;
     uint64_t durable_ = 0;
     bool syncing_ = false;
+    uint64_t syncs_ = 0;
     int error_ = 0;
     bool closed_ = true;
+    std::condition_variable flusher_cv_;
+    std::thread flusher_;
+    bool flusher_stop_ = false;
+    bool sync_requested_ = false;
+    std::vector<int> notify_fds_;
 };
 
 }  // namespace journal

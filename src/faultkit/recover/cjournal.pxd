@@ -12,6 +12,7 @@ cdef extern from "faultkit/recover/journal.h" namespace "faultkit::journal" nogi
     const uint16_t KIND_SEAL
     const uint16_t VERSION_MAJOR
     const uint16_t VERSION_MINOR
+    const int WOULD_ROTATE
     const int MODE_NEVER
     const int MODE_GROUP
     const int MODE_ALWAYS
@@ -53,14 +54,19 @@ cdef extern from "faultkit/recover/journal.h" namespace "faultkit::journal" nogi
         Writer()
         int open(const string& dir, uint64_t seed, int mode, uint64_t segment_bytes, uint64_t first_lsn,
                  uint64_t durable)
-        int append(const uint8_t* data, uint32_t length, uint16_t kind, uint64_t* lsn)
+        int append(const uint8_t* data, uint32_t length, uint16_t kind, uint64_t* lsn, bool may_rotate)
         int append_many(const uint8_t* const* data, const uint32_t* lens, size_t n, uint16_t kind,
                         uint64_t* last)
         int wait_durable(uint64_t lsn)
         int sync()
         int close()
+        int start_flusher()
+        void request_sync()
+        void add_notify_fd(int fd)
+        void remove_notify_fd(int fd)
         uint64_t next_lsn()
         uint64_t durable_lsn()
         string segment_path()
         int mode()
         int error()
+        uint64_t syncs()

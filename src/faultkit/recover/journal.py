@@ -9,6 +9,7 @@ docs/FORMAT.md ("Journal"); guide: docs/journal.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import mmap as _mmap
 import os
@@ -48,68 +49,70 @@ def _lsn_arg(name: str, value, minimum: int = 0) -> int:
     return value
 
 
-class _Flusher:
-    """One thread per journal that makes asyncio appends durable in groups.
+class _LoopWaiters:
+    """The asyncio appends of one event loop that wait for durability.
 
-    Each ``append_async`` frames its record at once (in the event loop's
-    thread) and parks a future here; the thread waits for the highest parked
-    LSN (one group commit covers all of them, GIL released) and resolves the
-    futures with one ``call_soon_threadsafe`` per loop.
+    The first append of a burst schedules one ``kick`` with ``call_soon``: it
+    runs after every task made ready with it has run (and appended), and asks
+    the native flusher thread to sync everything appended so far, so a
+    burst of appends shares one sync.  After the sync the flusher writes to
+    this loop's eventfd; the loop's reader callback resolves, in LSN order,
+    every future whose record is now durable.  No Python thread is involved.
     """
 
-    def __init__(self, writer):
-        self._writer = writer
-        self._cond = threading.Condition()
-        self._pending: list = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="faultkit-journal-flusher", daemon=True)
-        self._thread.start()
+    def __init__(self, writer, loop):
+        self.writer = writer
+        self.loop = loop
+        self.queue: collections.deque = collections.deque()  # (lsn, future), LSNs increasing
+        if hasattr(os, "eventfd"):
+            self.rfd = self.wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - Python < 3.10 or not Linux
+            self.rfd, self.wfd = os.pipe()
+            os.set_blocking(self.rfd, False)
+            os.set_blocking(self.wfd, False)
+        self.kicked = False
+        loop.add_reader(self.rfd, self.on_durable)
+        writer.add_notify_fd(self.wfd)
+        writer.start_flusher()
 
-    def add(self, lsn: int, fut, loop) -> None:
-        with self._cond:
-            if self._stop:
-                raise ValueError("Journal is closed")
-            self._pending.append((lsn, fut, loop))
-            if len(self._pending) == 1:
-                self._cond.notify()
+    def kick(self) -> None:
+        self.kicked = False
+        self.writer.request_sync()
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._stop:
-                    self._cond.wait()
-                if not self._pending and self._stop:
-                    return
-                batch, self._pending = self._pending, []
-            err = None
-            try:
-                self._writer.wait(max(b[0] for b in batch))
-            except OSError as e:
-                err = e
-            by_loop: dict = {}
-            for lsn, fut, loop in batch:
-                by_loop.setdefault(loop, []).append((lsn, fut))
-            for loop, futs in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_resolve, futs, err)
-                except RuntimeError:  # the loop was closed meanwhile: nobody waits
-                    pass
+    def on_durable(self) -> None:
+        try:
+            os.read(self.rfd, 4096)
+        except BlockingIOError:
+            pass
+        durable = self.writer.durable_lsn
+        q = self.queue
+        while q and q[0][0] <= durable:
+            lsn, fut = q.popleft()
+            if not fut.done():
+                fut.set_result(lsn)
+        err = self.writer.error
+        if err and q:
+            while q:
+                lsn, fut = q.popleft()
+                if not fut.done():
+                    fut.set_exception(OSError(err, f"{os.strerror(err)}: journal sync failed, record {lsn} "
+                                                   "is not acknowledged"))
 
-    def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._thread.join()
-
-
-def _resolve(futs, err) -> None:
-    for lsn, fut in futs:
-        if fut.done():
-            continue
-        if err is None:
-            fut.set_result(lsn)
-        else:
-            fut.set_exception(OSError(err.errno, f"{err.strerror}: record {lsn} is not acknowledged"))
+    def detach(self, closed: bool) -> None:
+        """Stop watching (in the loop's thread); fail what is still waiting if the journal closed."""
+        self.writer.remove_notify_fd(self.wfd)
+        try:
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.rfd)
+        finally:
+            self.on_durable()
+            for lsn, fut in self.queue:
+                if not fut.done():
+                    fut.set_exception(ValueError(f"Journal closed while record {lsn} waited to be durable"))
+            self.queue.clear()
+            os.close(self.rfd)
+            if self.wfd != self.rfd:
+                os.close(self.wfd)
 
 
 def _refuse(record) -> int:
@@ -180,8 +183,8 @@ class Journal:
         self._mode = FSYNC_MODES[fsync]
         self._writer = None
         self._lock = None
-        self._flusher: Optional[_Flusher] = None
-        self._flusher_mutex = threading.Lock()
+        self._loops: dict = {}  # event loop -> _LoopWaiters
+        self._loops_mutex = threading.Lock()
         self._closed = False
         self._id: Optional[int] = None
         self._append_bytes = _refuse_readonly
@@ -368,27 +371,45 @@ class Journal:
     async def append_async(self, record: Any) -> int:
         """Append ``record`` from a coroutine; the awaitable completes (with the LSN) once it is durable.
 
-        The record is framed at once, in order with other appends; the wait
-        for the sync runs on the journal's flusher thread, where the appends
-        of all tasks pending at once share one sync.  Cancelling the await
-        does not remove the record (it is just not acknowledged).
+        The record is framed at once, in order with other appends.  A native
+        flusher thread (started by the first ``append_async``) syncs whatever
+        is appended and not yet durable, and wakes the event loop through an
+        eventfd: the appends of all tasks made during one sync share the
+        next, and the loop never blocks.  Cancelling the await does not
+        remove the record (it is just not acknowledged).  ``never`` mode
+        returns at once.
         """
-        self._check_writable()
-        data, kind = (record, _journal.KIND_BYTES) if type(record) is bytes else self._encode(record)
-        lsn = self._writer.append_nowait(data, kind)
+        if type(record) is bytes:
+            data, kind = record, _journal.KIND_BYTES
+        else:
+            self._check_writable()
+            data, kind = self._encode(record)
+        writer = self._writer
+        if writer is None:
+            self._check_writable()
+        lsn = writer.append_nowait(data, kind)
         if self._mode == _journal.MODE_NEVER:
             return lsn
         loop = asyncio.get_running_loop()
+        w = self._loops.get(loop)
+        if w is None:
+            w = self._attach(loop)
         fut = loop.create_future()
-        flusher = self._flusher
-        if flusher is None:
-            with self._flusher_mutex:
-                self._check_writable()
-                if self._flusher is None:
-                    self._flusher = _Flusher(self._writer)
-                flusher = self._flusher
-        flusher.add(lsn, fut, loop)
+        w.queue.append((lsn, fut))
+        if not w.kicked:
+            w.kicked = True
+            loop.call_soon(w.kick)
         return await fut
+
+    def _attach(self, loop) -> _LoopWaiters:
+        with self._loops_mutex:
+            self._check_writable()
+            for old in [lp for lp in self._loops if lp.is_closed()]:  # loops that ended
+                self._loops.pop(old).detach(False)
+            w = self._loops.get(loop)
+            if w is None:
+                w = self._loops[loop] = _LoopWaiters(self._writer, loop)
+            return w
 
     def sync(self) -> int:
         """Make every appended record durable (whatever the mode); returns the durable LSN."""
@@ -414,6 +435,11 @@ class Journal:
     def durable_lsn(self) -> int:
         """Every record up to this LSN is durable (0 for a read-only journal: unknown)."""
         return self._writer.durable_lsn if self._writer is not None else 0
+
+    @property
+    def syncs(self) -> int:
+        """How many times this writer called fdatasync (group commit: far fewer than appends)."""
+        return self._writer.syncs if self._writer is not None else 0
 
     @property
     def first_lsn(self) -> int:
@@ -571,17 +597,32 @@ class Journal:
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        """Seal and sync the active segment and release the writer lock (idempotent)."""
-        with self._flusher_mutex:
-            flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.close()
+        """Seal and sync the active segment and release the writer lock (idempotent).
+
+        Asyncio appends still waiting complete (the close syncs them) when
+        close is called from their loop's thread; otherwise they fail with
+        ``ValueError`` once their loop runs.
+        """
         writer, self._writer = self._writer, None
         self._append_bytes = _refuse
         try:
             if writer is not None:
                 writer.close()
         finally:
+            with self._loops_mutex:
+                loops, self._loops = self._loops, {}
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            for loop, w in loops.items():
+                if loop is running or loop.is_closed():
+                    w.detach(True)
+                else:
+                    try:
+                        loop.call_soon_threadsafe(w.detach, True)
+                    except RuntimeError:
+                        w.detach(True)
             lock, self._lock = self._lock, None
             if lock is not None:
                 lock.release()
