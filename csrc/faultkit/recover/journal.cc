@@ -27,6 +27,9 @@ constexpr uint8_t kMagic[8] = {0x89, 'F', 'K', 'J', 'R', 'N', 'L', '\n'};
 // large enough that the syscalls cost nothing, small enough for the stack of
 // no one: it is a static buffer).
 constexpr size_t kZeroChunk = 1 << 20;
+// Durable modes write framed records to the file at the next sync, or once
+// this many bytes are waiting (1 MiB: bounds the buffer when nobody waits).
+constexpr size_t kPendingFlush = 1 << 20;
 
 inline uint16_t header_check(const uint8_t* rec, uint64_t seed) {
     return static_cast<uint16_t>(xxh3_64(rec + 8, 22, seed));
@@ -213,17 +216,20 @@ int Writer::create_segment(uint64_t first_lsn, size_t size, std::shared_ptr<Segm
     rc = write_all(fd, header, sizeof header, 0);
     if (rc) return fail(rc);
     if (mode_ != MODE_NEVER && ::fdatasync(fd)) return fail(errno);
-    void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) return fail(errno);
+    void* map = nullptr;
+    if (mode_ == MODE_NEVER) {  // records go straight into the page cache through a shared map
+        map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) return fail(errno);
+    }
     if (::rename(tmp.c_str(), name.c_str())) {
         rc = errno;
-        ::munmap(map, size);
+        if (map) ::munmap(map, size);
         return fail(rc);
     }
     if (mode_ != MODE_NEVER) {
         rc = fsync_dir(dir_);
         if (rc) {  // the name may not survive a power loss: do not use the segment
-            ::munmap(map, size);
+            if (map) ::munmap(map, size);
             ::close(fd);
             ::unlink(name.c_str());
             return rc;
@@ -246,11 +252,30 @@ int Writer::sync_segment(Segment& seg) {
     return ::fdatasync(seg.fd) ? errno : 0;
 }
 
+int Writer::flush_locked() {
+    if (pending_.empty()) return 0;
+    Segment& seg = *seg_;
+    int rc = write_all(seg.fd, pending_.data(), pending_.size(), static_cast<off_t>(seg.used - pending_.size()));
+    if (rc) {  // what reached the page cache is unknown: the journal must be reopened
+        error_ = rc;
+        advanced_locked();
+        return rc;
+    }
+    pending_.clear();
+    return 0;
+}
+
 int Writer::seal_locked(Segment& seg, bool sync) {
-    frame_record(seg.map + seg.used, seed_, next_lsn_, durable_, KIND_SEAL, nullptr, 0);
-    const size_t end = seg.used + RECORD_HEADER_SIZE;
     int rc = 0;
-    if (sync) rc = sync_segment(seg);
+    if (seg.map) {
+        frame_record(seg.map + seg.used, seed_, next_lsn_, durable_, KIND_SEAL, nullptr, 0);
+    } else {
+        uint8_t seal[RECORD_HEADER_SIZE];
+        frame_record(seal, seed_, next_lsn_, durable_, KIND_SEAL, nullptr, 0);
+        rc = write_all(seg.fd, seal, sizeof seal, static_cast<off_t>(seg.used));
+    }
+    const size_t end = seg.used + RECORD_HEADER_SIZE;
+    if (sync && !rc) rc = sync_segment(seg);
     // Trim the preallocated tail; the mapping beyond it is never touched again.
     if (::ftruncate(seg.fd, static_cast<off_t>(end)) && !rc) rc = errno;
     return rc;
@@ -270,6 +295,11 @@ int Writer::rotate_locked(size_t need) {
     }
     int rc = create_segment(next_lsn_, size, &next);
     if (rc) return rc;  // e.g. ENOSPC: nothing changed, the active segment stays
+    rc = flush_locked();
+    if (rc) {
+        ::unlink(next->path.c_str());
+        return rc;
+    }
     if (mode_ != MODE_NEVER) {
         // Everything in the old segment becomes durable before any record of
         // the new one can be acknowledged (waiters only sync the active segment).
@@ -301,9 +331,21 @@ int Writer::frame_locked(const uint8_t* data, uint32_t len, uint16_t kind, bool 
         if (rc) return rc;
         seg = seg_.get();
     }
-    frame_record(seg->map + seg->used, seed_, next_lsn_, durable_, kind, data, len);
+    if (seg->map) {
+        frame_record(seg->map + seg->used, seed_, next_lsn_, durable_, kind, data, len);
+    } else {
+        // Durable modes: frame into a buffer that the next sync writes with
+        // one pwrite (measured: pwrite + fdatasync 111-245 us against 224-1600
+        // us for stores into a shared map + fdatasync, which write-protects
+        // the pages and faults on the next store).  Nothing is acknowledged
+        // before that sync, so a crash loses only unacknowledged records.
+        const size_t old = pending_.size();
+        pending_.resize(old + need);
+        frame_record(pending_.data() + old, seed_, next_lsn_, durable_, kind, data, len);
+    }
     seg->used += need;
     ++next_lsn_;
+    if (pending_.size() >= kPendingFlush) flush_locked();  // a failure is sticky: the next wait reports it
     return 0;
 }
 
@@ -333,10 +375,12 @@ int Writer::wait_durable(uint64_t lsn) {
     if (mode_ == MODE_ALWAYS) {
         if (error_) return error_;
         if (durable_ >= lsn) return 0;
+        int rc = flush_locked();  // under the lock: a sync covers only what was written before it
+        if (rc) return rc;
         std::shared_ptr<Segment> seg = seg_;
         const uint64_t target = next_lsn_ - 1;
         lk.unlock();
-        int rc = sync_segment(*seg);
+        rc = sync_segment(*seg);
         lk.lock();
         if (rc) {
             error_ = rc;
@@ -358,11 +402,13 @@ int Writer::wait_durable(uint64_t lsn) {
         if (durable_ >= lsn) return 0;
         if (closed_) return EBADF;
         if (!syncing_) {
+            int rc = flush_locked();
+            if (rc) return rc;
             syncing_ = true;
             std::shared_ptr<Segment> seg = seg_;
             const uint64_t target = next_lsn_ - 1;
             lk.unlock();
-            int rc = sync_segment(*seg);
+            rc = sync_segment(*seg);
             lk.lock();
             syncing_ = false;
             if (rc)
@@ -380,11 +426,13 @@ int Writer::sync() {
     std::unique_lock<std::mutex> lk(mu_);
     if (error_) return error_;
     if (closed_) return 0;
+    if (durable_ + 1 >= next_lsn_) return 0;
+    int rc = flush_locked();
+    if (rc) return rc;
     std::shared_ptr<Segment> seg = seg_;
     const uint64_t target = next_lsn_ - 1;
-    if (durable_ >= target) return 0;
     lk.unlock();
-    int rc = sync_segment(*seg);
+    rc = sync_segment(*seg);
     lk.lock();
     if (rc)
         error_ = rc;
@@ -410,6 +458,7 @@ int Writer::close() {
     // record of the segment: damage to any of them is then reported, not
     // mistaken for a torn tail.
     int rc = error_;
+    if (!rc) rc = flush_locked();
     if (!rc) {
         rc = sync_segment(*seg_);
         if (!rc) durable_ = next_lsn_ - 1;
@@ -463,6 +512,7 @@ void Writer::flusher_loop() {
         }
         // What is appended (and requested) during this sync gets the next one.
         sync_requested_ = false;
+        if (flush_locked()) continue;
         syncing_ = true;
         std::shared_ptr<Segment> seg = seg_;
         const uint64_t target = next_lsn_ - 1;

@@ -4,10 +4,11 @@
 // from a file is checked against the bytes that hold it.  Format: docs/FORMAT.md,
 // "Journal".
 //
-// Records are written into a MAP_SHARED mapping of a preallocated segment, so
-// an acknowledged append survives the death of its process without a system
-// call per append; durability across power loss comes from fdatasync(2)
-// (which also writes back pages dirtied through the mapping).
+// In never mode records are written into a MAP_SHARED mapping of a
+// preallocated segment, so an acknowledged append survives the death of its
+// process without a system call per append.  In the durable modes records are
+// framed into a buffer that the next sync writes with one pwrite before its
+// fdatasync (group commit batches the system calls too).
 #pragma once
 
 #include <condition_variable>
@@ -87,9 +88,9 @@ int next_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, uint6
 
 struct Segment {
     int fd = -1;
-    uint8_t* map = nullptr;
-    size_t size = 0;   // bytes mapped (the file's preallocated size)
-    size_t used = 0;   // bytes framed so far, header included
+    uint8_t* map = nullptr;  // never mode only
+    size_t size = 0;   // the file's preallocated size (bytes)
+    size_t used = 0;   // bytes framed so far, header included (durable modes: some may be pending)
     uint64_t first_lsn = 0;
     std::string path;
     ~Segment();
@@ -153,6 +154,7 @@ class Writer {
     int seal_locked(Segment& seg, bool sync);
     int frame_locked(const uint8_t* data, uint32_t len, uint16_t kind, bool may_rotate = true);
     int sync_segment(Segment& seg);
+    int flush_locked();  // durable modes: write the pending records to the active segment
     void advanced_locked();  // durable_ moved or an error was set: wake waiters, notify fds
     void flusher_loop();
 
@@ -174,6 +176,7 @@ class Writer {
     bool flusher_stop_ = false;
     bool sync_requested_ = false;
     std::vector<int> notify_fds_;
+    std::vector<uint8_t> pending_;  // durable modes: framed records not yet written to the file
 };
 
 }  // namespace journal
