@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import threading
 import uuid
-import warnings
 
 import numpy as np
 import pytest

@@ -39,7 +39,7 @@ CHILD = textwrap.dedent("""
 
 
 def read_lines(proc, deadline):
-    lines = []
+    """Bytes the child wrote so far, waiting until `deadline` for the first."""
     fd = proc.stdout.fileno()
     buf = b""
     while True:

@@ -293,26 +293,23 @@ int Writer::rotate_locked(size_t need) {
         seg_ = std::move(next);
         return 0;
     }
-    int rc = create_segment(next_lsn_, size, &next);
-    if (rc) return rc;  // e.g. ENOSPC: nothing changed, the active segment stays
-    rc = flush_locked();
-    if (rc) {
-        ::unlink(next->path.c_str());
-        return rc;
-    }
-    if (mode_ != MODE_NEVER) {
-        // Everything in the old segment becomes durable before any record of
-        // the new one can be acknowledged (waiters only sync the active segment).
+    // The old segment is complete (in the page cache, and durable in the
+    // durable modes) before the next one exists: a reader that finds the
+    // next segment never finds records missing at the end of this one.
+    int rc = flush_locked();
+    if (rc) return rc;
+    if (mode_ != MODE_NEVER && durable_ + 1 < next_lsn_) {
         rc = sync_segment(*old);
         if (rc) {
             error_ = rc;
-            ::unlink(next->path.c_str());
             advanced_locked();
             return rc;
         }
         durable_ = next_lsn_ - 1;
         advanced_locked();
     }
+    rc = create_segment(next_lsn_, size, &next);
+    if (rc) return rc;  // e.g. ENOSPC: the active segment stays, nothing appended
     rc = seal_locked(*old, false);
     (void)rc;  // a seal that did not reach the disk only costs damage detection at the end of the segment
     seg_ = std::move(next);

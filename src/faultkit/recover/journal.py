@@ -181,12 +181,12 @@ class Journal:
         self.segment_bytes = segment_bytes
         self.readonly = readonly
         self._mode = FSYNC_MODES[fsync]
-        self._writer = None
-        self._lock = None
+        self._writer: Any = None  # _journal.Writer while open for writing
+        self._lock: Any = None  # the directory's StoreLock
         self._loops: dict = {}  # event loop -> _LoopWaiters
         self._loops_mutex = threading.Lock()
         self._closed = False
-        self._id: Optional[int] = None
+        self._id: Any = None  # the journal id (int) once known
         self._append_bytes = _refuse_readonly
         if readonly:
             if not os.path.isdir(path):
@@ -611,6 +611,7 @@ class Journal:
         finally:
             with self._loops_mutex:
                 loops, self._loops = self._loops, {}
+            running: Optional[asyncio.AbstractEventLoop]
             try:
                 running = asyncio.get_running_loop()
             except RuntimeError:
