@@ -198,7 +198,7 @@ class Journal:
         except CheckpointLockedError as e:
             raise JournalLockedError(f"journal {path!r}: {e}".replace("one Checkpointer", "one Journal")) from None
         try:
-            self._open_writer(first_lsn, bool(skip_corrupt))
+            self._writer = self._open_writer(first_lsn, bool(skip_corrupt))
         except BaseException:
             self._lock.release()
             self._lock = None
@@ -252,7 +252,7 @@ class Journal:
                 return b""
             return _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
 
-    def _open_writer(self, first_lsn: int, skip_corrupt: bool) -> None:
+    def _open_writer(self, first_lsn: int, skip_corrupt: bool) -> Any:
         for n in os.listdir(self.path):
             if _TEMP.match(n):  # a segment whose creation a crash interrupted
                 try:
@@ -266,7 +266,7 @@ class Journal:
         else:
             first, name = segs[-1]
             nxt = self._recover_tail(first, name, skip_corrupt)
-        self._writer = _journal.Writer(self.path, self._id, self._mode, self.segment_bytes, nxt, nxt - 1)
+        return _journal.Writer(self.path, self._id, self._mode, self.segment_bytes, nxt, nxt - 1)
 
     def _recover_tail(self, first: int, name: str, skip_corrupt: bool) -> int:
         """Cut the torn tail of the last segment, seal and sync it; returns the next LSN."""
