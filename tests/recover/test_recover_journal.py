@@ -521,8 +521,13 @@ def test_close_completes_pending_asyncio_appends(tmp_path):
     res = asyncio.run(main())
     assert sorted(res) == list(range(1, 11))
     assert [r for _, r in read_all(tmp_path / "j")] == [b"r%d" % i for i in range(10)]
+    async def late():
+        return await j.append_async(b"late")
+
     with pytest.raises(ValueError, match="closed"):
-        asyncio.run(j.append_async(b"late"))
+        asyncio.run(late())
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        Journal(tmp_path / "k").append_async(b"outside a loop")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -368,17 +368,21 @@ class Journal:
             self._writer.wait(last)
         return last
 
-    async def append_async(self, record: Any) -> int:
-        """Append ``record`` from a coroutine; the awaitable completes (with the LSN) once it is durable.
+    def append_async(self, record: Any) -> "asyncio.Future[int]":
+        """Append ``record`` from a coroutine: ``lsn = await journal.append_async(record)``.
 
-        The record is framed at once, in order with other appends.  A native
-        flusher thread (started by the first ``append_async``) syncs whatever
-        is appended and not yet durable, and wakes the event loop through an
-        eventfd: the appends of all tasks made during one sync share the
-        next, and the loop never blocks.  Cancelling the await does not
-        remove the record (it is just not acknowledged).  ``never`` mode
-        returns at once.
+        Call it from a running event loop.  The record is framed at once (in
+        order with other appends; bad records raise here); the returned
+        future completes with the LSN once the record is durable.  The first
+        ``append_async`` of a loop iteration schedules one kick (``call_soon``)
+        that runs after every task readied in that iteration has appended
+        and asks a native flusher thread to sync all of them; the flusher
+        wakes the loop through an eventfd, so the loop never blocks and a
+        burst of appends shares one sync (``always`` mode included).
+        Cancelling the await does not remove the record (it is just not
+        acknowledged).  In ``never`` mode the future is already done.
         """
+        loop = asyncio.get_running_loop()
         if type(record) is bytes:
             data, kind = record, _journal.KIND_BYTES
         else:
@@ -388,18 +392,18 @@ class Journal:
         if writer is None:
             self._check_writable()
         lsn = writer.append_nowait(data, kind)
+        fut = loop.create_future()
         if self._mode == _journal.MODE_NEVER:
-            return lsn
-        loop = asyncio.get_running_loop()
+            fut.set_result(lsn)
+            return fut
         w = self._loops.get(loop)
         if w is None:
             w = self._attach(loop)
-        fut = loop.create_future()
         w.queue.append((lsn, fut))
         if not w.kicked:
             w.kicked = True
             loop.call_soon(w.kick)
-        return await fut
+        return fut
 
     def _attach(self, loop) -> _LoopWaiters:
         with self._loops_mutex:
