@@ -30,6 +30,9 @@ constexpr size_t kZeroChunk = 1 << 20;
 // Durable modes write framed records to the file at the next sync, or once
 // this many bytes are waiting (1 MiB: bounds the buffer when nobody waits).
 constexpr size_t kPendingFlush = 1 << 20;
+// A group-commit leader yields the CPU at most this many times while records
+// keep arriving before it syncs them.
+constexpr int kGrowYields = 8;
 
 inline uint16_t header_check(const uint8_t* rec, uint64_t seed) {
     return static_cast<uint16_t>(xxh3_64(rec + 8, 22, seed));
@@ -399,9 +402,23 @@ int Writer::wait_durable(uint64_t lsn) {
         if (durable_ >= lsn) return 0;
         if (closed_) return EBADF;
         if (!syncing_) {
-            int rc = flush_locked();
-            if (rc) return rc;
             syncing_ = true;
+            // Let appenders that are running right now join this sync: yield
+            // while the batch still grows (bounded; no clock).
+            uint64_t seen = next_lsn_;
+            for (int i = 0; i < kGrowYields; ++i) {
+                lk.unlock();
+                std::this_thread::yield();
+                lk.lock();
+                if (next_lsn_ == seen) break;
+                seen = next_lsn_;
+            }
+            int rc = flush_locked();
+            if (rc) {
+                syncing_ = false;
+                cv_.notify_all();
+                return rc;
+            }
             std::shared_ptr<Segment> seg = seg_;
             const uint64_t target = next_lsn_ - 1;
             lk.unlock();
