@@ -16,6 +16,9 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointWarning",
     "StoreError",
+    "CorruptJournalError",
+    "JournalLockedError",
+    "JournalWarning",
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
@@ -55,6 +58,27 @@ class CheckpointWarning(FaultkitError, UserWarning):
 class StoreError(FaultkitError, OSError):
     """A checkpoint store failed for good: retries exhausted on a transport fault, or a non-retryable
     error from the object store (the message names the object; ``__cause__`` is the underlying error)."""
+
+
+class CorruptJournalError(FaultkitError, ValueError):
+    """A journal record or segment that had been durable is damaged, or records are missing.
+
+    ``segment`` is the path of the segment file (or None) and ``lsn`` the LSN
+    of the first record that could not be read (or None).
+    """
+
+    def __init__(self, message: str, *, segment=None, lsn=None):
+        super().__init__(message)
+        self.segment = segment
+        self.lsn = lsn
+
+
+class JournalLockedError(CheckpointLockedError):
+    """Another writer holds the journal directory's lock."""
+
+
+class JournalWarning(FaultkitError, UserWarning):
+    """Replay or recovery skipped damaged journal records (the message names the segment and LSN)."""
 
 
 # Contain
