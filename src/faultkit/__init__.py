@@ -24,6 +24,7 @@ from faultkit.errors import (
     EmptyRingError,
     FaultkitError,
     IsolationRefusedError,
+    MembershipError,
     NoCheckpointError,
     NoLiveNodeError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "BulkheadFullError",
     "IsolationRefusedError",
     "CheckpointWarning",
+    "MembershipError",
     # recover
     "Checkpointer",
     "CheckpointInfo",
@@ -81,4 +83,18 @@ __all__ = [
     "register_type",
     # together
     "Cluster",
+    # run (loaded on first use: it needs asyncio)
+    "Node",
+    "StaticMembership",
+    "EtcdMembership",
 ]
+
+_RUN_NAMES = frozenset(("Node", "StaticMembership", "EtcdMembership", "Member", "Membership"))
+
+
+def __getattr__(name: str):  # PEP 562: faultkit.run loads asyncio only when asked for
+    if name in _RUN_NAMES:
+        from faultkit import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'faultkit' has no attribute {name!r}")

@@ -18,6 +18,7 @@ __all__ = [
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
+    "MembershipError",
 ]
 
 
@@ -62,3 +63,8 @@ class BulkheadFullError(FaultkitError):
 
 class IsolationRefusedError(FaultkitError):
     """Isolating a domain would exceed the cap on how much may be isolated."""
+
+
+# Run
+class MembershipError(FaultkitError):
+    """A membership backend (etcd) could not be reached or answered with an error."""
