@@ -278,7 +278,9 @@ class Node:
         self.incarnation = self._encoder.incarnation
         self.receiver = HeartbeatReceiver(detector, self.bind, key=self.key, auto_add=False)
         self.stats = dict.fromkeys(("sent", "send_errors", "socket_errors", "control", "control_dropped",
-                                    "ticks", "events", "listener_errors", "dropped_events"), 0)
+                                    "ticks", "stalls", "events", "listener_errors", "dropped_events"), 0)
+        self._last_tick: Optional[float] = None
+        self._hold_until = -math.inf
         self.cluster: Optional[Cluster] = None
         self.members: dict[str, Member] = {}
         self._view: dict[str, str] = {}          # name -> joining/alive/suspect/dead/left
@@ -583,6 +585,15 @@ class Node:
         if now is None:
             now = self.clock()
         self.stats["ticks"] += 1
+        # A tick far later than due means this process itself was paused (SIGSTOP,
+        # a VM freeze, a long GC): the silence it would now see is its own.  Hold
+        # verdicts for one interval, so its peers' fresh heartbeats arrive first.
+        last, self._last_tick = self._last_tick, now
+        if last is not None and now - last > self.interval + self.tick_interval:
+            self.stats["stalls"] += 1
+            self._hold_until = now + self.interval + self.tick_interval
+        if now < self._hold_until:
+            return []
         self._batch = batch = []
         try:
             det = self.detector
