@@ -328,9 +328,16 @@ class EtcdMembership(Membership):
         if self._watch is not None:
             self._watch.close()
         loop = asyncio.get_running_loop()
+
+        def post(fn, *args) -> None:  # from the watch thread; the loop may be gone at shutdown
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass
+
         w = _Watch(self.client, self.prefix, rev + 1,
-                   deliver=lambda evs, r: loop.call_soon_threadsafe(self._deliver, w, evs),
-                   broken=lambda: loop.call_soon_threadsafe(self._broken, w))
+                   deliver=lambda evs, r: post(self._deliver, w, evs),
+                   broken=lambda: post(self._broken, w))
         self._watch = w
         w.start()
         self._need_sync = False

@@ -604,8 +604,12 @@ class Node:
                 inc = det.incarnation(n)
                 if inc > self._inc.get(n, 0):
                     self._restarted(n, inc, now)
-                elif self._view.get(n) == JOINING and now - self._since.get(n, now) >= self.join_timeout \
-                        and det.last_heartbeat(n) is None:
+                elif self._view.get(n) != JOINING:
+                    continue
+                elif det.last_heartbeat(n) is not None:
+                    if mesh:
+                        self._set(n, ALIVE, now)
+                elif now - self._since.get(n, now) >= self.join_timeout:
                     if mesh:
                         self._set(n, DEAD, now)
                     elif n not in self._mine:

@@ -1,0 +1,147 @@
+"""Membership through a real etcd (Debian's etcd-server, started here on free
+127.0.0.1 ports with a temporary data dir, stopped by PID): lease join,
+expiry after SIGKILL, watch-driven rebalancing that moves only the changed
+node's keys, and fail-static across an etcd stop and start."""
+import asyncio
+import signal
+
+import pytest
+from etcd_server import ETCD, EtcdServer
+from node_procs import NodeProc, converged
+
+import faultkit as fk
+from faultkit.run.etcd import EtcdClient
+
+pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (Debian: apt-get install etcd-server)")
+
+KEY = bytes.fromhex("6b" * 32)
+INTERVAL, TTL = 0.2, 2.0
+WAIT = 30.0
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    server = EtcdServer(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def _until(pred, timeout=WAIT, what=""):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError(f"not {what} within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def _node(name, etcd):
+    return fk.Node(name, key=KEY, bind="127.0.0.1:0", interval=INTERVAL,
+                   membership=fk.EtcdMembership(etcd.endpoint, ttl=TTL, prefix="/t/"))
+
+
+def test_lease_join_and_watch_driven_rebalancing(etcd):
+    keys = [f"k{i}" for i in range(3000)]
+
+    async def main():
+        a, b = _node("a", etcd), _node("b", etcd)
+        await a.start()
+        events = []
+        a.add_listener(events.append)
+        before = {k: a.route(k) for k in keys}
+        assert set(before.values()) == {"a"}
+        await b.start()
+        await _until(lambda: "b" in a.members and a.view().get("b") == "alive", what="b joined")
+        assert [e.new for e in events if e.name == "b"][:2] == ["joined", "alive"]
+        after = {k: a.route(k) for k in keys}
+        moved = [k for k in keys if after[k] != before[k]]
+        assert moved and all(after[k] == "b" for k in moved)     # only b's keys moved, to b
+        assert {k: b.route(k) for k in keys} == after            # both Nodes route alike
+        # b's registration lives under its lease
+        rev, kvs = EtcdClient(etcd.endpoint).range_prefix(b"/t/members/")
+        assert sorted(k for k, _ in kvs) == [b"/t/members/a", b"/t/members/b"]
+        await b.stop()   # graceful: leave message, then the lease is revoked
+        await _until(lambda: "b" not in a.members, what="b removed")
+        assert [e.new for e in events if e.name == "b"][-2:] == ["left", "removed"]
+        assert {k: a.route(k) for k in keys} == before
+        await a.stop()
+        rev, kvs = EtcdClient(etcd.endpoint).range_prefix(b"/t/")
+        assert kvs == []
+
+    asyncio.run(main())
+
+
+def test_start_without_etcd_raises(tmp_path):
+    from node_procs import free_tcp_port
+
+    node = fk.Node("a", key=KEY, bind="127.0.0.1:0",
+                   membership=fk.EtcdMembership(f"http://127.0.0.1:{free_tcp_port()}", timeout=0.5))
+
+    async def main():
+        with pytest.raises(fk.MembershipError, match="etcd"):
+            await node.start()
+
+    asyncio.run(main())
+
+
+def _procs(names, etcd):
+    args = ["--etcd", etcd.endpoint, "--bind", "127.0.0.1:0", "--interval", str(INTERVAL),
+            "--ttl", str(TTL), "--prefix", "/p/"]
+    return {n: NodeProc(n, args) for n in names}
+
+
+@pytest.mark.slow
+def test_expiry_after_sigkill_and_fail_static(etcd):
+    names = ["e1", "e2", "e3", "e4"]
+    procs = _procs(names, etcd)
+    try:
+        alive = {n: "alive" for n in names}
+        for p in procs.values():
+            p.wait(converged(alive), WAIT, "all alive")
+
+        # SIGKILL e1: routed around at once (UDP), removed when its lease expires.
+        procs["e1"].proc.kill()
+        truth = {n: "alive" for n in names[1:]}
+        for n in names[1:]:
+            procs[n].wait(converged(truth), WAIT, "e1 removed")
+            assert ("e1", "alive", "dead") in procs[n].events
+            assert ("e1", "dead", "removed") in procs[n].events
+        rev, kvs = EtcdClient(etcd.endpoint).range_prefix(b"/p/members/")
+        assert sorted(k for k, _ in kvs) == [b"/p/members/e2", b"/p/members/e3", b"/p/members/e4"]
+
+        # etcd goes away: fail-static.  Nobody is evicted; a Node killed meanwhile is
+        # routed around by reachability but stays a member.
+        etcd.stop()
+        for n in names[1:]:
+            procs[n].wait(lambda p: p.healthy is False, WAIT, "unhealthy")
+        procs["e2"].proc.kill()
+        static = dict(truth, e2="dead")
+        for n in ("e3", "e4"):
+            procs[n].wait(converged(static), WAIT, "e2 dead, kept")
+        # etcd back (same data dir and ports): healthy again, and e2's lease expires.
+        etcd.start()
+        for n in ("e3", "e4"):
+            procs[n].wait(lambda p: p.healthy is True and p.view == {"e3": "alive", "e4": "alive"},
+                          WAIT, "healthy, e2 removed")
+            assert not any(e[2] == "removed" and e[0] in ("e3", "e4") for e in procs[n].events)
+    finally:
+        for p in procs.values():
+            p.kill()
+
+
+def test_sigterm_leaves_at_once(etcd):
+    """A graceful stop revokes the lease: peers drop the member without waiting for the TTL."""
+    procs = _procs(["g1", "g2"], etcd)
+    try:
+        alive = {"g1": "alive", "g2": "alive"}
+        for p in procs.values():
+            p.wait(converged(alive), WAIT, "all alive")
+        procs["g2"].signal(signal.SIGTERM)
+        procs["g1"].wait(converged({"g1": "alive"}), WAIT, "g2 removed")
+        assert [e[2] for e in procs["g1"].events if e[0] == "g2"][-2:] == ["left", "removed"]
+        assert procs["g2"].proc.wait(10) == 0
+    finally:
+        for p in procs.values():
+            p.kill()
