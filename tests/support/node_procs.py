@@ -41,6 +41,7 @@ class NodeProc:
                                      stderr=subprocess.PIPE, text=True, env=e)
         self.lines, self.events = [], []
         self.view, self.routable, self.healthy, self.ready = None, None, None, None
+        self.partitioned = None
         self.cond = threading.Condition()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -56,6 +57,7 @@ class NodeProc:
                     self.events.append(tuple(msg["event"]))
                 if "view" in msg:
                     self.view, self.routable, self.healthy = msg["view"], msg["routable"], msg["healthy"]
+                    self.partitioned = msg.get("partitioned")
                 if "ready" in msg:
                     self.ready = msg
                 self.cond.notify_all()
