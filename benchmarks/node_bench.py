@@ -106,9 +106,24 @@ def manual(args):
 
 
 # ---- orchestration ---------------------------------------------------------------
+def free_udp_ports(n):
+    """n distinct free UDP ports (held open together while chosen, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def measure_cpu(peers, *, mode, seconds, interval=1.0, warmup=3.0):
-    members = {f"p{i:03d}": f"127.0.0.1:{free_udp_port()}" for i in range(peers)}
-    members["node"] = f"127.0.0.1:{free_udp_port()}"
+    ports = free_udp_ports(peers + 1)
+    members = {f"p{i:03d}": f"127.0.0.1:{ports[i]}" for i in range(peers)}
+    members["node"] = f"127.0.0.1:{ports[-1]}"
     mj = json.dumps(members)
     full = mode in ("mesh", "manual")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))

@@ -38,7 +38,7 @@ import logging
 import math
 import socket
 import threading
-from typing import Any, Optional
+from typing import Optional
 from urllib.parse import urlsplit
 
 from faultkit.errors import MembershipError
@@ -183,7 +183,7 @@ class _Watch(threading.Thread):
                 events = result.get("events", [])
                 if events:
                     self.deliver(events, rev)
-        except Exception as e:  # noqa: BLE001 - any failure ends the stream; the owner resyncs
+        except Exception as e:
             if not self._closed:
                 _log.info("etcd watch ended: %s", e)
         finally:

@@ -40,7 +40,6 @@ import struct
 import time
 from typing import Any, AsyncIterator, Callable, Hashable, Optional, Union
 
-import numpy as np
 
 from faultkit.balance import Rendezvous
 from faultkit.cluster import Cluster
