@@ -145,3 +145,37 @@ def test_sigterm_leaves_at_once(etcd):
     finally:
         for p in procs.values():
             p.kill()
+
+
+def test_watchers_share_observations_through_etcd(etcd):
+    """Beyond the full mesh the watchers' verdicts are etcd keys under their leases:
+    a crashed node is routed around by everyone (non-watchers too) once a quorum of
+    its watchers published it, before its own lease expires."""
+    names = [f"w{i}" for i in range(6)]
+
+    async def main():
+        nodes = {n: fk.Node(n, key=KEY, bind="127.0.0.1:0", interval=0.05, full_mesh=3, watchers=3,
+                            membership=fk.EtcdMembership(etcd.endpoint, ttl=5, prefix="/w/"))
+                 for n in names}
+        for n in names:
+            await nodes[n].start()
+        await _until(lambda: all(len(nodes[n].members) == 6 for n in names), what="all joined")
+        await _until(lambda: all(set(nodes[n].view().values()) == {"alive"} for n in names), what="all alive")
+        victim = "w3"
+        ws = nodes["w0"].watchers_of(victim)
+        events = {n: [] for n in names}
+        for n in names:
+            nodes[n].add_listener(events[n].append)
+        await nodes[victim].stop(leave=False)    # a crash: no leave message, the lease is not revoked
+        rest = [n for n in names if n != victim]
+        await _until(lambda: all(victim not in nodes[n].routable() for n in rest), what="routed around")
+        rev, kvs = EtcdClient(etcd.endpoint).range_prefix(f"/w/obs/{victim}/".encode())
+        observers = {k.decode().rsplit("/", 1)[1] for k, _ in kvs}
+        assert len(observers & set(ws)) >= 2 and observers <= set(ws)
+        assert b"/w/members/w3" in [k for k, _ in EtcdClient(etcd.endpoint).range_prefix(b"/w/members/")[1]]
+        for n in rest:
+            assert [e.new for e in events[n] if e.name == victim] == ["dead"]
+        for n in rest:
+            await nodes[n].stop()
+
+    asyncio.run(main())
