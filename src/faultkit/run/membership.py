@@ -85,7 +85,10 @@ class Membership:
         return True
 
     async def start(self, me: Member, on_change: OnChange, on_observation: OnObservation) -> dict:
-        raise NotImplementedError
+        """Register ``me``; return ``{name: Member}`` (``me`` included); report later
+        changes through ``on_change(kind, member)`` and ``on_observation(observer,
+        target, unreachable)``.  Each backend implements it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement start()")
 
     def observe(self, target: str, unreachable: bool) -> None:
         """Publish this node's verdict on ``target`` (a no-op where not shared)."""
@@ -119,6 +122,8 @@ class StaticMembership(Membership):
             self.members[name] = make_member(name, spec, domain)
 
     async def start(self, me: Member, on_change: OnChange, on_observation: OnObservation) -> dict:
+        """The list, with ``me`` as the Node describes itself; ValueError if ``me`` is not
+        on it or its domain differs.  Nothing changes afterwards, so the callbacks are unused."""
         if me.name not in self.members:
             raise ValueError(f"node {me.name!r} is not in the static member list {sorted(self.members)[:8]!r}")
         listed = self.members[me.name]
