@@ -50,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 5.0  # seconds: a SIGKILLed Node leaves the membership 5 to 5 + ttl/3 s later
 DEFAULT_PREFIX = "/faultkit/"
-_RETRY_MAX = 2.0  # seconds between attempts while etcd is unreachable (doubling from ttl/10)
+_RETRY_MAX = 2.0  # seconds: attempts while etcd is unreachable come every min(ttl/6, this)
 
 
 def _b64(data: bytes) -> str:
@@ -399,7 +399,7 @@ class EtcdMembership(Membership):
                 self._wake.set()
 
     async def _run(self) -> None:
-        period = self.ttl / 3
+        period = self.ttl / 3  # keep-alive three times a lease: two may be lost
         delay = period
         while True:
             try:
@@ -423,7 +423,7 @@ class EtcdMembership(Membership):
                     _log.warning("etcd unreachable, keeping the last view: %s", e)
                 self._healthy = False
                 self._need_sync = True
-                delay = min(_RETRY_MAX, max(period / 3, delay / 2 if delay == period else delay * 2))
+                delay = min(_RETRY_MAX, period / 2)
 
     def observe(self, target: str, unreachable: bool) -> None:
         """Put (or delete) ``<prefix>obs/<target>/<me>`` under this node's lease, in the background."""
