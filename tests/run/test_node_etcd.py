@@ -179,3 +179,49 @@ def test_watchers_share_observations_through_etcd(etcd):
             await nodes[n].stop()
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_etcd_data_loss_does_not_evict_live_members(tmp_path):
+    """etcd comes back empty (its data dir wiped) while two Nodes are paused
+    (SIGSTOP): the running Node finds them gone from etcd at once, holds their
+    removal one ttl, and they re-register (SIGCONT) before it ends: no eviction."""
+    import shutil
+
+    server = EtcdServer(tmp_path / "etcd").start()
+    args = ["--etcd", server.endpoint, "--bind", "127.0.0.1:0", "--interval", "0.1", "--ttl", "5",
+            "--prefix", "/d/"]
+    procs = {n: NodeProc(n, args) for n in ("d1", "d2")}
+
+    async def main():
+        node = fk.Node("d0", key=KEY, bind="127.0.0.1:0", interval=0.1,
+                       membership=fk.EtcdMembership(server.endpoint, ttl=5, prefix="/d/"))
+        await node.start()
+        await _until(lambda: len(node.members) == 3, what="all joined")
+        events = []
+        node.add_listener(events.append)
+        for p in procs.values():
+            p.signal(signal.SIGSTOP)
+        server.stop()
+        await _until(lambda: not node.healthy, what="unhealthy")
+        shutil.rmtree(server.data_dir)
+        server.start()
+        await _until(lambda: node.healthy and node.membership.stats["held_evictions"] == 2, what="held")
+        for p in procs.values():
+            p.signal(signal.SIGCONT)
+        client = EtcdClient(server.endpoint)
+        await _until(lambda: len(client.range_prefix(b"/d/members/")[1]) == 3, what="re-registered")
+        await _until(lambda: node.membership._hold_until is None, what="hold over")
+        await _until(lambda: set(node.view().values()) == {"alive"}, what="all alive")
+        assert [e for e in events if e.new == "removed"] == []
+        assert sorted(node.members) == ["d0", "d1", "d2"]
+        await node.stop()
+
+    try:
+        for p in procs.values():
+            p.wait(lambda p: p.ready is not None, WAIT, "ready")
+        asyncio.run(main())
+    finally:
+        for p in procs.values():
+            p.kill()
+        server.stop()

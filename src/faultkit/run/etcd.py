@@ -208,8 +208,13 @@ class EtcdMembership(Membership):
     ``ttl``: the lease in seconds (default 5 s; a Node that dies leaves the
     membership between ``ttl`` and ``ttl + ttl/3`` s later); ``timeout``:
     seconds per etcd call (default 2 s).  ``stats`` counts ``keepalives``,
-    ``errors``, ``resyncs``, ``grants`` and ``bad_records`` (member values
-    that are not valid JSON records, ignored).
+    ``errors``, ``resyncs``, ``grants``, ``bad_records`` (member values
+    that are not valid JSON records, ignored) and ``held_evictions``.
+
+    Never a mass eviction: a re-read after an outage that finds half the
+    members or more gone at once (etcd's data lost or restored from an old
+    backup) holds their removal for one ``ttl`` and reads again; live members
+    have re-registered by then, and only those still gone are removed.
     """
 
     shares_observations = True
@@ -223,7 +228,9 @@ class EtcdMembership(Membership):
             raise ValueError(f"ttl must be a number of seconds >= 1, got {ttl!r}")
         self.prefix = prefix.encode("utf-8")
         self.ttl = float(ttl)
-        self.stats = dict.fromkeys(("keepalives", "errors", "resyncs", "grants", "bad_records"), 0)
+        self.stats = dict.fromkeys(("keepalives", "errors", "resyncs", "grants", "bad_records",
+                                    "held_evictions"), 0)
+        self._hold_until: Optional[float] = None
         self._healthy = False
         self._lease = 0
         self._me: Optional[Member] = None
@@ -315,7 +322,23 @@ class EtcdMembership(Membership):
             self._view, self._obs = members, obs
         else:
             self.stats["resyncs"] += 1
-            for name in [n for n in self._view if n not in members]:
+            me = self._me.name if self._me is not None else None
+            gone = [n for n in self._view if n not in members and n != me]
+            loop_now = asyncio.get_running_loop().time()
+            if len(gone) > 1 and 2 * len(gone) >= len(self._view) and self._hold_until is None:
+                # Half the members gone at once is etcd's loss (a wiped or restored data
+                # dir), not theirs: live members re-register within ttl/3 of noticing.
+                # Hold the removals one ttl and re-read; only what is still gone goes.
+                _log.warning("etcd lost %d of %d members at once; holding their removal %.1f s",
+                             len(gone), len(self._view), self.ttl)
+                self.stats["held_evictions"] += len(gone)
+                self._hold_until = loop_now + self.ttl
+                gone = []
+            elif self._hold_until is not None and loop_now < self._hold_until:
+                gone = []
+            else:
+                self._hold_until = None
+            for name in gone:
                 self._apply_member_delete(name)
             for m in members.values():
                 self._apply_member_put(m)
@@ -340,7 +363,7 @@ class EtcdMembership(Membership):
                    broken=lambda: post(self._broken, w))
         self._watch = w
         w.start()
-        self._need_sync = False
+        self._need_sync = self._hold_until is not None  # re-read once the hold is over
 
     def _call(self, fn, *args) -> None:
         try:
@@ -413,7 +436,8 @@ class EtcdMembership(Membership):
                     await self._register()
                     self._need_sync = True
                 self.stats["keepalives"] += 1
-                if self._need_sync:
+                if self._need_sync and (self._hold_until is None
+                                        or asyncio.get_running_loop().time() >= self._hold_until):
                     await self._sync()
                 self._healthy = True
                 delay = period
