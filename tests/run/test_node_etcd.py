@@ -28,12 +28,12 @@ def etcd(tmp_path):
         server.stop()
 
 
-async def _until(pred, timeout=WAIT, what=""):
+async def _until(pred, timeout=WAIT, what="", detail=lambda: ""):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not pred():
         if loop.time() > end:
-            raise AssertionError(f"not {what} within {timeout} s")
+            raise AssertionError(f"not {what} within {timeout} s {detail()}")
         await asyncio.sleep(0.02)
 
 
@@ -212,7 +212,10 @@ def test_etcd_data_loss_does_not_evict_live_members(tmp_path):
         client = EtcdClient(server.endpoint)
         await _until(lambda: len(client.range_prefix(b"/d/members/")[1]) == 3, what="re-registered")
         await _until(lambda: node.membership._hold_until is None, what="hold over")
-        await _until(lambda: set(node.view().values()) == {"alive"}, what="all alive")
+        await _until(lambda: set(node.view().values()) == {"alive"}, what="all alive",
+                     detail=lambda: (node.view(), events, node.receiver.stats, node.stats,
+                                     [p.proc.poll() for p in procs.values()],
+                                     [p.lines[-3:] for p in procs.values()]))
         assert [e for e in events if e.new == "removed"] == []
         assert sorted(node.members) == ["d0", "d1", "d2"]
         await node.stop()
