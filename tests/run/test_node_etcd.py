@@ -202,10 +202,11 @@ def test_etcd_data_loss_does_not_evict_live_members(tmp_path):
         node.add_listener(events.append)
         for p in procs.values():
             p.signal(signal.SIGSTOP)
-        server.stop()
+        loop = asyncio.get_running_loop()   # the server's start and stop block: not in d0's loop
+        await loop.run_in_executor(None, server.stop)
         await _until(lambda: not node.healthy, what="unhealthy")
         shutil.rmtree(server.data_dir)
-        server.start()
+        await loop.run_in_executor(None, server.start)
         await _until(lambda: node.healthy and node.membership.stats["held_evictions"] == 2, what="held")
         for p in procs.values():
             p.signal(signal.SIGCONT)
