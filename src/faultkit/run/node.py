@@ -214,8 +214,10 @@ class Node:
     - ``full_mesh``: members up to which everyone watches everyone (64);
       ``watchers``: peers that watch each node beyond it (3).
     - ``join_timeout``: seconds a member may stay unheard after it joined
-      (or after this Node started) before it is reported dead (default the
-      detection bound); only for members this Node watches.
+      (or after this Node started) before it is reported dead (default twice
+      the detection bound: a joiner's peers learn of it through the
+      membership first); only for members this Node watches.  Its first
+      heartbeat makes it alive whenever it comes.
     - ``incarnation``: default the start time in milliseconds, so a restarted
       process outranks its previous life.
     - ``avoid_suspect``: route around suspect members too (the Cluster's).
@@ -270,7 +272,7 @@ class Node:
         self.detector = detector
         self.detection_bound = self._bound(detector)
         self.join_timeout = (_finite_pos("join_timeout", join_timeout) if join_timeout is not None
-                             else self.detection_bound)
+                             else 2 * self.detection_bound)
         self.avoid_suspect = bool(avoid_suspect)
         self._encoder = HeartbeatSender(name, ("127.0.0.1", 0), self.interval, key=self.key,
                                         incarnation=incarnation)
@@ -292,6 +294,7 @@ class Node:
         self._mine: set[str] = set()             # targets this node reports unreachable
         self._watchers_of: dict[str, list] = {}
         self._watched: set[str] = set()          # members this node watches
+        self._unheard: set[str] = set()          # watched members not heard from yet
         self._targets: list[tuple] = []          # addresses this node heartbeats
         self._listeners: list[Callable[[Event], Any]] = []
         self._queues: list[asyncio.Queue] = []
@@ -495,6 +498,7 @@ class Node:
             old = self._view.pop(m.name, JOINING)
             for d in (self._inc, self._left_inc, self._since, self._ctrl_seen):
                 d.pop(m.name, None)
+            self._unheard.discard(m.name)
             self._obs.pop(m.name, None)
             self._mine.discard(m.name)
             if m.name in self.cluster:
@@ -553,8 +557,10 @@ class Node:
                 self.detector.remove(n)
             self.detector.add(n)
             self._since[n] = now
+            self._unheard.add(n)
         for n in self._watched - watched:
             self._mine.discard(n)
+            self._unheard.discard(n)
             if n in self.detector:
                 self.detector.remove(n)
                 self.detector.add(n)
@@ -599,18 +605,25 @@ class Node:
             mesh = not self._watchers_of
             # Restarts first (a higher incarnation the receiver recorded), so a
             # restarted member's recovery is reported once, as a restart.
+            unheard = self._unheard
             for n in self._watched:
                 inc = det.incarnation(n)
                 if inc > self._inc.get(n, 0):
                     self._restarted(n, inc, now)
-                elif self._view.get(n) != JOINING:
+                if n not in unheard:
                     continue
-                elif det.last_heartbeat(n) is not None:
+                if det.last_heartbeat(n) is not None:  # its first heartbeat
+                    unheard.discard(n)
                     if mesh:
-                        self._set(n, ALIVE, now)
+                        if self._view.get(n) in (JOINING, DEAD):
+                            self._set(n, ALIVE, now)
+                    elif n in self._mine:
+                        self._mine.discard(n)
+                        self._publish(n, False, now)
                 elif now - self._since.get(n, now) >= self.join_timeout:
                     if mesh:
-                        self._set(n, DEAD, now)
+                        if self._view.get(n) == JOINING:
+                            self._set(n, DEAD, now)
                     elif n not in self._mine:
                         self._mine.add(n)
                         self._publish(n, True, now)
