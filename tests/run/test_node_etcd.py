@@ -198,6 +198,7 @@ def test_etcd_data_loss_does_not_evict_live_members(tmp_path):
                        membership=fk.EtcdMembership(server.endpoint, ttl=5, prefix="/d/"))
         await node.start()
         await _until(lambda: len(node.members) == 3, what="all joined")
+        await _until(lambda: set(node.view().values()) == {"alive"}, what="all heard")
         events = []
         node.add_listener(events.append)
         for p in procs.values():
