@@ -27,6 +27,7 @@ from faultkit.errors import (
     IsolationRefusedError,
     JournalLockedError,
     JournalWarning,
+    MembershipError,
     NoCheckpointError,
     NoLiveNodeError,
     StoreError,
@@ -84,6 +85,7 @@ __all__ = [
     "CorruptJournalError",
     "JournalLockedError",
     "JournalWarning",
+    "MembershipError",
     # recover
     "Checkpointer",
     "CheckpointInfo",
@@ -94,4 +96,18 @@ __all__ = [
     "register_type",
     # together
     "Cluster",
+    # run (loaded on first use: it needs asyncio)
+    "Node",
+    "StaticMembership",
+    "EtcdMembership",
 ]
+
+_RUN_NAMES = frozenset(("Node", "StaticMembership", "EtcdMembership", "Member", "Membership"))
+
+
+def __getattr__(name: str):  # PEP 562: faultkit.run loads asyncio only when asked for
+    if name in _RUN_NAMES:
+        from faultkit import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'faultkit' has no attribute {name!r}")
