@@ -66,6 +66,7 @@ import math
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from typing import Any, Callable, Hashable, NamedTuple, Optional, Sequence, Union
@@ -132,6 +133,10 @@ MAX_INFLIGHT = 64
 _BATCH_DATAGRAMS = 4096
 _POLL_TIMEOUT = 0.5  # seconds; close() wakes the thread at once through a pipe anyway
 _INC_MASK = LEAVE_BIT - 1
+# Python's socket module does not export SO_RCVBUFFORCE; Linux's value is 33
+# (asm-generic/socket.h, the same on every Linux architecture but
+# alpha/mips/parisc/sparc, where faultkit is not built for it).
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
 
 
 class Beat(NamedTuple):
@@ -389,7 +394,7 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
     def _set_rcvbuf(self, sock: socket.socket) -> None:
         if self._rcvbuf_asked:
             done = False
-            force = getattr(socket, "SO_RCVBUFFORCE", None)
+            force = _SO_RCVBUFFORCE
             if self._rcvbuf_force and force is not None:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, force, self._rcvbuf_asked)
