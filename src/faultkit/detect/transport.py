@@ -116,7 +116,7 @@ Address = Union[str, "tuple[str, int]"]
 try:  # the native receive path (setup.py builds it where OpenSSL >= 3 is found)
     from faultkit.detect import _recv
 except ImportError:  # pragma: no cover - depends on the build
-    _recv = None
+    _recv = None  # type: ignore[assignment]
 
 #: Whether this build has the native receive path (see the module docstring).
 HAVE_NATIVE = _recv is not None
