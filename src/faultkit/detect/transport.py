@@ -512,6 +512,8 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
                 _log.exception("heartbeat receiver thread stopped by a socket error")
                 pending["socket_errors"] = pending.get("socket_errors", 0) + 1
                 got = None
+            if loop.is_closed():  # the loop went away without close(): nobody to deliver to
+                return
             if got is not None:
                 counts = rx.counts()
                 for k, v in counts.items():
