@@ -4,7 +4,8 @@
 // in batches with the GIL released and returns the accepted entries at once.
 //
 // Socket syscalls live here (plain POSIX): recvmmsg on Linux, a recvfrom loop
-// elsewhere.  The clock read for budgets (CLOCK_MONOTONIC, once per batch) is
+// elsewhere (-DFAULTKIT_NO_RECVMMSG builds that loop on Linux too, to test it).
+// The clock read for budgets (CLOCK_MONOTONIC, once per batch) is
 // also here: csrc/ takes `now`.
 #include <pybind11/pybind11.h>
 
@@ -29,7 +30,7 @@ using namespace faultkit::detect;
 
 namespace {
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(FAULTKIT_NO_RECVMMSG)
 constexpr bool kHaveRecvmmsg = true;
 #else
 constexpr bool kHaveRecvmmsg = false;
@@ -75,7 +76,7 @@ class Receiver {
         filter_ = std::make_unique<PacketFilter>(reinterpret_cast<const uint8_t*>(k.data()), k.size(), max_packet, cfg);
         bufs_.resize(batch * max_packet);
         addrs_.resize(batch);
-#if defined(__linux__)
+#if defined(__linux__) && !defined(FAULTKIT_NO_RECVMMSG)
         iovs_.resize(batch);
         msgs_.resize(batch);
 #endif
@@ -153,7 +154,7 @@ class Receiver {
         size_t done = 0;
         while (done < max_datagrams) {
             const size_t want = std::min(batch_, max_datagrams - done);
-#if defined(__linux__)
+#if defined(__linux__) && !defined(FAULTKIT_NO_RECVMMSG)
             for (size_t i = 0; i < want; ++i) {
                 iovs_[i].iov_base = bufs_.data() + i * max_packet_;
                 iovs_[i].iov_len = max_packet_;
@@ -230,7 +231,7 @@ class Receiver {
     size_t batch_;
     std::vector<uint8_t> bufs_;
     std::vector<sockaddr_storage> addrs_;
-#if defined(__linux__)
+#if defined(__linux__) && !defined(FAULTKIT_NO_RECVMMSG)
     std::vector<iovec> iovs_;
     std::vector<mmsghdr> msgs_;
 #else
@@ -258,7 +259,7 @@ uint64_t send_many(int fd, py::list datagrams, uint64_t total) {
     {
         py::gil_scoped_release nogil;
         size_t next = 0;
-#if defined(__linux__)
+#if defined(__linux__) && !defined(FAULTKIT_NO_RECVMMSG)
         constexpr size_t kBatch = 64;
         mmsghdr msgs[kBatch];
         iovec iovs[kBatch];
