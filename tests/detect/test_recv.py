@@ -225,3 +225,39 @@ def test_rcvbuf_is_reported_and_force_falls_back():
 
     plain, forced = asyncio.run(main())
     assert plain > 0 and forced >= plain  # Linux doubles what it grants; forced passes rmem_max
+
+
+def test_a_stalled_event_loop_bounds_the_queue_and_counts_the_backlog(monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(tr, "MAX_INFLIGHT", 2)
+
+    async def main():
+        det = TimeoutDetector(60.0)
+        det.add("n1")
+        async with tr.HeartbeatReceiver(det, "127.0.0.1:0", key=KEY) as rx:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect(rx.address)
+
+            def send_paced():  # one datagram per batch: wait for the thread to take each
+                for seq in range(1, 6):
+                    s.send(tr.encode_packet(KEY, [("n1", 1, seq, 0.0)]))
+                    for _ in range(2000):  # bounded
+                        if rx._received >= seq:
+                            break
+                        time.sleep(0.005)
+
+            sender = threading.Thread(target=send_paced)
+            sender.start()
+            sender.join(timeout=30)  # the event loop is stalled here, on purpose
+            s.close()
+            assert rx._received == 5
+            for _ in range(500):  # bounded: the held-back counts come with the next batch
+                if rx.stats["backlog"] == 3:
+                    break
+                await asyncio.sleep(0.01)
+            return rx.stats
+
+    stats = asyncio.run(main())
+    assert stats["heartbeats"] == 2 and stats["backlog"] == 3 and stats["packets"] == 5

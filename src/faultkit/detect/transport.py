@@ -390,6 +390,7 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._scheduled = 0  # batches handed to the loop (written by the thread only)
         self._delivered = 0  # batches the loop processed (written by the loop only)
+        self._received = 0  # datagrams the thread has taken from the socket (written by it only)
 
     def _set_rcvbuf(self, sock: socket.socket) -> None:
         if self._rcvbuf_asked:
@@ -520,6 +521,7 @@ class HeartbeatReceiver(asyncio.DatagramProtocol):
                     if v != prev[k] and k != "datagrams":
                         pending[k] = pending.get(k, 0) + v - prev[k]
                 prev = counts
+                self._received = counts["datagrams"]
                 if not got and not pending:
                     continue
                 if self._scheduled - self._delivered >= MAX_INFLIGHT:
