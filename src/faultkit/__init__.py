@@ -15,6 +15,7 @@ from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_has
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy, OutlierDetector
+from faultkit.contain import TimeLimiter
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -65,6 +66,7 @@ __all__ = [
     "CircuitBreaker",
     "Bulkhead",
     "OutlierDetector",
+    "TimeLimiter",
     # errors
     "FaultkitError",
     "EmptyRingError",

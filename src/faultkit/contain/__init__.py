@@ -8,12 +8,15 @@
   request results make them outliers (Envoy's outlier detection).
 - :mod:`~faultkit.contain.breaker`: :class:`CircuitBreaker`, fail fast on a failing dependency.
 - :mod:`~faultkit.contain.bulkhead`: :class:`Bulkhead`, cap the calls in flight into one dependency.
+- :mod:`~faultkit.contain.timelimit`: :class:`TimeLimiter`, cut off calls that take too long.
 """
 from faultkit.contain.breaker import CircuitBreaker
 from faultkit.contain.bulkhead import Bulkhead
 from faultkit.contain.domains import BlastRadius, FailureDomains
 from faultkit.contain.outlier import Ejection, OutlierDetector
 from faultkit.contain.policy import Decision, IsolationPolicy
+from faultkit.contain.timelimit import TimeLimiter
 
 __all__ = ["FailureDomains", "BlastRadius", "IsolationPolicy", "Decision",
-           "CircuitBreaker", "Bulkhead", "OutlierDetector", "Ejection"]
+           "CircuitBreaker", "Bulkhead", "OutlierDetector", "Ejection",
+           "TimeLimiter"]
