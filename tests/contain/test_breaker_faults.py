@@ -257,3 +257,36 @@ def test_time_limiter_bad_arguments():
         TimeLimiter(1, executor=3)
     with pytest.raises(TypeError, match="decorates async def"):
         TimeLimiter(1)(ok)
+
+
+def test_untimed_with_blocks_that_straddle_a_transition_are_dropped():
+    b = CircuitBreaker(minimum_calls=5)
+    a = b.__enter__()                 # block A, entered in the first closed state
+    b.open()
+    b.reset()                         # a new closed state
+    with b:                           # block B, entered after the transition
+        with pytest.raises(Boom):
+            with b:                   # block C, nested, also after it
+                raise Boom()
+        assert a.__exit__(Boom, Boom(), None) is False   # A straddled: dropped
+    m = b.metrics()
+    assert (m["calls"], m["failed"]) == (2, 1)   # B and C (one of them counted as A's slot)
+    assert m["lifetime"]["calls"] == 3
+    with pytest.raises(RuntimeError, match="without a matching __enter__"):
+        b.__exit__(None, None, None)
+
+
+def test_async_with_enters_with_the_breaker_and_counts():
+    b = CircuitBreaker(minimum_calls=2, window_size=2)
+
+    async def main():
+        async with b as x:
+            assert x is b
+        with pytest.raises(Boom):
+            async with b:
+                raise Boom()
+        with pytest.raises(fk.CircuitOpenError):
+            async with b:
+                pass
+    asyncio.run(main())
+    assert b.state == "open" and b.metrics()["lifetime"]["rejections"] == 1

@@ -60,6 +60,32 @@ cdef extern from *:
     """
     int _enable_vectorcall "faultkit_enable_vectorcall"(PyTypeObject* type, Py_ssize_t offset) except -1
 
+cdef extern from *:
+    """
+    /* am_send of an always-done awaitable: `await` gets the object stored
+       `offset` bytes into the instance, with no StopIteration raised (the
+       interpreter's SEND goes through PyIter_Send, which prefers am_send). */
+    static Py_ssize_t faultkit_ready_offset = 0;
+    static PySendResult faultkit_ready_send(PyObject* iter, PyObject* arg, PyObject** result) {
+        PyObject* v = *(PyObject**)((char*)iter + faultkit_ready_offset);
+        (void)arg;
+        Py_INCREF(v);
+        *result = v;
+        return PYGEN_RETURN;
+    }
+    static int faultkit_enable_send(PyTypeObject* type, Py_ssize_t offset) {
+        if (type->tp_as_async == NULL) {
+            PyErr_SetString(PyExc_ImportError, "faultkit: awaitable type without tp_as_async");
+            return -1;
+        }
+        faultkit_ready_offset = offset;
+        type->tp_as_async->am_send = faultkit_ready_send;
+        PyType_Modified(type);
+        return 0;
+    }
+    """
+    int _enable_send "faultkit_enable_send"(PyTypeObject* type, Py_ssize_t offset) except -1
+
 from faultkit.contain.cbreaker cimport (
     Breaker, BreakerConfig, BreakerCounts, BreakerLifetime, BREAKER_CLOSED, BREAKER_OPEN,
     BREAKER_HALF_OPEN, BREAKER_MAX_COUNT_WINDOW, BREAKER_MAX_TIME_WINDOW,
@@ -168,6 +194,12 @@ cdef class CircuitBreaker:
     cdef tuple _listeners
     cdef object _frames       # ContextVar: stack of (generation, start, next) for `with`
     cdef int _timeout_outcome
+    # `with` blocks of an untimed breaker keep no per-block state: counts of
+    # open blocks entered in generation _with_gen (current) and before (stale).
+    cdef uint64_t _with_gen
+    cdef int64_t _with_current
+    cdef int64_t _with_stale
+    cdef object _ready_self   # a _Ready(self): what `async with` enters with
 
     def __init__(self, *, failure_rate=0.5, minimum_calls=10, window_size=100,
                  window_type="count", slow_call_duration=None, slow_call_rate=1.0,
@@ -374,37 +406,85 @@ cdef class CircuitBreaker:
         # A C-level callable (vectorcall): as cheap as ``call`` itself.
         return functools.wraps(fn)(_Guard(self, fn))
 
-    def __enter__(self):
-        """Take a permit (``CircuitOpenError`` if refused); the block is the protected call."""
+    # A breaker with slow calls or a time window needs each block's start time
+    # and keeps a stack of (generation, start) frames in a ContextVar.  An
+    # untimed breaker keeps none: it counts the open blocks entered in the
+    # current generation and in earlier ones.  A block that exits while
+    # earlier-generation blocks are open is taken to be one of them (its
+    # outcome is dropped, as a call that straddles a transition is): exact
+    # counts, at the cost of not telling apart, during a transition, which of
+    # the open blocks straddled it.
+
+    cdef inline void _with_sync(self):
+        cdef uint64_t gen = self.core.generation()
+        if gen != self._with_gen:
+            self._with_stale += self._with_current
+            self._with_current = 0
+            self._with_gen = gen
+
+    cdef int _enter(self) except -1:
         cdef double now = NAN
-        cdef bint permitted
         cdef uint64_t gen
         if self.core.state() != BREAKER_CLOSED or self._timed:
             now = self._now()
             self._advance(now)
-        permitted = self.core.acquire()
+            if not self.core.acquire():
+                raise self._open_error()
         gen = self.core.generation()
-        if not permitted:
-            raise self._open_error()
-        self._frames.set((gen, now if self._timed else NAN, self._frames.get()))
+        if self._timed:
+            self._frames.set((gen, now, self._frames.get()))
+        else:
+            self._with_sync()
+            self._with_current += 1
+        return 0
+
+    cdef int _exit(self, object exc_type, object exc) except -1:
+        cdef uint64_t gen
+        cdef double start = NAN
+        if self._timed:
+            frame = self._frames.get()
+            if frame is None:
+                raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
+            self._frames.set(frame[2])
+            gen = frame[0]
+            start = frame[1]
+        else:
+            self._with_sync()
+            if self._with_stale > 0:
+                self._with_stale -= 1
+                gen = self.core.generation() - 1   # dropped by the core: not current
+            elif self._with_current > 0:
+                self._with_current -= 1
+                gen = self._with_gen
+            else:
+                raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
+        if exc_type is None:
+            self._succeeded(gen, start)
+        else:
+            self._failed(exc if exc is not None else exc_type(), gen, start)
+        return 0
+
+    def __enter__(self):
+        """Take a permit (``CircuitOpenError`` if refused); the block is the protected call."""
+        self._enter()
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        frame = self._frames.get()
-        if frame is None:
-            raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
-        self._frames.set(frame[2])
-        if exc_type is None:
-            self._succeeded(frame[0], frame[1])
-        else:
-            self._failed(exc if exc is not None else exc_type(), frame[0], frame[1])
+        """Count the block's outcome; never suppresses its exception."""
+        self._exit(exc_type, exc)
         return False
 
-    async def __aenter__(self):
-        return self.__enter__()
+    def __aenter__(self):
+        """``async with``: as ``__enter__``, returning a ready awaitable."""
+        self._enter()
+        if self._ready_self is None:
+            self._ready_self = _Ready.__new__(_Ready, self)
+        return self._ready_self
 
-    async def __aexit__(self, exc_type, exc, tb):
-        return self.__exit__(exc_type, exc, tb)
+    def __aexit__(self, exc_type, exc, tb):
+        """``async with``: as ``__exit__``, returning a ready awaitable."""
+        self._exit(exc_type, exc)
+        return _READY_FALSE
 
     # -- state, metrics, listeners, manual transitions ---------------------
     @property
@@ -549,6 +629,41 @@ _CALL_DEF.ml_doc = (
 if _install_method(<PyTypeObject*>CircuitBreaker, PyDescr_NewMethod(
         <PyTypeObject*>CircuitBreaker, &_CALL_DEF)) < 0:
     raise ImportError("faultkit._breaker: could not install CircuitBreaker.call")
+
+
+cdef class _Ready:
+    """An awaitable that is already done: ``await`` returns ``value`` at once
+    (cheaper than a coroutine for ``async with``'s enter and exit)."""
+    cdef PyObject* raw        # = value, for am_send (a borrowed pointer)
+    cdef object value
+
+    def __cinit__(self, value):
+        self.value = value
+        self.raw = <PyObject*>value
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration(self.value)
+
+    def send(self, value):
+        raise StopIteration(self.value)
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None:
+            raise typ
+        raise val
+
+    def close(self):
+        pass
+
+
+cdef _Ready _READY_FALSE = _Ready.__new__(_Ready, False)
+_enable_send(<PyTypeObject*>_Ready, <char*>&_READY_FALSE.raw - <char*><PyObject*>_READY_FALSE)
 
 
 cdef class _Guard:
