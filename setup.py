@@ -69,6 +69,8 @@ CYTHON_EXTENSIONS = [
     cython_ext("balance._spread"),
     # Contain: circuit breaker state machine
     cython_ext("contain._breaker"),
+    # Contain: GCRA rate limiter (per-key table in native memory)
+    cython_ext("contain._rate"),
 ]
 PYBIND_EXTENSIONS = [
     # Recover: the checkpoint codec

@@ -15,7 +15,7 @@ from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_has
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy, OutlierDetector
-from faultkit.contain import TimeLimiter
+from faultkit.contain import RateLimiter, TimeLimiter
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -27,6 +27,7 @@ from faultkit.errors import (
     IsolationRefusedError,
     NoCheckpointError,
     NoLiveNodeError,
+    RateLimitedError,
     StoreError,
 )
 from faultkit.recover import (
@@ -67,6 +68,7 @@ __all__ = [
     "Bulkhead",
     "OutlierDetector",
     "TimeLimiter",
+    "RateLimiter",
     # errors
     "FaultkitError",
     "EmptyRingError",
@@ -75,6 +77,7 @@ __all__ = [
     "CorruptCheckpointError",
     "CheckpointLockedError",
     "CircuitOpenError",
+    "RateLimitedError",
     "BulkheadFullError",
     "IsolationRefusedError",
     "CheckpointWarning",

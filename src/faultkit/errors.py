@@ -18,6 +18,7 @@ __all__ = [
     "StoreError",
     "CircuitOpenError",
     "BulkheadFullError",
+    "RateLimitedError",
     "IsolationRefusedError",
 ]
 
@@ -64,6 +65,14 @@ class CircuitOpenError(FaultkitError):
 
 class BulkheadFullError(FaultkitError):
     """A call was refused because its bulkhead is at capacity."""
+
+
+class RateLimitedError(FaultkitError):
+    """A call was refused by a rate limiter.  ``retry_after``: seconds until the
+    permits it asked for would be granted; ``key``: the limited key (or None)."""
+
+    retry_after = 0.0
+    key = None
 
 
 class IsolationRefusedError(FaultkitError):

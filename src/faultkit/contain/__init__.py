@@ -8,6 +8,7 @@
   request results make them outliers (Envoy's outlier detection).
 - :mod:`~faultkit.contain.breaker`: :class:`CircuitBreaker`, fail fast on a failing dependency.
 - :mod:`~faultkit.contain.bulkhead`: :class:`Bulkhead`, cap the calls in flight into one dependency.
+- :mod:`~faultkit.contain.rate`: :class:`RateLimiter`, GCRA rate limits, per key.
 - :mod:`~faultkit.contain.timelimit`: :class:`TimeLimiter`, cut off calls that take too long.
 """
 from faultkit.contain.breaker import CircuitBreaker
@@ -15,8 +16,9 @@ from faultkit.contain.bulkhead import Bulkhead
 from faultkit.contain.domains import BlastRadius, FailureDomains
 from faultkit.contain.outlier import Ejection, OutlierDetector
 from faultkit.contain.policy import Decision, IsolationPolicy
+from faultkit.contain.rate import RateLimiter
 from faultkit.contain.timelimit import TimeLimiter
 
 __all__ = ["FailureDomains", "BlastRadius", "IsolationPolicy", "Decision",
            "CircuitBreaker", "Bulkhead", "OutlierDetector", "Ejection",
-           "TimeLimiter"]
+           "TimeLimiter", "RateLimiter"]
