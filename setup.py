@@ -71,6 +71,8 @@ CYTHON_EXTENSIONS = [
     cython_ext("contain._breaker"),
     # Contain: GCRA rate limiter (per-key table in native memory)
     cython_ext("contain._rate"),
+    # Contain: retries (the success path in C)
+    cython_ext("contain._retry"),
 ]
 PYBIND_EXTENSIONS = [
     # Recover: the checkpoint codec

@@ -15,7 +15,7 @@ from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_has
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy, OutlierDetector
-from faultkit.contain import RateLimiter, TimeLimiter
+from faultkit.contain import RateLimiter, Retry, RetryBudget, TimeLimiter
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -69,6 +69,8 @@ __all__ = [
     "OutlierDetector",
     "TimeLimiter",
     "RateLimiter",
+    "Retry",
+    "RetryBudget",
     # errors
     "FaultkitError",
     "EmptyRingError",

@@ -9,6 +9,7 @@
 - :mod:`~faultkit.contain.breaker`: :class:`CircuitBreaker`, fail fast on a failing dependency.
 - :mod:`~faultkit.contain.bulkhead`: :class:`Bulkhead`, cap the calls in flight into one dependency.
 - :mod:`~faultkit.contain.rate`: :class:`RateLimiter`, GCRA rate limits, per key.
+- :mod:`~faultkit.contain.retry`: :class:`Retry`, :class:`RetryBudget`, call again, within a deadline and a budget.
 - :mod:`~faultkit.contain.timelimit`: :class:`TimeLimiter`, cut off calls that take too long.
 """
 from faultkit.contain.breaker import CircuitBreaker
@@ -17,8 +18,9 @@ from faultkit.contain.domains import BlastRadius, FailureDomains
 from faultkit.contain.outlier import Ejection, OutlierDetector
 from faultkit.contain.policy import Decision, IsolationPolicy
 from faultkit.contain.rate import RateLimiter
+from faultkit.contain.retry import Retry, RetryBudget
 from faultkit.contain.timelimit import TimeLimiter
 
 __all__ = ["FailureDomains", "BlastRadius", "IsolationPolicy", "Decision",
            "CircuitBreaker", "Bulkhead", "OutlierDetector", "Ejection",
-           "TimeLimiter", "RateLimiter"]
+           "TimeLimiter", "RateLimiter", "Retry", "RetryBudget"]
