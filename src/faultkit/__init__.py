@@ -15,7 +15,7 @@ from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_has
 
 # Contain
 from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy, OutlierDetector
-from faultkit.contain import RateLimiter, Retry, RetryBudget, TimeLimiter
+from faultkit.contain import Hedge, RateLimiter, Retry, RetryBudget, TimeLimiter
 from faultkit.errors import (
     BulkheadFullError,
     CheckpointLockedError,
@@ -71,6 +71,7 @@ __all__ = [
     "RateLimiter",
     "Retry",
     "RetryBudget",
+    "Hedge",
     # errors
     "FaultkitError",
     "EmptyRingError",
