@@ -7,7 +7,6 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import faultkit as fk
 from faultkit.contain import Retry, RetryBudget
 
 

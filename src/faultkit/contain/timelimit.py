@@ -7,8 +7,6 @@ cancellation without it (the caller's own) counts as nothing.  The caller of
 the limiter gets ``TimeoutError``.
 """
 
-TIME_LIMIT_MESSAGE = "faultkit: time limit exceeded"
-
 import asyncio
 import concurrent.futures
 import functools
@@ -17,6 +15,9 @@ import math
 import threading
 
 __all__ = ["TimeLimiter", "TIME_LIMIT_MESSAGE"]
+
+#: The message a TimeLimiter cancels an overrunning coroutine with (read by CircuitBreaker).
+TIME_LIMIT_MESSAGE = "faultkit: time limit exceeded"
 
 
 def _seconds(value, name):
