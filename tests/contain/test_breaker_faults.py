@@ -290,3 +290,27 @@ def test_async_with_enters_with_the_breaker_and_counts():
                 pass
     asyncio.run(main())
     assert b.state == "open" and b.metrics()["lifetime"]["rejections"] == 1
+
+
+def test_a_block_limit_bounds_a_whole_retry_loop():
+    attempts = []
+
+    async def flaky():
+        attempts.append(1)
+        raise ConnectionError("down")
+
+    async def main():
+        retry = fk.Retry(1000, backoff=0.0, jitter="none")
+        limiter = TimeLimiter(0.05)
+        with pytest.raises(TimeoutError):
+            async with limiter.limit():
+                while True:                     # a total limit around repeated attempts
+                    try:
+                        await retry.call(flaky)
+                    except ConnectionError:
+                        await asyncio.sleep(0.001)
+        # The task is usable afterwards: no cancel request is left behind.
+        await asyncio.sleep(0)
+        assert asyncio.current_task().cancelling() == 0
+    asyncio.run(main())
+    assert len(attempts) >= 1000

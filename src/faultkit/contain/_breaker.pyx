@@ -100,7 +100,7 @@ import time
 from asyncio import CancelledError
 from types import CoroutineType, MethodType
 
-from faultkit.contain.timelimit import TIME_LIMIT_MESSAGE
+from faultkit.contain.timelimit import TIME_LIMIT_MESSAGE as _TIME_LIMIT_MESSAGE
 from faultkit.errors import CircuitOpenError
 
 _STATES = ("closed", "open", "half_open")
@@ -585,7 +585,7 @@ cdef inline bint _is_time_limit(object exc):
         return True
     if type(exc) is CancelledError or isinstance(exc, CancelledError):
         args = (<BaseException>exc).args
-        return len(args) == 1 and args[0] == TIME_LIMIT_MESSAGE
+        return len(args) == 1 and args[0] == _TIME_LIMIT_MESSAGE
     return False
 
 

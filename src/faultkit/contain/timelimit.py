@@ -54,9 +54,10 @@ class _Limit:
 
     async def __aexit__(self, exc_type, exc, tb):
         self._handle.cancel()
-        if self._expired and exc_type is asyncio.CancelledError:
-            # Ours, unless the caller cancelled too (then its cancel goes on).
-            if self._task.uncancel() <= self._cancelling:
+        if self._expired:
+            # Take our cancel request back (as asyncio.timeout does); the
+            # CancelledError is ours unless the caller cancelled too.
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError(f"time limit of {self._timeout} s exceeded") from exc
         return False
 
