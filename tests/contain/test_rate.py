@@ -221,3 +221,13 @@ def test_bad_calls():
     bad = RateLimiter(1, clock=lambda: float("nan"))
     with pytest.raises(ValueError, match="the clock's value must be finite"):
         bad.try_acquire()
+
+
+def test_extreme_times_and_bursts_do_not_overflow():
+    clock = Clock(3.99e9)                          # a wall clock in 2096
+    r = RateLimiter(1, 9e7, burst=25, clock=clock)   # tolerance near the int64 cap
+    assert r.try_acquire(cost=25) and not r.try_acquire()
+    assert r.retry_after() > 0
+    clock.t = 4.0e9
+    with pytest.raises(ValueError, match="below 4e9 s"):
+        r.try_acquire()

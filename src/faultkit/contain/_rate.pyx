@@ -20,7 +20,7 @@ import numpy as np
 from faultkit.errors import RateLimitedError
 
 DEF _NS = 1e9
-DEF _MAX_SECONDS = 9.0e9   # |now| below this converts to int64 ns exactly enough
+DEF _MAX_SECONDS = 4.0e9   # |now| below this: ns + 2 * (burst * interval) stays in int64
 
 
 cdef double _number(object value, str name) except? -1.0:
@@ -31,7 +31,7 @@ cdef double _number(object value, str name) except? -1.0:
 
 cdef inline int64_t _ns(double seconds) except? -1:
     if not (fabs(seconds) < _MAX_SECONDS):
-        raise ValueError(f"the clock's value must be finite and below 9e9 s, got {seconds!r}")
+        raise ValueError(f"the clock's value must be finite and below 4e9 s, got {seconds!r}")
     return <int64_t>(seconds * _NS)
 
 
