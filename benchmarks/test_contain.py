@@ -41,7 +41,7 @@ import faultkit as fk
 from faultkit.contain import FailureDomains
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "support"))
-from breaker_model import PlainBreaker  # noqa: E402
+from breaker_model import PlainBreaker
 
 CALLS = range(1000)
 
