@@ -98,6 +98,11 @@ CYTHON_EXTENSIONS = [
     cython_ext("contain._breaker"),
     # Recover: the write-ahead journal (framing, scanner, group commit)
     cython_ext("recover._journal", sources=["recover/journal.cc"]),
+
+    # Contain: GCRA rate limiter (per-key table in native memory)
+    cython_ext("contain._rate"),
+    # Contain: retries (the success path in C)
+    cython_ext("contain._retry"),
 ]
 PYBIND_EXTENSIONS = [
     # Recover: the checkpoint codec

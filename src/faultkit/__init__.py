@@ -28,6 +28,7 @@ from faultkit.errors import (
     MembershipError,
     NoCheckpointError,
     NoLiveNodeError,
+    RateLimitedError,
     StoreError,
 )
 
@@ -56,6 +57,11 @@ _LAZY = {
     "FailureDomains": "faultkit.contain",
     "IsolationPolicy": "faultkit.contain",
     "OutlierDetector": "faultkit.contain",
+    "RateLimiter": "faultkit.contain",
+    "Retry": "faultkit.contain",
+    "RetryBudget": "faultkit.contain",
+    "TimeLimiter": "faultkit.contain",
+    "Hedge": "faultkit.contain",
     # faultkit.recover
     "Checkpointer": "faultkit.recover",
     "CheckpointInfo": "faultkit.recover",
@@ -97,6 +103,11 @@ __all__ = [
     "IsolationPolicy",
     "CircuitBreaker",
     "Bulkhead",
+    "TimeLimiter",
+    "RateLimiter",
+    "Retry",
+    "RetryBudget",
+    "Hedge",
     "OutlierDetector",
     # errors
     "FaultkitError",
@@ -108,6 +119,7 @@ __all__ = [
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
+    "RateLimitedError",
     "CheckpointWarning",
     "StoreError",
     "CorruptJournalError",
@@ -153,7 +165,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the names, eagerly
     from faultkit._common.xxh3 import hash64, hash64_many
     from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
     from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
-    from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, IsolationPolicy, OutlierDetector
+    from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, Hedge, IsolationPolicy, OutlierDetector, RateLimiter, Retry, RetryBudget, TimeLimiter
     from faultkit.recover import CheckpointInfo, Checkpointer, Journal, LocalStore, ObjectStore, Store, register_type
     from faultkit.cluster import Cluster
     from faultkit.run import EtcdMembership, Member, Membership, Node, StaticMembership
