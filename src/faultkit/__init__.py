@@ -165,7 +165,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the names, eagerly
     from faultkit._common.xxh3 import hash64, hash64_many
     from faultkit.detect import Event, PhiAccrualDetector, TimeoutDetector
     from faultkit.balance import BoundedLoad, HashRing, Maglev, Rendezvous, jump_hash, moved_fraction
-    from faultkit.contain import Bulkhead, CircuitBreaker, FailureDomains, Hedge, IsolationPolicy, OutlierDetector, RateLimiter, Retry, RetryBudget, TimeLimiter
+    from faultkit.contain import (Bulkhead, CircuitBreaker, FailureDomains, Hedge, IsolationPolicy, OutlierDetector,
+                                  RateLimiter, Retry, RetryBudget, TimeLimiter)
     from faultkit.recover import CheckpointInfo, Checkpointer, Journal, LocalStore, ObjectStore, Store, register_type
     from faultkit.cluster import Cluster
     from faultkit.run import EtcdMembership, Member, Membership, Node, StaticMembership
