@@ -16,6 +16,7 @@ The order is resilience4j's (outermost first)::
 """
 import functools
 import inspect
+from typing import Optional
 
 from faultkit.contain._breaker import CircuitBreaker
 from faultkit.contain._rate import RateLimiter
@@ -128,7 +129,9 @@ class Stack:
         return "Stack(" + ", ".join(f"{n}={p!r}" for n, p in self.policies.items()) + ")"
 
 
-def stack(*, retry=None, breaker=None, rate_limiter=None, time_limiter=None, bulkhead=None):
+def stack(*, retry: Optional[Retry] = None, breaker: Optional[CircuitBreaker] = None,
+          rate_limiter: Optional[RateLimiter] = None, time_limiter: Optional[TimeLimiter] = None,
+          bulkhead: Optional[Bulkhead] = None) -> "Stack":
     """Stack the given policies (each optional) in the documented order:
     ``Retry(CircuitBreaker(RateLimiter(TimeLimiter(Bulkhead(call)))))``."""
     return Stack(retry=retry, breaker=breaker, rate_limiter=rate_limiter,

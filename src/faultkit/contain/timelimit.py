@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 import threading
+from typing import Optional
 
 __all__ = ["TimeLimiter", "TIME_LIMIT_MESSAGE"]
 
@@ -80,7 +81,7 @@ class TimeLimiter:
     thread, so the call finishes in the background and its result is dropped.
     """
 
-    def __init__(self, timeout, *, executor=None):
+    def __init__(self, timeout: float, *, executor: "Optional[concurrent.futures.Executor]" = None) -> None:
         self.timeout = _seconds(timeout, "timeout")
         if executor is not None and not isinstance(executor, concurrent.futures.Executor):
             raise TypeError(f"executor must be a concurrent.futures.Executor or None, "
