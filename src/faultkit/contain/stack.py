@@ -16,7 +16,9 @@ The order is resilience4j's (outermost first)::
 """
 import functools
 import inspect
-from typing import Optional
+from typing import Any, Callable, Coroutine, Dict, Optional, TypeVar, overload
+
+_T = TypeVar("_T")
 
 from faultkit.contain._breaker import CircuitBreaker
 from faultkit.contain._rate import RateLimiter
@@ -91,7 +93,13 @@ class Stack:
             f = functools.partial(self.retry.call, f)
         return f
 
-    def call(self, fn, /, *args, **kwargs):
+    @overload
+    def call(self, fn: Callable[..., Coroutine[Any, Any, _T]], /, *args: Any,
+             **kwargs: Any) -> Coroutine[Any, Any, _T]: ...
+    @overload
+    def call(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` through every policy (an awaitable for ``async def``)."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
@@ -112,7 +120,7 @@ class Stack:
             return stacked_async
         return functools.wraps(fn)(self._sync(fn))
 
-    def metrics(self):
+    def metrics(self) -> Dict[str, Any]:
         """``{name: metrics}`` for each policy (a bulkhead reports in_flight/available/waiting)."""
         out = {}
         for name, policy in self.policies.items():
