@@ -5,7 +5,7 @@
 // scratch block a call (never per key), the others nothing.
 //
 // jump_hash_many runs the fastest kernel this CPU has, chosen once at run time
-// (__builtin_cpu_supports), so wheels stay baseline x86-64: AVX-512 (F, DQ,
+// (faultkit/common/cpu.h), so wheels stay baseline x86-64: AVX-512 (F, DQ,
 // VL), then AVX2 + FMA, then portable C++.  Every kernel computes exactly the
 // scalar loop's values (see "Why the vector kernels are bit-identical" below).
 #pragma once
@@ -16,10 +16,7 @@
 #include <cstring>
 #include <new>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define FAULTKIT_HAVE_JUMP_KERNELS 1
-#endif
+#include "faultkit/common/cpu.h"
 
 namespace faultkit {
 
@@ -106,10 +103,10 @@ inline void many_portable(const uint64_t* keys, size_t count, int32_t num_bucket
 //     chunk, so every buffer is small (one ~30 KB scratch block a call, kept off
 //     the stack for small thread stacks) and stays in L1/L2.
 
-#ifdef FAULTKIT_HAVE_JUMP_KERNELS
+#ifdef FAULTKIT_X86_KERNELS
 
-#define FAULTKIT_JUMP_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl")))
-#define FAULTKIT_JUMP_AVX2 __attribute__((target("avx2,fma")))
+#define FAULTKIT_JUMP_AVX512 FAULTKIT_TARGET_AVX512_F_DQ_VL
+#define FAULTKIT_JUMP_AVX2 FAULTKIT_TARGET_AVX2_FMA
 
 // Lockstep rounds for blocks: the mean number of rounds (ln n + 0.58), rounded
 // down.  Measured at n = 1000 (K = 7): 3.4 ns a key against 3.6-3.8 for K = 5-6
@@ -327,10 +324,7 @@ FAULTKIT_JUMP_AVX512 inline bool many(const uint64_t* keys, size_t count, int32_
 }
 
 inline bool available() noexcept {
-    static const bool yes = __builtin_cpu_supports("avx512f") &&
-                            __builtin_cpu_supports("avx512dq") &&
-                            __builtin_cpu_supports("avx512vl");
-    return yes;
+    return cpu::avx512_f_dq_vl();
 }
 
 }  // namespace avx512
@@ -389,13 +383,12 @@ FAULTKIT_JUMP_AVX2 inline void many(const uint64_t* keys, size_t count, int32_t 
 }
 
 inline bool available() noexcept {
-    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return yes;
+    return cpu::avx2_fma();
 }
 
 }  // namespace avx2
 
-#endif  // FAULTKIT_HAVE_JUMP_KERNELS
+#endif  // FAULTKIT_X86_KERNELS
 
 }  // namespace jump_detail
 
@@ -407,7 +400,7 @@ inline bool jump_path_available(int path) noexcept {
         case JumpPath::kBest:
         case JumpPath::kPortable:
             return true;
-#ifdef FAULTKIT_HAVE_JUMP_KERNELS
+#ifdef FAULTKIT_X86_KERNELS
         case JumpPath::kAvx512:
             return jump_detail::avx512::available();
         case JumpPath::kAvx2:
@@ -424,7 +417,7 @@ inline bool jump_hash_many_path(const uint64_t* keys, size_t count, int32_t num_
                                 int32_t* out, int path) noexcept {
     if (!jump_path_available(path)) return false;
     switch (static_cast<JumpPath>(path)) {
-#ifdef FAULTKIT_HAVE_JUMP_KERNELS
+#ifdef FAULTKIT_X86_KERNELS
         case JumpPath::kAvx512:
             if (jump_detail::avx512::many(keys, count, num_buckets, out)) return true;
             break;  // no scratch memory: the portable kernel needs none

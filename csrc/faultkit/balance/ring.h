@@ -58,7 +58,7 @@ struct RingPoint {
 class RingSegment {
 public:
     // Local index: 128 buckets, about half a point each when a segment holds
-    // its target ~48 points (see ring.cc); a crowded bucket is scanned, and
+    // its target ~48 points (see ring_internal.h); a crowded bucket is scanned, and
     // above kMaxScan points bisected.
     static constexpr int kLocalBits = 7;
     static constexpr uint32_t kBuckets = uint32_t{1} << kLocalBits;
