@@ -7,8 +7,9 @@
 // call it.  The hot cases for keys are short (<= 16 bytes: one or two
 // multiplies) and 17..128 bytes, inlined where they are called.  Inputs over
 // 240 bytes run the long loop (long_loop below, written once) with the
-// fastest accumulators this CPU has: AVX-512, AVX2 (xxh3_simd.h) or portable
-// code, chosen once at run time (cpu.h); no -march=native.
+// fastest accumulators this CPU has, AVX2 (xxh3_simd.h) or portable code,
+// and integer batches run eight at a time with AVX-512; both chosen once at
+// run time (cpu.h), no -march=native.
 #pragma once
 
 #include <cstddef>
@@ -265,8 +266,8 @@ inline bool xxh3_path_available(int path) noexcept {
 #ifdef FAULTKIT_X86_KERNELS
         case Xxh3Path::kAvx2:
             return cpu::avx2();
-        case Xxh3Path::kAvx512:
-            return cpu::avx512_f_dq();
+        case Xxh3Path::kAvx512:  // the integer batch; its long loop is AVX2's
+            return cpu::avx512_f_dq() && cpu::avx2();
 #endif
         default:
             return false;
@@ -279,14 +280,13 @@ namespace xxh3_detail {
 inline LongKernel long_kernel(Xxh3Path path) noexcept {
     switch (path) {
 #ifdef FAULTKIT_X86_KERNELS
+        // AVX-512 has no long loop of its own: it measured no faster than
+        // AVX2 (xxh3_simd.h); its kernel is the integer batch.
         case Xxh3Path::kAvx512:
-            return hash_long_avx512;
         case Xxh3Path::kAvx2:
             return hash_long_avx2;
         case Xxh3Path::kBest:
-            if (cpu::avx512_f_dq()) return hash_long_avx512;
-            if (cpu::avx2()) return hash_long_avx2;
-            return hash_long_scalar;
+            return cpu::avx2() ? hash_long_avx2 : hash_long_scalar;
 #endif
         default:
             return hash_long_scalar;
