@@ -32,9 +32,9 @@ inline constexpr uint32_t kSine[64] = {
 // the roles (a, b, c, d) -> (d, a, b, c), written as explicit rounds so the
 // compiler keeps everything in registers and the shifts are constants.
 #define FAULTKIT_MD5_STEP(f, a, b, c, d, x, k, s) \
-    do {                                       \
-        (a) += f((b), (c), (d)) + (x) + (k);   \
-        (a) = (b) + rotl((a), (s));            \
+    do {                                          \
+        (a) += f((b), (c), (d)) + (x) + (k);      \
+        (a) = (b) + rotl((a), (s));               \
     } while (0)
 #define FAULTKIT_MD5_F(x, y, z) (((x) & (y)) | (~(x) & (z)))
 #define FAULTKIT_MD5_G(x, y, z) (((z) & (x)) | (~(z) & (y)))

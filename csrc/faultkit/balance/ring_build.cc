@@ -136,8 +136,7 @@ struct SegmentSort : SegmentBuilder {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
     // Inclusive running sums of 64 bytes (no carries out of a byte).
-    FAULTKIT_TARGET_AVX512_F_BW static inline __m512i prefix64(
-        __m512i x) noexcept {
+    FAULTKIT_TARGET_AVX512_F_BW static inline __m512i prefix64(__m512i x) noexcept {
         const __m512i zero = _mm512_setzero_si512();
         x = _mm512_add_epi8(x, _mm512_bslli_epi128(x, 1));
         x = _mm512_add_epi8(x, _mm512_bslli_epi128(x, 2));
@@ -155,8 +154,8 @@ struct SegmentSort : SegmentBuilder {
     // AVX-512 (F, BW): the buckets of eight points at a time, the 128
     // running sums in two registers (which also give the index, widened,
     // and the buckets with several points), then the same placing pass.
-    FAULTKIT_TARGET_AVX512_F_BW static void sort_small64(
-        RingSegment* s, int gshift, bool high_first) noexcept {
+    FAULTKIT_TARGET_AVX512_F_BW static void sort_small64(RingSegment* s, int gshift,
+                                                         bool high_first) noexcept {
         const uint32_t n = s->count();  // 1..64
         RingPoint* r = records(s);
         uint16_t* idx = index(s);
@@ -172,8 +171,9 @@ struct SegmentSort : SegmentBuilder {
         for (uint32_t k = 0; k < n; k += 8) {
             const uint32_t left = n - k;  // records k.. that exist
             const __mmask8 ma = static_cast<__mmask8>(left >= 4 ? 0xFF : (1u << (2 * left)) - 1);
-            const __mmask8 mb = static_cast<__mmask8>(
-                left >= 8 ? 0xFF : left <= 4 ? 0 : (1u << (2 * (left - 4))) - 1);
+            const __mmask8 mb = static_cast<__mmask8>(left >= 8   ? 0xFF
+                                                      : left <= 4 ? 0
+                                                                  : (1u << (2 * (left - 4))) - 1);
             const __m512i a = _mm512_maskz_loadu_epi64(ma, r + k);
             const __m512i b = _mm512_maskz_loadu_epi64(mb, r + k + 4);
             _mm512_store_si512(tmp + k, a);
@@ -233,8 +233,8 @@ struct SegmentSort : SegmentBuilder {
         uint64_t m[2] = {0, 0};
         for (uint32_t b = 0; b < kNb; b += 16) {
             __m128i x = _mm_load_si128(reinterpret_cast<const __m128i*>(cnt + b));
-            const uint32_t several = static_cast<uint32_t>(
-                _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(x, two), x)));
+            const uint32_t several =
+                static_cast<uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_max_epu8(x, two), x)));
             m[b >> 6] |= uint64_t{several} << (b & 63);
             x = _mm_add_epi8(x, _mm_slli_si128(x, 1));
             x = _mm_add_epi8(x, _mm_slli_si128(x, 2));
@@ -395,7 +395,6 @@ void SegmentedRing::rebuild_counted(const RingPoint* pts, size_t n_pts, int bits
 }
 
 // -- points --------------------------------------------------------------------
-
 
 void ring_node_points(const char* name, size_t name_len, uint64_t seed, uint32_t count,
                       int32_t owner, std::vector<RingPoint>& out) {

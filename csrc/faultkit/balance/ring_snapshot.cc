@@ -16,7 +16,8 @@ uint32_t RingSegment::bisect(uint32_t lo, uint32_t hi, uint64_t h) const noexcep
     const RingPoint* r = records();
     return static_cast<uint32_t>(
         std::lower_bound(r + lo, r + hi, h,
-                         [](const RingPoint& p, uint64_t v) { return p.point < v; }) - r);
+                         [](const RingPoint& p, uint64_t v) { return p.point < v; }) -
+        r);
 }
 
 RetiredSegments::~RetiredSegments() {

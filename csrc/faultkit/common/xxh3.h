@@ -33,8 +33,8 @@ constexpr uint64_t PRIME64_5 = 0x27D4EB2F165667C5ULL;
 constexpr uint64_t PRIME_MX1 = 0x165667919E3779F9ULL;
 constexpr uint64_t PRIME_MX2 = 0x9FB21C651E98DF25ULL;
 
-constexpr size_t SECRET_SIZE = 192;      // size of the default secret
-constexpr size_t STRIPE_LEN = 64;        // bytes consumed per accumulate step
+constexpr size_t SECRET_SIZE = 192;  // size of the default secret
+constexpr size_t STRIPE_LEN = 64;  // bytes consumed per accumulate step
 constexpr size_t SECRET_CONSUME_RATE = 8;
 constexpr size_t MIDSIZE_STARTOFFSET = 3;
 constexpr size_t MIDSIZE_LASTOFFSET = 17;
@@ -300,7 +300,8 @@ inline LongKernel best_long_kernel() noexcept {
 
 // Inputs over 240 bytes: seed 0 uses the default secret, any other seed a
 // secret derived from it (kSecret's 64-bit words + seed and - seed in turn).
-inline uint64_t hash_long(const uint8_t* in, size_t len, uint64_t seed, LongKernel kernel) noexcept {
+inline uint64_t hash_long(const uint8_t* in, size_t len, uint64_t seed,
+                          LongKernel kernel) noexcept {
     if (seed == 0) return kernel(in, len, kSecret);
     alignas(64) uint8_t secret[SECRET_SIZE];
     for (size_t i = 0; i < SECRET_SIZE / 16; ++i) {

@@ -53,7 +53,8 @@ struct Avx2Lanes {
         for (int i = 0; i < 2; ++i) {
             __m256i a = acc[i];
             a = _mm256_xor_si256(a, _mm256_srli_epi64(a, 47));
-            a = _mm256_xor_si256(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(secret) + i));
+            a = _mm256_xor_si256(a,
+                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(secret) + i));
             // a * PRIME32_1 (mod 2^64) from two 32 x 32 -> 64 products.
             const __m256i lo = _mm256_mul_epu32(a, prime);
             const __m256i hi = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), prime);
@@ -77,7 +78,8 @@ FAULTKIT_TARGET_AVX512_F_DQ inline __m512i u64_finish_x8(__m512i v, __m512i bitf
     const __m512i mx2 = _mm512_set1_epi64(static_cast<long long>(PRIME_MX2));
     const __m512i x = _mm512_xor_si512(_mm512_rol_epi64(v, 32), bitflip);
     // x ^ rotl(x, 49) ^ rotl(x, 24) (0x96: three-input xor)
-    __m512i h = _mm512_ternarylogic_epi64(x, _mm512_rol_epi64(x, 49), _mm512_rol_epi64(x, 24), 0x96);
+    __m512i h =
+        _mm512_ternarylogic_epi64(x, _mm512_rol_epi64(x, 49), _mm512_rol_epi64(x, 24), 0x96);
     h = _mm512_mullo_epi64(h, mx2);
     h = _mm512_xor_si512(h, _mm512_add_epi64(_mm512_srli_epi64(h, 35), _mm512_set1_epi64(8)));
     h = _mm512_mullo_epi64(h, mx2);

@@ -41,13 +41,13 @@ constexpr int64_t BREAKER_MAX_TIME_WINDOW = int64_t(1) << 20;  // seconds
 constexpr int64_t BREAKER_MAX_HALF_OPEN_CALLS = int64_t(1) << 30;
 
 struct BreakerConfig {
-    double failure_rate = 0.5;          // (0, 1]
-    double slow_call_rate = 1.0;        // (0, 1]
+    double failure_rate = 0.5;  // (0, 1]
+    double slow_call_rate = 1.0;  // (0, 1]
     double slow_call_duration = INFINITY;  // seconds, > 0; inf: no call is slow
-    double reset_timeout = 60.0;        // seconds, >= 0, finite
-    int64_t minimum_calls = 10;         // >= 1
-    int64_t window_size = 100;          // calls or seconds, >= 1
-    int64_t half_open_calls = 10;       // >= 1
+    double reset_timeout = 60.0;  // seconds, >= 0, finite
+    int64_t minimum_calls = 10;  // >= 1
+    int64_t window_size = 100;  // calls or seconds, >= 1
+    int64_t half_open_calls = 10;  // >= 1
     bool time_window = false;
 };
 
@@ -58,7 +58,7 @@ struct BreakerCounts {
 };
 
 class Breaker {
-  public:
+public:
     // Validates and applies a configuration, clearing all state (closed,
     // generation 0).  Returns false, changing nothing, if a value is out of range.
     bool configure(const BreakerConfig& c) {
@@ -72,8 +72,9 @@ class Breaker {
         if (c.window_size > (c.time_window ? BREAKER_MAX_TIME_WINDOW : BREAKER_MAX_COUNT_WINDOW))
             return false;
         cfg_ = c;
-        min_calls_ = c.time_window ? c.minimum_calls
-                                   : (c.minimum_calls < c.window_size ? c.minimum_calls : c.window_size);
+        min_calls_ = c.time_window
+                         ? c.minimum_calls
+                         : (c.minimum_calls < c.window_size ? c.minimum_calls : c.window_size);
         if (c.time_window) {
             ring_.clear();
             ring_.shrink_to_fit();
@@ -96,7 +97,9 @@ class Breaker {
     double retry_at() const noexcept { return retry_at_; }
     bool retry_pending() const noexcept { return state_ == BREAKER_OPEN && std::isnan(retry_at_); }
     int64_t not_permitted() const noexcept { return not_permitted_; }
-    int64_t half_open_permits() const noexcept { return state_ == BREAKER_HALF_OPEN ? permits_ : 0; }
+    int64_t half_open_permits() const noexcept {
+        return state_ == BREAKER_HALF_OPEN ? permits_ : 0;
+    }
     int64_t minimum_calls() const noexcept { return min_calls_; }
     const BreakerConfig& config() const noexcept { return cfg_; }
 
@@ -184,7 +187,7 @@ class Breaker {
         return was_closed ? -1 : BREAKER_CLOSED;
     }
 
-  private:
+private:
     struct Bucket {
         int64_t second = 0;
         int64_t total = 0, failed = 0, slow = 0;
@@ -279,10 +282,10 @@ class Breaker {
     int64_t permits_ = 0;
     int64_t not_permitted_ = 0;
     BreakerCounts window_, half_;
-    std::vector<uint8_t> ring_;     // count window: bit 0 failed, bit 1 slow
-    std::vector<Bucket> buckets_;   // time window: one bucket per second
-    size_t head_ = 0;               // newest bucket / next ring slot
-    bool started_ = false;          // time window: has a bucket a second yet?
+    std::vector<uint8_t> ring_;  // count window: bit 0 failed, bit 1 slow
+    std::vector<Bucket> buckets_;  // time window: one bucket per second
+    size_t head_ = 0;  // newest bucket / next ring slot
+    bool started_ = false;  // time window: has a bucket a second yet?
 };
 
 }  // namespace faultkit
