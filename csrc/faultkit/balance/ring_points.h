@@ -5,7 +5,9 @@
 // Both kernels give the same points bit for bit (tests/balance/test_ring.py
 // checks each against python-xxhash).
 //
-// Why this kernel stays: KERNEL_FIGURE
+// Why this kernel stays (docs/benchmarks.md, "Layout (#11)"): 160,000 points
+// hash in 0.93 ns a point with it against 3.3 ns with hash_run_scalar
+// (_hash_points, same run), 3.5x; at 1,000 nodes that is ~0.4 ms of a build.
 #pragma once
 
 #include <cstdint>
