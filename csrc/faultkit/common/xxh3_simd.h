@@ -1,19 +1,19 @@
 // XXH3's vector kernels on x86-64, included by xxh3.h (not on its own): the
 // accumulators of its long loop in AVX2 (two 256-bit registers), and
 // xxh3_64_u64 eight integers at a time in AVX-512 (F and DQ, for the 64-bit
-// multiply).  Each function carries its target
-// attribute (cpu.h); xxh3.h runs them only where cpu.h says the CPU has the
-// ISA.  Every kernel gives the portable code's values bit for bit
-// (tests/common/test_xxh3_kernels.py checks each against python-xxhash).
+// multiply).  Each function carries its target attribute (cpu.h); xxh3.h
+// runs them only where cpu.h says the CPU has the ISA.  Every kernel gives
+// the portable code's values bit for bit (tests/common/test_xxh3_kernels.py
+// checks each against python-xxhash).
 //
-// Measured on this project's 2-core AVX-512 build host (docs/benchmarks.md,
+// Measured on the project's 2-core AMD EPYC (Zen 4) host (docs/benchmarks.md,
 // "Layout (#11)"): the AVX2 long loop hashes 28-46 GB/s in cache against 6-12
 // for the portable one (which the compiler vectorises with SSE2).  An AVX-512
 // long loop (one 512-bit accumulator) measured the same as AVX2 (27-49 GB/s,
-// within noise, 4 KiB to 1 MiB), so it is not kept: the loop is bound by
-// loads, not lanes.  The eight-lane integer hash does pay: 0.31 ns a key
-// against 4.4 for the scalar loop (hash64_many of a uint64 array, the ring's
-// points).
+// within noise, 4 KiB to 1 MiB; Zen 4 runs 512-bit operations as two 256-bit
+// halves), so it is not kept; a CPU with full-width 512-bit units was not
+// measured.  The eight-lane integer hash does pay: 0.31 ns a key against 4.4
+// for the scalar loop (hash64_many of a uint64 array; the ring's points).
 #pragma once
 
 #ifdef FAULTKIT_X86_KERNELS
