@@ -72,6 +72,8 @@ CYTHON_EXTENSIONS = [
     cython_ext("balance._spread"),
     # Contain: circuit breaker state machine
     cython_ext("contain._breaker"),
+    # Recover: the write-ahead journal (framing, scanner, group commit)
+    cython_ext("recover._journal", sources=["recover/journal.cc"]),
 ]
 PYBIND_EXTENSIONS = [
     # Recover: the checkpoint codec

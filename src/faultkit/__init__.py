@@ -21,9 +21,13 @@ from faultkit.errors import (
     CheckpointWarning,
     CircuitOpenError,
     CorruptCheckpointError,
+    CorruptJournalError,
     EmptyRingError,
     FaultkitError,
     IsolationRefusedError,
+    JournalLockedError,
+    JournalWarning,
+    MembershipError,
     NoCheckpointError,
     NoLiveNodeError,
     StoreError,
@@ -31,6 +35,7 @@ from faultkit.errors import (
 from faultkit.recover import (
     Checkpointer,
     CheckpointInfo,
+    Journal,
     LocalStore,
     ObjectStore,
     Store,
@@ -77,13 +82,32 @@ __all__ = [
     "IsolationRefusedError",
     "CheckpointWarning",
     "StoreError",
+    "CorruptJournalError",
+    "JournalLockedError",
+    "JournalWarning",
+    "MembershipError",
     # recover
     "Checkpointer",
     "CheckpointInfo",
+    "Journal",
     "Store",
     "LocalStore",
     "ObjectStore",
     "register_type",
     # together
     "Cluster",
+    # run (loaded on first use: it needs asyncio)
+    "Node",
+    "StaticMembership",
+    "EtcdMembership",
 ]
+
+_RUN_NAMES = frozenset(("Node", "StaticMembership", "EtcdMembership", "Member", "Membership"))
+
+
+def __getattr__(name: str):  # PEP 562: faultkit.run loads asyncio only when asked for
+    if name in _RUN_NAMES:
+        from faultkit import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'faultkit' has no attribute {name!r}")

@@ -16,9 +16,13 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointWarning",
     "StoreError",
+    "CorruptJournalError",
+    "JournalLockedError",
+    "JournalWarning",
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
+    "MembershipError",
 ]
 
 
@@ -57,6 +61,27 @@ class StoreError(FaultkitError, OSError):
     error from the object store (the message names the object; ``__cause__`` is the underlying error)."""
 
 
+class CorruptJournalError(FaultkitError, ValueError):
+    """A journal record or segment that had been durable is damaged, or records are missing.
+
+    ``segment`` is the path of the segment file (or None) and ``lsn`` the LSN
+    of the first record that could not be read (or None).
+    """
+
+    def __init__(self, message: str, *, segment=None, lsn=None):
+        super().__init__(message)
+        self.segment = segment
+        self.lsn = lsn
+
+
+class JournalLockedError(CheckpointLockedError):
+    """Another writer holds the journal directory's lock."""
+
+
+class JournalWarning(FaultkitError, UserWarning):
+    """Replay or recovery skipped damaged journal records (the message names the segment and LSN)."""
+
+
 # Contain
 class CircuitOpenError(FaultkitError):
     """A call was refused because its circuit breaker is open."""
@@ -68,3 +93,8 @@ class BulkheadFullError(FaultkitError):
 
 class IsolationRefusedError(FaultkitError):
     """Isolating a domain would exceed the cap on how much may be isolated."""
+
+
+# Run
+class MembershipError(FaultkitError):
+    """A membership backend (etcd) could not be reached or answered with an error."""

@@ -103,23 +103,12 @@ Layout parse(py::handle buffer) {
     return guarded([&] { return parse_layout(b.file().data, b.file().size); });
 }
 
-// Pauses the cyclic garbage collector while a tree is built.  The decoder
-// creates only fresh containers whose children exist before them, so it can
-// make no cycle; yet every container allocated would count towards a
-// generation-0 collection that traverses all the young containers built so
-// far -- most of the cost of decoding 100k small dicts.  (from_state hooks may
-// build cycles: the collector finds them once re-enabled.)
-struct GcPause {
-    bool was_enabled;
-#if PY_VERSION_HEX >= 0x030A0000
-    GcPause() : was_enabled(PyGC_Disable() != 0) {}
-    ~GcPause() {
-        if (was_enabled) PyGC_Enable();
-    }
-#else
-    GcPause() : was_enabled(false) {}
-#endif
-};
+// The decoder pauses the cyclic garbage collector while a tree is built
+// (GcPause, _gc_pause.h).  It creates only fresh containers whose children
+// exist before them, so it can make no cycle; yet every container allocated
+// would count towards a generation-0 collection that traverses all the young
+// containers built so far -- most of the cost of decoding 100k small dicts.
+// (from_state hooks may build cycles: the collector finds them once re-enabled.)
 
 py::object decode_section(const Layout& l, size_t index, FileView f, py::handle types, const std::vector<Blob>* blobs) {
     const Section& s = l.sections[index];

@@ -5,6 +5,7 @@
 
 #include "_codec_common.h"
 #include "_dict_layout.h"
+#include "_gc_pause.h"
 #include "faultkit/recover/codec_io.h"
 
 namespace faultkit {
@@ -130,34 +131,13 @@ struct Encoded {
 // by the cyclic GC (a big int's to_bytes, a set's iterator): a collection
 // there runs finalizers and gc.callbacks, which could mutate the state and
 // free an object the walk is about to read.  So no collection runs during
-// such a walk (PyGC_Disable, 3.10+; on 3.9 the walk holds references as it
-// does with hooks).
-#if PY_VERSION_HEX >= 0x030A0000
-constexpr bool kCanPauseGc = true;
-class GcPause {
-public:
-    explicit GcPause(bool pause) : was_enabled_(pause && PyGC_Disable()) {}
-    ~GcPause() {
-        if (was_enabled_) PyGC_Enable();
-    }
-    GcPause(const GcPause&) = delete;
-    GcPause& operator=(const GcPause&) = delete;
-
-private:
-    bool was_enabled_;
-};
-#else
-constexpr bool kCanPauseGc = false;
-struct GcPause {
-    explicit GcPause(bool) {}
-};
-#endif
-
+// such a walk (GcPause); with hooks, or if the pause cannot be had, the walk
+// holds references as it goes.
 class Encoder {
 public:
     Encoder(Encoded& out, PyObject* types, uint64_t blob_threshold, bool allow_blobs, bool snapshot)
         : out_(out), buf_(out.tree), types_(types), threshold_(blob_threshold), allow_blobs_(allow_blobs),
-          snapshot_(snapshot), hooks_((types && PyDict_GET_SIZE(types) > 0) || !kCanPauseGc) {}
+          snapshot_(snapshot), hooks_(types && PyDict_GET_SIZE(types) > 0) {}
 
     Encoder(const Encoder&) = delete;
     Encoder& operator=(const Encoder&) = delete;
@@ -167,6 +147,7 @@ public:
 
     void encode(PyObject* o) {
         GcPause pause(!hooks_);
+        if (!hooks_ && !pause.holds()) hooks_ = true;  // collections may run: hold references
         if (!scalar(o)) container(o);
     }
 
@@ -192,7 +173,7 @@ private:
     uint64_t threshold_;
     bool allow_blobs_;
     bool snapshot_;
-    bool hooks_;  // user to_state hooks may run (and could mutate containers), or on 3.9 the GC
+    bool hooks_;  // user to_state hooks may run (and could mutate containers), or collections may
     static constexpr Py_ssize_t kSmallDict = 16;
     static constexpr Py_ssize_t kPrefetchAhead = 4;
     size_t depth_ = 0;

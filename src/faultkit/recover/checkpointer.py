@@ -9,11 +9,17 @@ import re
 import threading
 import time
 import warnings
-from typing import Any, List, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from faultkit.recover import _codec
 from faultkit.recover import tracking
-from faultkit.errors import CheckpointWarning, CorruptCheckpointError, NoCheckpointError, StoreError
+from faultkit.errors import (
+    CheckpointWarning,
+    CorruptCheckpointError,
+    CorruptJournalError,
+    NoCheckpointError,
+    StoreError,
+)
 from faultkit.recover import codec
 from faultkit.recover.store import LocalStore, Store, StoreLock
 
@@ -32,6 +38,16 @@ DEFAULT_CHUNK_SIZE = int(_codec.DEFAULT_CHUNK_SIZE)
 _RESCANS = 100
 
 
+def _lsn_value(lsn) -> Optional[int]:
+    if lsn is None:
+        return None
+    if isinstance(lsn, bool) or not isinstance(lsn, int):
+        raise TypeError(f"lsn must be an int or None, got {lsn!r}")
+    if not 0 <= lsn < 2**63:
+        raise ValueError(f"lsn must be in [0, 2**63), got {lsn}")
+    return lsn
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
     """One committed checkpoint.
@@ -42,7 +58,9 @@ class CheckpointInfo:
     the hash of every chunk (so it identifies the content); ``incremental``
     says whether it references chunks of earlier checkpoints; ``written`` is
     the array/bytes payload written by this save (bytes; 0 when listed);
-    ``meta`` is the ``meta`` given to ``save``.
+    ``meta`` is the ``meta`` given to ``save``; ``lsn`` is the journal LSN
+    the state covers (``save(..., lsn=)``), None if not given (and for files
+    written before journals existed).
     """
 
     id: int
@@ -52,6 +70,7 @@ class CheckpointInfo:
     incremental: bool = False
     written: int = 0
     meta: Any = None
+    lsn: Optional[int] = None
 
 
 def _positive_int(name: str, value) -> int:
@@ -94,6 +113,12 @@ class Checkpointer:
     ``endpoint``, ``region``, ``config``, ``lease_duration``, ...; see
     docs/objstore.md); ``fsync`` and ``recycle`` do not apply to it.
 
+    ``journal`` (a :class:`~faultkit.recover.journal.Journal`, optional): after
+    each save, segments the retained checkpoints no longer need are
+    truncated, keeping the journal back to the oldest retained checkpoint's
+    ``lsn`` (nothing is truncated while a retained checkpoint has none).
+    :meth:`recover_with` recovers a checkpoint plus the records after it.
+
     One writer per directory: the first ``save`` takes the store's lock
     (``CheckpointLockedError`` if another process or Checkpointer holds it)
     and keeps it until :meth:`close`.  Reading never takes the lock.
@@ -101,7 +126,8 @@ class Checkpointer:
 
     def __init__(self, path: Union[str, "os.PathLike[str]", Store], retain: int = 3, fsync: bool = True, *,
                  full_every: int = 8, chunk_size: int = DEFAULT_CHUNK_SIZE, max_size: Optional[int] = None,
-                 recycle: bool = True, track_writes: bool = True, store_options: Optional[dict] = None):
+                 recycle: bool = True, track_writes: bool = True, store_options: Optional[dict] = None,
+                 journal=None):
         if store_options is not None and not isinstance(store_options, dict):
             raise TypeError(f"store_options must be a dict or None, got {type(store_options).__name__}")
         if isinstance(path, str) and _URL.match(path):
@@ -139,6 +165,10 @@ class Checkpointer:
         self._refs: dict = {}  # id -> ids it references (known from saves)
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._closed = False
+        if journal is not None and not hasattr(journal, "truncate_before"):
+            raise TypeError(f"journal must be a faultkit Journal, got {type(journal).__name__}")
+        self.journal = journal
+        self._lsns: dict = {}  # id -> lsn the checkpoint covers (None: not recorded)
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.store!r}, retain={self.retain}, full_every={self.full_every})"
@@ -166,7 +196,8 @@ class Checkpointer:
 
     # ------------------------------------------------------------ saving
 
-    def save(self, state: Any, *, meta: Any = None, incremental: bool = False) -> CheckpointInfo:
+    def save(self, state: Any, *, meta: Any = None, incremental: bool = False,
+             lsn: Optional[int] = None) -> CheckpointInfo:
         """Commit ``state`` as a new checkpoint; returns its :class:`CheckpointInfo`.
 
         ``state`` is a tree of None/bool/int/float/str/bytes-likes/list/tuple/
@@ -175,14 +206,18 @@ class Checkpointer:
         beside it.  ``incremental=True`` writes only the chunks of arrays and
         large bytes that differ from the previous checkpoint saved by this
         object, referencing the rest (a full save when there is none yet, or
-        when the chain reached ``full_every``).  Atomic: a crash at any
-        instant leaves the previous checkpoints intact.
+        when the chain reached ``full_every``).  ``lsn`` (int >= 0) is the
+        LSN of the last journal record ``state`` includes: :meth:`recover_with`
+        replays the records after it.  Atomic: a crash at any instant leaves
+        the previous checkpoints intact.
         """
+        lsn = _lsn_value(lsn)
         enc = codec.encode(state)
         t = time.time()
-        return self._commit(enc, t, meta, bool(incremental), track=True)
+        return self._commit(enc, t, meta, bool(incremental), track=True, lsn=lsn)
 
-    def save_async(self, state: Any, *, meta: Any = None, incremental: bool = False) -> "concurrent.futures.Future":
+    def save_async(self, state: Any, *, meta: Any = None, incremental: bool = False,
+                   lsn: Optional[int] = None) -> "concurrent.futures.Future":
         """Snapshot ``state`` now, write it on a worker thread; returns a Future of CheckpointInfo.
 
         The snapshot encodes the object tree at once and copies array and
@@ -190,6 +225,7 @@ class Checkpointer:
         change as soon as this returns.  The codec releases the GIL while it
         hashes and writes.  Saves complete in call order.
         """
+        lsn = _lsn_value(lsn)
         enc = codec.encode(state, snapshot=True)
         t = time.time()
         codec.encode_meta(meta)  # unsupported meta fails here, in the caller
@@ -198,7 +234,7 @@ class Checkpointer:
             self._check_open()
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="faultkit-checkpoint")
-            return self._executor.submit(self._commit, enc, t, meta, bool(incremental))
+            return self._executor.submit(self._commit, enc, t, meta, bool(incremental), False, lsn)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -240,7 +276,8 @@ class Checkpointer:
             self._base_id = cid
             self._since_full = chain
 
-    def _commit(self, enc, t: float, meta: Any, incremental: bool, track: bool = False) -> CheckpointInfo:
+    def _commit(self, enc, t: float, meta: Any, incremental: bool, track: bool = False,
+                lsn: Optional[int] = None) -> CheckpointInfo:
         with self._mutex:
             self._check_open()
             self._start_writing()
@@ -249,7 +286,10 @@ class Checkpointer:
             cid = self._next_id
             base = self._base if incremental and self._since_full + 1 < self.full_every else None
             chain = self._since_full + 1 if base is not None else 0
-            menc = codec.encode_meta({"time": t, "meta": meta, "chain": chain})
+            head = {"time": t, "meta": meta, "chain": chain}
+            if lsn is not None:  # absent otherwise: older readers see the same META as before
+                head["lsn"] = lsn
+            menc = codec.encode_meta(head)
             out: dict = {}
             # Write tracking: ask the kernel which chunks of tracked arrays may
             # have changed before the codec reads any of them (save() only;
@@ -287,8 +327,11 @@ class Checkpointer:
             checksum = out["checksum"]
             if not checksum:  # written through a file object: read back the identity
                 checksum = _codec.parse(self.store.get(self._name(cid), mmap=True)).checksum
+            self._lsns[cid] = lsn
             self._apply_retention()
-            return CheckpointInfo(cid, t, size, checksum, base is not None, out["blob_bytes_written"], meta)
+            if self.journal is not None:
+                self._truncate_journal()
+            return CheckpointInfo(cid, t, size, checksum, base is not None, out["blob_bytes_written"], meta, lsn)
 
     def _refs_of(self, cid: int) -> set:
         refs = self._refs.get(cid)
@@ -358,13 +401,20 @@ class Checkpointer:
         the framing, table of contents and object tree are always checked, and
         so are chunks copied from base checkpoints.
         """
+        return self._recover(mmap=mmap, verify=verify)[1]
+
+    def _recover(self, *, mmap: bool, verify: Optional[bool], info: bool = False):
+        """(id, state) of the newest valid checkpoint, with its CheckpointInfo if ``info``."""
         skipped = 0
         for _ in range(_RESCANS):  # a writer may prune what we listed: list again
             skipped = 0
             vanished = False
             for cid in reversed(self._ids()):
                 try:
-                    return self._load(cid, mmap=mmap, verify=verify)
+                    if info:
+                        ci = self._info(cid)
+                        return cid, self._load(cid, mmap=mmap, verify=verify), ci
+                    return cid, self._load(cid, mmap=mmap, verify=verify)
                 except FileNotFoundError:
                     vanished = True  # pruned by a writer's retention: newer ones exist; list again
                     break
@@ -373,11 +423,71 @@ class Checkpointer:
                         vanished = True  # pruned while we read it
                         break
                     skipped += 1
-                    warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=2)
+                    warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=3)
             if not vanished:
                 break
         where = getattr(self.store, "path", repr(self.store))
         raise NoCheckpointError(f"no valid checkpoint in {where}" + (f" ({skipped} corrupt skipped)" if skipped else ""))
+
+    def recover_with(self, journal, *, apply: Optional[Callable[[Any, int, Any], Any]] = None,
+                     mmap: bool = False, verify: Optional[bool] = None, skip_corrupt: bool = False):
+        """The newest valid checkpoint's state plus the journal records after the LSN it covers.
+
+        Without ``apply``: returns ``(state, records)``, ``records`` a list of
+        ``(lsn, record)`` with the LSNs after the checkpoint's ``lsn``, in
+        order.  With ``apply``: calls ``state = apply(state, lsn, record)``
+        for each of them as it is read (no list is kept) and returns the
+        final ``state``.  A checkpoint saved without ``lsn`` covers no record
+        (replay starts at the journal's oldest record).  Falls back to older
+        checkpoints exactly as :meth:`recover`; ``NoCheckpointError`` if none
+        is valid.  :class:`CorruptJournalError` if the journal no longer
+        holds the records right after the checkpoint (truncated too far, or
+        a journal that restarted below its LSN), or a durable record is
+        damaged (``skip_corrupt=True``: warn and skip to the next valid
+        segment, as :meth:`Journal.replay`).
+        """
+        if not hasattr(journal, "replay"):
+            raise TypeError(f"journal must be a faultkit Journal, got {type(journal).__name__}")
+        if apply is not None and not callable(apply):
+            raise TypeError(f"apply must be callable, got {apply!r}")
+        cid, state, info = self._recover(mmap=mmap, verify=verify, info=True)
+        covered = info.lsn
+        first = journal.first_lsn
+        if covered is None:
+            start = first
+        else:
+            start = covered + 1
+            if first > start:
+                raise CorruptJournalError(
+                    f"checkpoint {cid} covers records up to LSN {covered}, but the journal at {journal.path!r} "
+                    f"starts at LSN {first}: records {start}..{first - 1} are gone", lsn=start)
+            if journal.next_lsn < start:
+                raise CorruptJournalError(
+                    f"checkpoint {cid} covers records up to LSN {covered}, but the journal at {journal.path!r} "
+                    f"ends before LSN {journal.next_lsn}: it is not this checkpoint's journal or lost records",
+                    lsn=journal.next_lsn)
+        records = journal.replay(start, skip_corrupt=skip_corrupt)
+        if apply is None:
+            return state, list(records)
+        for lsn, record in records:
+            state = apply(state, lsn, record)
+        return state
+
+    def _truncate_journal(self) -> None:
+        """Drop journal segments older than every retained checkpoint needs."""
+        lsns = []
+        for cid in self._ids():
+            if cid not in self._lsns:
+                try:
+                    self._lsns[cid] = self._info(cid).lsn
+                except (CorruptCheckpointError, FileNotFoundError):
+                    continue  # recovery skips it too
+            lsns.append(self._lsns[cid])
+        for cid in list(self._lsns):
+            if cid not in self._ids():
+                self._lsns.pop(cid, None)
+        if lsns and None not in lsns:
+            self.journal.truncate_before(min(lsns) + 1)
 
     def load(self, id: int, *, mmap: bool = False, verify: Optional[bool] = None) -> Any:
         """The state of checkpoint ``id``; ``CorruptCheckpointError`` if it is invalid.
@@ -399,8 +509,11 @@ class Checkpointer:
         m = _codec.read_meta(buf, layout, codec.decode_types())
         if not isinstance(m, dict) or not isinstance(m.get("time", 0.0), float):
             raise CorruptCheckpointError("malformed META section")
+        lsn = m.get("lsn")
+        if lsn is not None and (isinstance(lsn, bool) or not isinstance(lsn, int) or lsn < 0):
+            raise CorruptCheckpointError(f"malformed META section: lsn {lsn!r}")
         return CheckpointInfo(cid, m.get("time", 0.0), layout.file_size, layout.checksum, layout.incremental, 0,
-                              m.get("meta"))
+                              m.get("meta"), lsn)
 
     def list(self) -> List[CheckpointInfo]:
         """Checkpoints whose framing and metadata are valid, oldest first (contents not hashed)."""

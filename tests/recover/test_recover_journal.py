@@ -1,0 +1,552 @@
+"""The write-ahead journal: appends, replay, rotation, truncation, torn tails, corruption, ENOSPC, asyncio."""
+import asyncio
+import errno
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+import pytest
+
+import faultkit as fk
+from faultkit.errors import CorruptJournalError, JournalLockedError, JournalWarning
+from faultkit.recover import _journal
+from faultkit.recover.journal import Journal
+from recover_util import exact_equal
+
+
+def records(n, size=20):
+    return [bytes([(i * 7 + k) % 256 for k in range(size)]) + b"%d" % i for i in range(n)]
+
+
+def read_all(path, **kw):
+    return list(Journal(path, readonly=True).replay(**kw))
+
+
+# ---------------------------------------------------------------- basics
+
+@pytest.mark.parametrize("mode", ["always", "group", "never"])
+def test_append_returns_consecutive_lsns_and_replay_returns_records_in_order(tmp_path, mode):
+    recs = records(100)
+    with Journal(tmp_path / "j", fsync=mode, segment_bytes=4096) as j:
+        lsns = [j.append(r) for r in recs]
+        assert lsns == list(range(1, 101))
+        assert j.next_lsn == 101
+        if mode != "never":
+            assert j.durable_lsn == 100
+        assert list(j.replay()) == list(zip(lsns, recs))
+        assert len(j.segments()) > 1  # 100 * 56 bytes rotate 4 KiB segments
+    assert read_all(tmp_path / "j") == list(zip(lsns, recs))
+    assert read_all(tmp_path / "j", from_lsn=37) == list(zip(lsns, recs))[36:]
+
+
+def test_state_records_round_trip_through_the_codec(tmp_path):
+    state = {"k": [1, 2.5, None, "x"], "a": np.arange(10, dtype="<i4"), "t": (b"b", frozenset({1}))}
+    with Journal(tmp_path / "j", fsync="never") as j:
+        j.append(b"raw")
+        j.append(state)
+        j.append(bytearray(b"ba"))
+        j.append(memoryview(np.arange(3, dtype="<u2")))
+    got = read_all(tmp_path / "j")
+    assert [lsn for lsn, _ in got] == [1, 2, 3, 4]
+    assert got[0][1] == b"raw" and got[2][1] == b"ba"
+    assert got[3][1] == np.arange(3, dtype="<u2").tobytes()
+    exact_equal(got[1][1]["k"], state["k"])
+    exact_equal(got[1][1]["a"], state["a"])
+    raw = list(Journal(tmp_path / "j", readonly=True).replay(2, raw=True))[0][1]
+    assert fk.recover.loads(raw)["k"] == state["k"]
+
+
+def test_reopen_continues_after_the_last_record(tmp_path):
+    with Journal(tmp_path / "j", fsync="group") as j:
+        j.append_many([b"a", b"b", b"c"])
+    with Journal(tmp_path / "j", fsync="always") as j:
+        assert j.next_lsn == 4
+        assert j.append(b"d") == 4
+    assert [r for _, r in read_all(tmp_path / "j")] == [b"a", b"b", b"c", b"d"]
+
+
+def test_first_lsn_of_a_new_journal(tmp_path):
+    with Journal(tmp_path / "j", first_lsn=1000) as j:
+        assert j.append(b"x") == 1000
+        assert j.first_lsn == 1000
+
+
+def test_append_many_mixed_kinds(tmp_path):
+    with Journal(tmp_path / "j", fsync="group") as j:
+        assert j.append_many([]) == 0
+        assert j.append_many([b"a", {"b": 1}, {"c": 2}, b"d"]) == 4
+        assert j.append_many((x for x in [b"e"])) == 5
+        with pytest.raises(TypeError, match="unsupported type"):
+            j.append_many([b"f", object()])
+        assert j.next_lsn == 6  # nothing of the failed batch was appended
+    assert [r for _, r in read_all(tmp_path / "j")] == [b"a", {"b": 1}, {"c": 2}, b"d", b"e"]
+
+
+def test_a_record_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path):
+    big = os.urandom(20000)
+    with Journal(tmp_path / "j", fsync="group", segment_bytes=4096) as j:
+        j.append(b"small")
+        assert j.append(big) == 2
+        j.append(b"after")
+    assert [r for _, r in read_all(tmp_path / "j")] == [b"small", big, b"after"]
+
+
+def test_bad_arguments_name_the_value(tmp_path):
+    with pytest.raises(ValueError, match="fsync must be one of"):
+        Journal(tmp_path / "a", fsync="sometimes")
+    with pytest.raises(ValueError, match="segment_bytes must be in"):
+        Journal(tmp_path / "a", segment_bytes=100)
+    with pytest.raises(TypeError, match="segment_bytes must be an int"):
+        Journal(tmp_path / "a", segment_bytes=4096.0)
+    with pytest.raises(ValueError, match="first_lsn must be in"):
+        Journal(tmp_path / "a", first_lsn=0)
+    with pytest.raises(TypeError, match="path must be"):
+        Journal(b"")
+    with pytest.raises(FileNotFoundError, match="no journal directory"):
+        Journal(tmp_path / "missing", readonly=True)
+    with Journal(tmp_path / "j") as j:
+        with pytest.raises(TypeError, match="unsupported type"):
+            j.append(object())
+        with pytest.raises(ValueError, match="from_lsn must be in"):
+            list(j.replay(0))
+        with pytest.raises(TypeError, match="lsn must be an int"):
+            j.truncate_before("3")
+    with pytest.raises(ValueError, match="closed"):
+        j.append(b"x")
+    with pytest.raises(ValueError, match="closed"):
+        j.append({"x": 1})
+    with pytest.raises(ValueError, match="read-only"):
+        Journal(tmp_path / "j", readonly=True).append(b"x")
+
+
+def test_one_writer_per_journal(tmp_path):
+    j = Journal(tmp_path / "j")
+    with pytest.raises(JournalLockedError, match="locked by another writer"):
+        Journal(tmp_path / "j")
+    assert isinstance(JournalLockedError("x"), fk.CheckpointLockedError)
+    Journal(tmp_path / "j", readonly=True)  # readers take no lock
+    j.close()
+    Journal(tmp_path / "j").close()
+
+
+# ---------------------------------------------------------------- truncation
+
+def test_truncate_before_drops_whole_segments_only(tmp_path):
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+        assert len(segs) >= 4
+        cut = segs[2][0] + 1  # inside the third segment
+        assert j.truncate_before(cut) == segs[2][0]
+        assert [s[0] for s in j.segments()] == [s[0] for s in segs[2:]]
+        got = list(j.replay())
+        assert got[0][0] == segs[2][0] and got[-1][0] == 300
+        with pytest.raises(ValueError, match="were truncated"):
+            list(j.replay(1))
+        j.truncate_before(10**9)  # never the active segment
+        assert len(j.segments()) == 1
+        assert j.append(b"x") == 301
+
+
+# ---------------------------------------------------------------- torn tails and corruption
+
+def small_journal(path, n=6, mode="group"):
+    recs = records(n, size=13)
+    with Journal(path, fsync=mode, segment_bytes=1 << 16) as j:
+        for r in recs:
+            j.append(r)
+    [seg] = os.listdir(path)[:0] or [s for s in os.listdir(path) if s.startswith("wal-")]
+    return recs, os.path.join(path, seg)
+
+
+def test_truncation_at_every_length_recovers_exactly_the_whole_records_before_it(tmp_path):
+    recs, seg = small_journal(tmp_path / "j", n=8)
+    data = open(seg, "rb").read()
+    ends = []  # byte offset after each record
+    pos = _journal.SEGMENT_HEADER_SIZE
+    for r in recs:
+        pos += _journal.frame_size(len(r))
+        ends.append(pos)
+    assert len(data) == pos + _journal.RECORD_HEADER_SIZE  # + the seal
+    for cut in range(_journal.SEGMENT_HEADER_SIZE, len(data) + 1):
+        with open(seg, "wb") as f:
+            f.write(data[:cut])
+        whole = sum(1 for e in ends if e <= cut)
+        got = read_all(tmp_path / "j")
+        assert got == list(zip(range(1, whole + 1), recs[:whole])), cut
+    # a writer opening a torn journal cuts the tail and continues right after the last whole record
+    for cut in (ends[3] - 1, ends[3], ends[3] + 5):
+        with open(seg, "wb") as f:
+            f.write(data[:cut])
+        whole = sum(1 for e in ends if e <= cut)
+        with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+            assert j.next_lsn == whole + 1
+            assert j.append(b"new") == whole + 1
+        got = read_all(tmp_path / "j")
+        assert [r for _, r in got] == recs[:whole] + [b"new"]
+        for s in os.listdir(tmp_path / "j"):
+            if s.startswith("wal-") and not seg.endswith(s):
+                os.unlink(tmp_path / "j" / s)
+
+
+def test_a_header_shorter_than_64_bytes_is_corrupt(tmp_path):
+    recs, seg = small_journal(tmp_path / "j")
+    with open(seg, "r+b") as f:
+        f.truncate(40)
+    with pytest.raises(CorruptJournalError, match="shorter than its header"):
+        read_all(tmp_path / "j")
+
+
+@pytest.mark.parametrize("mode", ["group", "never"])
+def test_every_bit_flip_in_a_small_journal_is_detected(tmp_path, mode):
+    recs, seg = small_journal(tmp_path / "j", n=5, mode=mode)
+    data = bytearray(open(seg, "rb").read())
+    seal_at = len(data) - _journal.RECORD_HEADER_SIZE
+    want = list(zip(range(1, 6), recs))
+    fd = os.open(seg, os.O_RDWR)
+    raised = 0
+    try:
+        for byte in range(len(data)):
+            for bit in range(8):
+                os.pwrite(fd, bytes([data[byte] ^ (1 << bit)]), byte)
+                try:
+                    got = read_all(tmp_path / "j")
+                except CorruptJournalError as e:
+                    raised += 1
+                    assert e.segment == seg and e.lsn is not None
+                else:
+                    # only a flip in the seal may go unreported, and then no record changes
+                    assert byte >= seal_at, (byte, bit)
+                    assert got == want
+                os.pwrite(fd, bytes([data[byte]]), byte)
+    finally:
+        os.close(fd)
+    assert raised == seal_at * 8
+
+
+def test_damage_in_the_middle_names_segment_and_lsn_and_skip_goes_to_the_next_segment(tmp_path):
+    recs = records(200)
+    with Journal(tmp_path / "j", fsync="group", segment_bytes=4096) as j:
+        j.append_many(recs[:1])
+        for r in recs[1:]:
+            j.append(r)
+        segs = j.segments()
+    first, seg, _ = segs[1]
+    with open(seg, "r+b") as f:  # damage the payload of the segment's third record
+        off = _journal.SEGMENT_HEADER_SIZE + 2 * _journal.frame_size(len(recs[0])) + 40
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0x10]))
+    with pytest.raises(CorruptJournalError, match=f"record {first + 2} is damaged") as ei:
+        read_all(tmp_path / "j")
+    assert ei.value.segment == seg and ei.value.lsn == first + 2
+    with pytest.warns(JournalWarning, match=f"record {first + 2} is damaged"):
+        got = read_all(tmp_path / "j", skip_corrupt=True)
+    lsns = [lsn for lsn, _ in got]
+    assert lsns == list(range(1, first + 2)) + list(range(segs[2][0], 201))
+    assert all(recs[lsn - 1] == r for lsn, r in got)
+    # a replay that starts after the damaged segment does not see it
+    assert [lsn for lsn, _ in read_all(tmp_path / "j", from_lsn=segs[2][0])] == list(range(segs[2][0], 201))
+
+
+def test_a_missing_segment_is_reported(tmp_path):
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+    os.unlink(segs[1][1])
+    with pytest.raises(CorruptJournalError, match="missing") as ei:
+        read_all(tmp_path / "j")
+    assert ei.value.lsn == segs[1][0]
+
+
+def test_a_segment_of_another_journal_is_rejected(tmp_path):
+    with Journal(tmp_path / "a", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs_a = j.segments()
+    with Journal(tmp_path / "b", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs_b = j.segments()
+    assert segs_a[1][0] == segs_b[1][0]
+    shutil.copy(segs_b[1][1], segs_a[1][1])
+    with pytest.raises(CorruptJournalError, match="belongs to another journal"):
+        read_all(tmp_path / "a")
+
+
+def test_writer_refuses_a_damaged_last_segment_unless_told_to_skip(tmp_path):
+    recs, seg = small_journal(tmp_path / "j", n=6)
+    with open(seg, "r+b") as f:
+        f.seek(_journal.SEGMENT_HEADER_SIZE + 40)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(CorruptJournalError, match="record 1 is damaged"):
+        Journal(tmp_path / "j")
+    with pytest.warns(JournalWarning, match="record 1 is damaged"):
+        j = Journal(tmp_path / "j", skip_corrupt=True, segment_bytes=4096)
+    assert j.append(b"x") == 7  # after every LSN the damaged segment used
+    j.close()
+    with pytest.warns(JournalWarning):
+        got = read_all(tmp_path / "j", skip_corrupt=True)
+    assert got == [(7, b"x")]
+
+
+def test_a_newer_format_version_is_refused_by_name(tmp_path):
+    recs, seg = small_journal(tmp_path / "j")
+    import struct
+
+    from faultkit import hash64
+
+    with open(seg, "r+b") as f:
+        h = bytearray(f.read(64))
+        h[8:10] = struct.pack("<H", 2)
+        h[56:64] = struct.pack("<Q", hash64(bytes(h[:56])))
+        f.seek(0)
+        f.write(h)
+    with pytest.raises(CorruptJournalError, match=r"format version 2\.0, newer than this reader"):
+        read_all(tmp_path / "j")
+
+
+# ---------------------------------------------------------------- concurrency
+
+@pytest.mark.parametrize("mode", ["group", "always"])
+def test_concurrent_threads_get_distinct_durable_lsns(tmp_path, mode):
+    out = {}
+    with Journal(tmp_path / "j", fsync=mode, segment_bytes=8192) as j:
+        def run(t):
+            out[t] = [(j.append(b"t%d-%d" % (t, i)), b"t%d-%d" % (t, i)) for i in range(40)]
+            assert j.durable_lsn >= out[t][-1][0]
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    acked = sorted(x for v in out.values() for x in v)
+    assert [lsn for lsn, _ in acked] == list(range(1, 321))
+    assert read_all(tmp_path / "j") == acked
+
+
+@pytest.mark.parametrize("mode", ["group", "never"])
+def test_append_async_completes_when_durable(tmp_path, mode):
+    async def main(j):
+        async def task(t):
+            got = []
+            for i in range(20):
+                rec = b"a%d-%d" % (t, i) if i % 2 else {"t": t, "i": i}
+                lsn = await j.append_async(rec)
+                if mode == "group":
+                    assert j.durable_lsn >= lsn
+                got.append((lsn, rec))
+            return got
+
+        return await asyncio.gather(*(task(t) for t in range(64)))
+
+    with Journal(tmp_path / "j", fsync=mode) as j:
+        res = asyncio.run(main(j))
+        if mode == "group":
+            # each burst of 64 appends (one per task) shares one sync
+            assert 20 <= j.syncs <= 2 * 20 + 2, j.syncs
+    acked = sorted(x for v in res for x in v)
+    assert [lsn for lsn, _ in acked] == list(range(1, 64 * 20 + 1))
+    assert read_all(tmp_path / "j") == acked
+
+
+# ---------------------------------------------------------------- a full disk
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 1 MiB tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", f"fk-{uuid.uuid4().hex[:8]}", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"mount refused: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_enospc_leaves_the_journal_usable_and_the_failed_append_unacknowledged(tiny_fs):
+    acked = []
+    rec = os.urandom(4000)
+    with Journal(tiny_fs / "j", fsync="group", segment_bytes=128 << 10) as j:
+        with pytest.raises(OSError) as ei:
+            for _ in range(1000):
+                acked.append(j.append(rec))
+        assert ei.value.errno == errno.ENOSPC
+        assert len(acked) > 100
+        nxt = j.next_lsn
+        assert nxt == acked[-1] + 1  # the failed append took no LSN
+        assert [lsn for lsn, _ in j.replay()] == acked
+        with pytest.raises(OSError, match="record not appended"):
+            j.append(rec)
+        j.truncate_before(nxt)  # frees the old segments
+        assert j.append(rec) == nxt
+        acked.append(nxt)
+    got = read_all(tiny_fs / "j")
+    assert [lsn for lsn, _ in got] == acked[-len(got):] and got[-1] == (nxt, rec)
+
+
+# ---------------------------------------------------------------- with the Checkpointer
+
+def test_checkpoint_records_its_lsn_and_recover_with_replays_the_rest(tmp_path):
+    j = Journal(tmp_path / "wal", fsync="group", segment_bytes=4096)
+    ck = fk.Checkpointer(tmp_path / "ck", retain=2, journal=j)
+    state = {"n": 0, "log": []}
+    for i in range(1, 301):
+        lsn = j.append({"add": i})
+        state["n"] += i
+        state["log"].append(i)
+        if i % 100 == 0:
+            info = ck.save(state, lsn=lsn)
+            assert info.lsn == lsn
+    for i in range(301, 311):
+        j.append({"add": i})
+    assert [c.lsn for c in ck.list()] == [200, 300]
+    # retention kept the journal back to the oldest retained checkpoint (LSN 200)
+    assert j.first_lsn <= 201 and j.first_lsn > 1
+
+    rec_state, recs = ck.recover_with(j)
+    assert rec_state["n"] == sum(range(1, 301))
+    assert recs == [(i, {"add": i}) for i in range(301, 311)]
+
+    def apply(s, lsn, r):
+        s["n"] += r["add"]
+        s["log"].append(lsn)
+        return s
+
+    final = ck.recover_with(j, apply=apply)
+    assert final["n"] == sum(range(1, 311)) and final["log"] == list(range(1, 311))
+    j.close()
+    ck.close()
+
+    # the newest checkpoint is damaged: fall back to the older one and replay more
+    newest = sorted(os.listdir(tmp_path / "ck"))[-1]
+    with open(tmp_path / "ck" / newest, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    j = Journal(tmp_path / "wal", readonly=True)
+    with pytest.warns(fk.CheckpointWarning):
+        s, recs = fk.Checkpointer(tmp_path / "ck").recover_with(j)
+    assert s["n"] == sum(range(1, 201)) and [lsn for lsn, _ in recs] == list(range(201, 311))
+
+
+def test_recover_with_reports_a_journal_that_lost_the_records_after_the_checkpoint(tmp_path):
+    with Journal(tmp_path / "wal", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        ck = fk.Checkpointer(tmp_path / "ck")
+        ck.save({"x": 1}, lsn=10)
+        j.truncate_before(200)
+        with pytest.raises(CorruptJournalError, match="records 11..") as ei:
+            ck.recover_with(j)
+        assert ei.value.lsn == 11
+    with Journal(tmp_path / "wal2") as j2:
+        ck.save({"x": 2}, lsn=50)
+        with pytest.raises(CorruptJournalError, match="not this checkpoint's journal"):
+            ck.recover_with(j2)
+    ck.close()
+    with pytest.raises(TypeError, match="journal must be a faultkit Journal"):
+        ck.recover_with("wal")
+    with pytest.raises(TypeError, match="lsn must be an int"):
+        fk.Checkpointer(tmp_path / "c2").save({}, lsn=1.5)
+    with pytest.raises(ValueError, match="lsn must be in"):
+        fk.Checkpointer(tmp_path / "c3").save({}, lsn=-1)
+
+
+def test_checkpoints_without_lsn_stay_readable_and_cover_no_record(tmp_path):
+    ck = fk.Checkpointer(tmp_path / "ck")
+    info = ck.save({"a": 1})  # as every checkpoint written before journals existed
+    assert info.lsn is None and ck.list()[0].lsn is None
+    with Journal(tmp_path / "wal") as j:
+        j.append(b"r1")
+        j.append(b"r2")
+        state, recs = ck.recover_with(j)
+    assert state == {"a": 1} and recs == [(1, b"r1"), (2, b"r2")]
+    ck.close()
+    # a journal attached to a Checkpointer whose checkpoints lack an LSN is never truncated
+    with Journal(tmp_path / "wal", segment_bytes=4096, fsync="never") as j:
+        j.append_many(records(300))
+        ck2 = fk.Checkpointer(tmp_path / "ck", journal=j)
+        ck2.save({"a": 2})
+        assert j.first_lsn == 1
+        ck2.close()
+
+
+@pytest.mark.parametrize("mode", ["never", "group"])
+def test_readers_racing_a_writer_see_whole_records_in_order(tmp_path, mode):
+    recs = records(3000, size=50)
+    with Journal(tmp_path / "j", fsync=mode, segment_bytes=16384) as j:
+        done = threading.Event()
+
+        def write():
+            try:
+                for i in range(0, len(recs), 100):
+                    j.append_many(recs[i:i + 100])
+            finally:
+                done.set()
+
+        t = threading.Thread(target=write)
+        t.start()
+        seen = 0
+        reads = 0
+        while not done.is_set() or reads < 2:
+            got = read_all(tmp_path / "j")
+            assert [lsn for lsn, _ in got] == list(range(1, len(got) + 1))
+            assert all(r == recs[lsn - 1] for lsn, r in got)
+            assert len(got) >= seen  # what a reader saw never goes away
+            seen = len(got)
+            reads += 1
+        t.join()
+    assert len(read_all(tmp_path / "j")) == len(recs)
+
+
+def test_close_completes_pending_asyncio_appends(tmp_path):
+    j = Journal(tmp_path / "j", fsync="group")
+
+    async def main():
+        tasks = [asyncio.ensure_future(j.append_async(b"r%d" % i)) for i in range(10)]
+        await asyncio.sleep(0)  # every task has appended and waits
+        j.close()  # syncs them
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    res = asyncio.run(main())
+    assert sorted(res) == list(range(1, 11))
+    assert [r for _, r in read_all(tmp_path / "j")] == [b"r%d" % i for i in range(10)]
+    async def late():
+        return await j.append_async(b"late")
+
+    with pytest.raises(ValueError, match="closed"):
+        asyncio.run(late())
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        Journal(tmp_path / "k").append_async(b"outside a loop")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 2000), st.binary(min_size=1, max_size=40)), max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, 2000)))
+def test_any_damage_is_reported_or_cut_never_returned(tmp_path, edits, cut):
+    path = tmp_path / uuid.uuid4().hex
+    recs, seg = small_journal(path, n=12)
+    data = bytearray(open(seg, "rb").read())
+    for off, b in edits:
+        off %= len(data)
+        data[off:off + len(b)] = b[:len(data) - off]
+    if cut is not None:
+        del data[cut % (len(data) + 1):]
+    with open(seg, "wb") as f:
+        f.write(data)
+    try:
+        got = read_all(path)
+    except CorruptJournalError:
+        return
+    # whatever replay returns is a prefix of what was appended, unchanged
+    assert got == list(zip(range(1, len(got) + 1), recs[:len(got)]))
