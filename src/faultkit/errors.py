@@ -21,6 +21,7 @@ __all__ = [
     "JournalWarning",
     "CircuitOpenError",
     "BulkheadFullError",
+    "RateLimitedError",
     "IsolationRefusedError",
     "MembershipError",
 ]
@@ -89,6 +90,14 @@ class CircuitOpenError(FaultkitError):
 
 class BulkheadFullError(FaultkitError):
     """A call was refused because its bulkhead is at capacity."""
+
+
+class RateLimitedError(FaultkitError):
+    """A call was refused by a rate limiter.  ``retry_after``: seconds until the
+    permits it asked for would be granted; ``key``: the limited key (or None)."""
+
+    retry_after = 0.0
+    key = None
 
 
 class IsolationRefusedError(FaultkitError):

@@ -376,6 +376,7 @@ configs = st.fixed_dictionaries({
     "slow_call_rate": st.sampled_from([0.5, 1.0]),
     "reset_timeout": st.sampled_from([0.0, 2.0, 5.0]),
     "half_open_calls": st.integers(1, 4),
+    "max_half_open_wait": st.sampled_from([None, 1.0, 4.0]),
 })
 events = st.lists(st.one_of(
     st.tuples(st.just("wait"), st.sampled_from([0.25, 0.5, 1.0, 3.0, 7.0])),
@@ -420,7 +421,8 @@ def test_native_core_matches_the_model(config, history):
                 m.release(gen)
             else:
                 m.record(gen, clock.t, kind == "fail", arg)
-        metrics = b.metrics()
+        metrics = b.metrics()  # a read applies the time-driven transitions
+        m.advance(clock.t)
         assert metrics["state"] == m.state
         assert (metrics["calls"], metrics["failed"], metrics["slow"]) == m.counts()
         assert metrics["not_permitted"] == m.not_permitted

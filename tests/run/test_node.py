@@ -165,6 +165,24 @@ def test_replicas_and_domains():
     asyncio.run(main())
 
 
+def test_request_failures_reported_to_a_node_eject_the_member_from_routing():
+    members = {f"h{i}": (f"127.0.0.1:{free_udp_port()}", f"eu/az1/r{i % 3}/h{i}") for i in range(6)}
+
+    async def main():
+        node = fk.Node("h0", key=KEY, membership=members, domain="eu/az1/r0/h0", interval=0.05)
+        await node.start()
+        try:
+            assert "h4" in node.routable()
+            for _ in range(5):  # Envoy's default: five consecutive errors eject
+                node.report("h4", ok=False, latency=0.5)
+            assert "h4" not in node.routable()
+            assert all(node.route(f"k{i}") != "h4" for i in range(200))
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+
+
 def test_domain_mismatch_is_refused():
     members = {"a": (f"127.0.0.1:{free_udp_port()}", "eu/az1/r0/h0")}
 

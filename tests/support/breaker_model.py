@@ -15,11 +15,12 @@ FixedSizeSlidingWindowMetrics, SlidingTimeWindowMetrics):
   ``slow_call_rate`` opens the breaker.  A call is slow when its duration is
   strictly greater than ``slow_call_duration``.
 - open: calls are rejected until ``reset_timeout`` seconds after opening; the
-  first attempt after that moves to half-open (no timer: resilience4j's
-  default automaticTransitionFromOpenToHalfOpenEnabled=false).
+  first call or state read (``advance``) after that moves to half-open.
+  While open, the counts are those of the window that opened it.
 - half-open: ``half_open_calls`` trial calls are permitted; once all are
   recorded, the breaker opens again if their failure or slow share is at the
-  threshold, and closes (with a fresh window) otherwise.
+  threshold, and closes (with a fresh window) otherwise.  A half-open state
+  older than ``max_half_open_wait`` opens again on the next ``advance``.
 - results of calls permitted before the last transition are dropped (the
   generation check; resilience4j would record them into the new state).
 """
@@ -31,7 +32,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 class BreakerModel:
     def __init__(self, *, failure_rate=0.5, minimum_calls=10, window_size=100,
                  window_type="count", slow_call_duration=None, slow_call_rate=1.0,
-                 reset_timeout=60.0, half_open_calls=10):
+                 reset_timeout=60.0, half_open_calls=10, max_half_open_wait=60.0):
         self.failure_rate = failure_rate
         self.slow_call_rate = slow_call_rate
         self.slow_call_duration = math.inf if slow_call_duration is None else slow_call_duration
@@ -40,6 +41,9 @@ class BreakerModel:
         self.minimum_calls = minimum_calls if self.time_window else min(minimum_calls, window_size)
         self.reset_timeout = reset_timeout
         self.half_open_calls = half_open_calls
+        self.max_half_open_wait = math.inf if max_half_open_wait is None else max_half_open_wait
+        self.half_open_until = math.inf
+        self.tripped = (0, 0, 0)
         self.state = CLOSED
         self.generation = 0
         self.retry_at = math.inf
@@ -66,6 +70,8 @@ class BreakerModel:
         """(total, failed, slow) over the window of the current state."""
         if self.state == HALF_OPEN:
             return tuple(self.half)
+        if self.state == OPEN:
+            return self.tripped
         if self.time_window:
             tot = [0, 0, 0]
             for b in self.buckets.values():
@@ -77,7 +83,10 @@ class BreakerModel:
 
     # -- transitions
     def _move(self, state, now):
+        if state == OPEN:
+            self.tripped = self.counts()
         self.state = state
+        self.half_open_until = now + self.max_half_open_wait if state == HALF_OPEN else math.inf
         self.generation += 1
         if state == OPEN:
             self.retry_at = now + self.reset_timeout
@@ -89,8 +98,7 @@ class BreakerModel:
 
     def acquire(self, now):
         """True if a call may start now; moves open -> half-open once the timeout is over."""
-        if self.state == OPEN and now >= self.retry_at:
-            self._move(HALF_OPEN, now)
+        self.advance(now)
         if self.state == CLOSED:
             return True
         if self.state == HALF_OPEN and self.permits > 0:
@@ -98,6 +106,16 @@ class BreakerModel:
             return True
         self.not_permitted += 1
         return False
+
+    def advance(self, now):
+        """The time-driven transitions at ``now`` (what a call or a state read does)."""
+        while True:
+            if self.state == OPEN and now >= self.retry_at:
+                self._move(HALF_OPEN, now)
+            elif self.state == HALF_OPEN and now >= self.half_open_until:
+                self._move(OPEN, now)
+            else:
+                return
 
     def record(self, generation, now, failed, duration):
         """Record a call permitted in ``generation`` that ended at ``now``."""

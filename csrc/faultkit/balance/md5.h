@@ -7,8 +7,9 @@
 // hashlib.md5(key).digest() alone costs ~530 ns a 16-byte key; building the
 // points with hashlib too would be 1.8x slower (25 vs 14 ms, 1,000 nodes) and
 // still leave this code for get().  OpenSSL's one-shot MD5() is ~10% faster
-// but deprecated in OpenSSL 3; its EVP_Digest is 1.3-2.5x slower; and linking
-// libcrypto would put it in every wheel.  MD5 is 64 steps: this file is short.
+// but deprecated in OpenSSL 3, its EVP_Digest is 1.3-2.5x slower, and
+// libcrypto is optional in the build (detect._recv links it only where
+// found), while ketama rings must work everywhere.  MD5 is 64 steps.
 #pragma once
 
 #include <cstddef>

@@ -12,11 +12,17 @@
 //              slow/total >= slow_call_rate opens the breaker.  A call is slow
 //              when its duration is strictly greater than slow_call_duration.
 //   open       calls are rejected until now >= opened_at + reset_timeout; the
-//              first attempt after that moves to half-open (resilience4j's
-//              default: no automatic transition without a call).
+//              first advance() after that (a call, or a read of the state)
+//              moves to half-open.
 //   half-open  `half_open_calls` trial permits; once that many outcomes are
 //              recorded, the same thresholds decide: open again, or close with
-//              a fresh window.
+//              a fresh window.  The half-open window holds trial outcomes only.
+//              A half-open state older than max_half_open_wait (resilience4j's
+//              maxWaitDurationInHalfOpenState) opens again on the next
+//              advance(), so a stale trial outcome is never combined with one
+//              taken minutes later.
+// While open, counts() reports the window that opened it (the closed window,
+// or the trial calls when a half-open state reopened it).
 // Every transition bumps `generation`; an outcome carries the generation its
 // permit was taken in and is dropped if the breaker has moved on since (a call
 // that started while closed does not count as a half-open trial; resilience4j
@@ -48,6 +54,7 @@ struct BreakerConfig {
     int64_t minimum_calls = 10;  // >= 1
     int64_t window_size = 100;  // calls or seconds, >= 1
     int64_t half_open_calls = 10;  // >= 1
+    double max_half_open_wait = INFINITY;  // seconds, > 0; inf: wait for the trials forever
     bool time_window = false;
 };
 
@@ -55,6 +62,16 @@ struct BreakerCounts {
     int64_t total = 0;
     int64_t failed = 0;
     int64_t slow = 0;
+};
+
+// Counters over the breaker's lifetime (configure() zeroes them, reset() does not).
+struct BreakerLifetime {
+    int64_t calls = 0;  // outcomes reported: recorded, dropped as stale, or ignored
+    int64_t failures = 0;  // of which failed
+    int64_t slow = 0;  // of which slow
+    int64_t ignored = 0;  // of which ignored (excluded exceptions, caller cancellations)
+    int64_t rejections = 0;  // calls refused
+    int64_t transitions = 0;  // state changes
 };
 
 class Breaker {
@@ -68,6 +85,7 @@ public:
         if (!(c.reset_timeout >= 0.0 && std::isfinite(c.reset_timeout))) return false;
         if (c.minimum_calls < 1 || c.half_open_calls < 1) return false;
         if (c.half_open_calls > BREAKER_MAX_HALF_OPEN_CALLS) return false;
+        if (!(c.max_half_open_wait > 0.0)) return false;  // also refuses NaN
         if (c.window_size < 1) return false;
         if (c.window_size > (c.time_window ? BREAKER_MAX_TIME_WINDOW : BREAKER_MAX_COUNT_WINDOW))
             return false;
@@ -88,6 +106,9 @@ public:
         generation_ = 0;
         not_permitted_ = 0;
         retry_at_ = INFINITY;
+        half_open_until_ = INFINITY;
+        life_ = BreakerLifetime{};
+        tripped_ = BreakerCounts{};
         clear_window();
         return true;
     }
@@ -97,35 +118,50 @@ public:
     double retry_at() const noexcept { return retry_at_; }
     bool retry_pending() const noexcept { return state_ == BREAKER_OPEN && std::isnan(retry_at_); }
     int64_t not_permitted() const noexcept { return not_permitted_; }
+    double half_open_until() const noexcept { return half_open_until_; }
+    const BreakerLifetime& lifetime() const noexcept { return life_; }
     int64_t half_open_permits() const noexcept {
         return state_ == BREAKER_HALF_OPEN ? permits_ : 0;
     }
     int64_t minimum_calls() const noexcept { return min_calls_; }
     const BreakerConfig& config() const noexcept { return cfg_; }
 
-    // Counts of the window the current state evaluates (the trial calls when
-    // half-open, the closed window otherwise; kept while open, as resilience4j).
-    BreakerCounts counts() const noexcept { return state_ == BREAKER_HALF_OPEN ? half_ : window_; }
+    // Counts of the window the current state evaluates: the trial calls when
+    // half-open, the closed window when closed, the window that opened the
+    // breaker when open.
+    BreakerCounts counts() const noexcept {
+        return state_ == BREAKER_HALF_OPEN ? half_ : state_ == BREAKER_OPEN ? tripped_ : window_;
+    }
 
-    // May a call start at `now`?  Moves open -> half-open once the timeout is
-    // over (then *moved is set to BREAKER_HALF_OPEN, else left alone).  `now`
-    // is read only when the breaker is not closed.  Counts rejections.
-    bool acquire(double now, int* moved) noexcept {
-        if (state_ == BREAKER_CLOSED) return true;
+    // The time-driven transitions, at `now`: open -> half-open once
+    // reset_timeout is over, half-open -> open once max_half_open_wait is
+    // over.  One step a call (call again until it returns -1: at most two
+    // steps follow each other, when reset_timeout is 0).  Returns the state
+    // moved to, or -1.  A NaN `now` moves nothing.
+    int advance(double now) noexcept {
         if (state_ == BREAKER_OPEN) {
-            // retry_at_ is NaN while the opening time is pending: keep rejecting.
-            if (!(now >= retry_at_)) {
-                ++not_permitted_;
-                return false;
-            }
+            // retry_at_ is NaN while the opening time is pending: stay open.
+            if (!(now >= retry_at_)) return -1;
             move(BREAKER_HALF_OPEN, now);
-            *moved = BREAKER_HALF_OPEN;
+            return BREAKER_HALF_OPEN;
         }
-        if (permits_ > 0) {
+        if (state_ == BREAKER_HALF_OPEN && now >= half_open_until_) {
+            tripped_ = half_;
+            move(BREAKER_OPEN, now);
+            return BREAKER_OPEN;
+        }
+        return -1;
+    }
+
+    // May a call start now?  Call advance() first; counts rejections.
+    bool acquire() noexcept {
+        if (state_ == BREAKER_CLOSED) return true;
+        if (state_ == BREAKER_HALF_OPEN && permits_ > 0) {
             --permits_;
             return true;
         }
         ++not_permitted_;
+        ++life_.rejections;
         return false;
     }
 
@@ -134,16 +170,21 @@ public:
     // count window (the time is then needed only to open, and an opening
     // without a time leaves retry_pending() true until set_opened_at()).
     // Returns the state moved to, or -1 if none.
+    // An infinite duration (a call cut off by a time limit) is always slow.
     int record(uint64_t generation, double now, bool failed, double duration) noexcept {
-        if (generation != generation_ || state_ == BREAKER_OPEN) return -1;
-        const int slow = duration > cfg_.slow_call_duration ? 1 : 0;
+        const int slow = (duration > cfg_.slow_call_duration || duration == INFINITY) ? 1 : 0;
         const int fail = failed ? 1 : 0;
+        life_.calls += 1;
+        life_.failures += fail;
+        life_.slow += slow;
+        if (generation != generation_ || state_ == BREAKER_OPEN) return -1;
         if (state_ == BREAKER_HALF_OPEN) {
             half_.total += 1;
             half_.failed += fail;
             half_.slow += slow;
             if (half_.total < cfg_.half_open_calls) return -1;
             const int to = above(half_) ? BREAKER_OPEN : BREAKER_CLOSED;
+            if (to == BREAKER_OPEN) tripped_ = half_;
             move(to, now);
             return to;
         }
@@ -153,6 +194,7 @@ public:
             record_count(fail, slow);
         }
         if (window_.total >= min_calls_ && above(window_)) {
+            tripped_ = window_;
             move(BREAKER_OPEN, now);
             return BREAKER_OPEN;
         }
@@ -162,6 +204,8 @@ public:
     // An outcome that does not count (an excluded exception, a cancellation):
     // gives a half-open trial permit back.
     void release(uint64_t generation) noexcept {
+        life_.calls += 1;
+        life_.ignored += 1;
         if (generation == generation_ && state_ == BREAKER_HALF_OPEN &&
             permits_ < cfg_.half_open_calls)
             ++permits_;
@@ -177,12 +221,14 @@ public:
     // Return the state moved to, or -1 if already there.
     int force_open(double now) noexcept {
         if (state_ == BREAKER_OPEN) return -1;
+        tripped_ = counts();
         move(BREAKER_OPEN, now);
         return BREAKER_OPEN;
     }
     int reset() noexcept {
         const bool was_closed = state_ == BREAKER_CLOSED;
         move(BREAKER_CLOSED, 0.0);
+        if (was_closed) --life_.transitions;  // a cleared window, not a state change
         not_permitted_ = 0;
         return was_closed ? -1 : BREAKER_CLOSED;
     }
@@ -202,6 +248,8 @@ private:
     void move(int to, double now) noexcept {
         state_ = to;
         ++generation_;
+        ++life_.transitions;
+        half_open_until_ = to == BREAKER_HALF_OPEN ? now + cfg_.max_half_open_wait : INFINITY;
         if (to == BREAKER_OPEN) {
             retry_at_ = std::isnan(now) ? NAN : now + cfg_.reset_timeout;
         } else {
@@ -279,6 +327,9 @@ private:
     int state_ = BREAKER_CLOSED;
     uint64_t generation_ = 0;
     double retry_at_ = INFINITY;
+    double half_open_until_ = INFINITY;
+    BreakerLifetime life_;
+    BreakerCounts tripped_;
     int64_t permits_ = 0;
     int64_t not_permitted_ = 0;
     BreakerCounts window_, half_;

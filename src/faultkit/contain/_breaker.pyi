@@ -19,6 +19,8 @@ class CircuitBreaker:
         slow_call_rate: float = 1.0,
         reset_timeout: float = 60.0,
         half_open_calls: int = 10,
+        max_half_open_wait: Optional[float] = 60.0,
+        timeout_outcome: str = "failure",
         exclude: ExcTypes = (),
         fallback: Optional[Callable[..., Any]] = None,
         clock: Callable[[], float] = ...,

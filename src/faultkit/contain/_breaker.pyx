@@ -1,5 +1,6 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, binding=True
-# binding=True: decorate() returns closures that functools.wraps() must rename.
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# binding=False (setup.py): the decorator of a plain function is a _Guard object
+# (C-level vectorcall), not a closure; only the async decorator is a closure.
 """Circuit breaker: resilience4j's state machine in C++ (csrc/faultkit/breaker.h),
 called from Python with the state check and the counting inline.
 
@@ -13,6 +14,7 @@ run outside these sections, and no lock is held while the protected call runs.
 This module does not declare itself free-threading compatible, so a
 free-threaded CPython re-enables the GIL when it imports it.
 """
+cimport cython
 from libc.math cimport NAN, INFINITY, isfinite, isnan
 from libc.stdint cimport int64_t, uint64_t
 from cpython.object cimport PyObject, PyTypeObject
@@ -29,6 +31,7 @@ cdef extern from "Python.h":
     object PyDescr_NewMethod(PyTypeObject* type, PyMethodDef* meth)
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
                                PyObject* kwnames)
+    Py_ssize_t PyVectorcall_NARGS(size_t nargsf)
 
 cdef extern from *:
     """
@@ -43,8 +46,48 @@ cdef extern from *:
     """
     int _install_method "faultkit_install_method"(PyTypeObject* type, object descr) except -1
 
+cdef extern from *:
+    """
+    /* Make instances of a (static, Cython-made) type callable through the
+       vectorcall protocol: the function pointer sits `offset` bytes into each
+       instance.  Runs at module initialisation, before any instance is called. */
+    static int faultkit_enable_vectorcall(PyTypeObject* type, Py_ssize_t offset) {
+        type->tp_vectorcall_offset = offset;
+        type->tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL;
+        PyType_Modified(type);
+        return 0;
+    }
+    """
+    int _enable_vectorcall "faultkit_enable_vectorcall"(PyTypeObject* type, Py_ssize_t offset) except -1
+
+cdef extern from *:
+    """
+    /* am_send of an always-done awaitable: `await` gets the object stored
+       `offset` bytes into the instance, with no StopIteration raised (the
+       interpreter's SEND goes through PyIter_Send, which prefers am_send). */
+    static Py_ssize_t faultkit_ready_offset = 0;
+    static PySendResult faultkit_ready_send(PyObject* iter, PyObject* arg, PyObject** result) {
+        PyObject* v = *(PyObject**)((char*)iter + faultkit_ready_offset);
+        (void)arg;
+        Py_INCREF(v);
+        *result = v;
+        return PYGEN_RETURN;
+    }
+    static int faultkit_enable_send(PyTypeObject* type, Py_ssize_t offset) {
+        if (type->tp_as_async == NULL) {
+            PyErr_SetString(PyExc_ImportError, "faultkit: awaitable type without tp_as_async");
+            return -1;
+        }
+        faultkit_ready_offset = offset;
+        type->tp_as_async->am_send = faultkit_ready_send;
+        PyType_Modified(type);
+        return 0;
+    }
+    """
+    int _enable_send "faultkit_enable_send"(PyTypeObject* type, Py_ssize_t offset) except -1
+
 from faultkit.contain.cbreaker cimport (
-    Breaker, BreakerConfig, BreakerCounts, BREAKER_CLOSED, BREAKER_OPEN,
+    Breaker, BreakerConfig, BreakerCounts, BreakerLifetime, BREAKER_CLOSED, BREAKER_OPEN,
     BREAKER_HALF_OPEN, BREAKER_MAX_COUNT_WINDOW, BREAKER_MAX_TIME_WINDOW,
     BREAKER_MAX_HALF_OPEN_CALLS,
 )
@@ -54,11 +97,17 @@ import functools
 import inspect
 import logging
 import time
-from types import CoroutineType
+from asyncio import CancelledError
+from types import CoroutineType, MethodType
 
+from faultkit.contain.timelimit import TIME_LIMIT_MESSAGE as _TIME_LIMIT_MESSAGE
 from faultkit.errors import CircuitOpenError
 
 _STATES = ("closed", "open", "half_open")
+_TIMEOUT_OUTCOMES = ("failure", "slow", "ignore")
+DEF _TIMEOUT_FAILURE = 0
+DEF _TIMEOUT_SLOW = 1
+DEF _TIMEOUT_IGNORE = 2
 _log = logging.getLogger("faultkit.contain")
 
 
@@ -99,6 +148,25 @@ cdef class CircuitBreaker:
     that moves it to **half-open**: ``half_open_calls`` (default 10) trial calls
     run, the rest are refused; when all trials are in, it opens again if their
     failure or slow share is at the threshold, else closes with a fresh window.
+    A half-open state that has not decided within ``max_half_open_wait``
+    seconds (default 60; None: forever; resilience4j's
+    maxWaitDurationInHalfOpenState, whose default is forever) opens again, so
+    an old trial outcome is never combined with one taken much later.  The
+    time-driven transitions (open -> half-open, half-open -> open) happen on the
+    next call *or read* of ``state``, ``time_until_half_open`` or
+    ``metrics()``, and listeners hear of them then: a router that stops calling
+    an open node sees it half-open by reading ``state``.
+
+    Time limits: a call cut off by a time limit counts as ``timeout_outcome``:
+    ``"failure"`` (default), ``"slow"`` (a slow success) or ``"ignore"``.  It is
+    recognised as a ``TimeoutError`` raised by the call, or, for coroutines, as
+    the ``CancelledError`` that :class:`faultkit.TimeLimiter` cancels with (its
+    message is ``faultkit.contain.timelimit.TIME_LIMIT_MESSAGE``).  Any other
+    cancellation is the caller's own and counts as nothing.  Plain
+    ``asyncio.wait_for``/``asyncio.timeout`` cancel without saying why, so
+    under them a timeout cannot be told from a caller's cancel and counts as
+    nothing: put ``fk.TimeLimiter`` inside the breaker instead
+    (``breaker.call(limiter.call, coro_fn)``, or see ``faultkit.contain.stack``).
 
     A call fails when it raises an ``Exception`` that is not an instance of
     ``exclude``; excluded exceptions and ``BaseException``\\s such as
@@ -125,10 +193,18 @@ cdef class CircuitBreaker:
     cdef bint _timed          # read the clock around every call
     cdef tuple _listeners
     cdef object _frames       # ContextVar: stack of (generation, start, next) for `with`
+    cdef int _timeout_outcome
+    # `with` blocks of an untimed breaker keep no per-block state: counts of
+    # open blocks entered in generation _with_gen (current) and before (stale).
+    cdef uint64_t _with_gen
+    cdef int64_t _with_current
+    cdef int64_t _with_stale
+    cdef object _ready_self   # a _Ready(self): what `async with` enters with
 
     def __init__(self, *, failure_rate=0.5, minimum_calls=10, window_size=100,
                  window_type="count", slow_call_duration=None, slow_call_rate=1.0,
-                 reset_timeout=60.0, half_open_calls=10, exclude=(), fallback=None,
+                 reset_timeout=60.0, half_open_calls=10, max_half_open_wait=60.0,
+                 timeout_outcome="failure", exclude=(), fallback=None,
                  clock=time.monotonic):
         cdef BreakerConfig c
         if window_type not in ("count", "time"):
@@ -152,6 +228,16 @@ cdef class CircuitBreaker:
             if not (c.slow_call_duration > 0.0):
                 raise ValueError(
                     f"slow_call_duration must be > 0 or None, got {slow_call_duration!r}")
+        if max_half_open_wait is None:
+            c.max_half_open_wait = INFINITY
+        else:
+            c.max_half_open_wait = _number(max_half_open_wait, "max_half_open_wait")
+            if not (c.max_half_open_wait > 0.0):
+                raise ValueError(
+                    f"max_half_open_wait must be > 0 or None, got {max_half_open_wait!r}")
+        if timeout_outcome not in _TIMEOUT_OUTCOMES:
+            raise ValueError(f'timeout_outcome must be "failure", "slow" or "ignore", '
+                             f'got {timeout_outcome!r}')
         if isinstance(exclude, type):
             exclude = (exclude,)
         try:
@@ -175,6 +261,7 @@ cdef class CircuitBreaker:
         self.window_type = window_type
         self._slow_call_duration = slow_call_duration
         self._timed = c.time_window or slow_call_duration is not None
+        self._timeout_outcome = _TIMEOUT_OUTCOMES.index(timeout_outcome)
         self._listeners = ()
         self._frames = contextvars.ContextVar("faultkit.breaker.frames", default=None)
 
@@ -188,12 +275,11 @@ cdef class CircuitBreaker:
                               PyObject* kwnames):
         cdef uint64_t gen
         cdef double start = NAN
-        cdef int moved = -1
         cdef double now = self._now()
-        cdef bint permitted = self.core.acquire(now, &moved)
+        cdef bint permitted
+        self._advance(now)
+        permitted = self.core.acquire()
         gen = self.core.generation()
-        if moved >= 0:
-            self._notify(BREAKER_OPEN, moved)
         if not permitted:
             return self._rejected(fn, args, nargs, kwnames)
         if self._timed:
@@ -225,14 +311,22 @@ cdef class CircuitBreaker:
     cdef int _failed(self, object exc, uint64_t gen, double start) except -1:
         cdef double now, duration = 0.0
         cdef int old, moved
-        if not isinstance(exc, Exception) or (self.exclude and isinstance(exc, self.exclude)):
+        cdef bint failed = True
+        if _is_time_limit(exc):
+            if self._timeout_outcome == _TIMEOUT_IGNORE:
+                self.core.release(gen)
+                return 0
+            if self._timeout_outcome == _TIMEOUT_SLOW:
+                failed = False
+                duration = INFINITY
+        elif not isinstance(exc, Exception) or (self.exclude and isinstance(exc, self.exclude)):
             self.core.release(gen)
             return 0
         now = self._now()
-        if not isnan(start):
+        if not isnan(start) and duration == 0.0:
             duration = now - start
         old = self.core.state()
-        moved = self.core.record(gen, now, True, duration)
+        moved = self.core.record(gen, now, failed, duration)
         if moved >= 0:
             self._moved(old, moved)
         return 0
@@ -245,6 +339,22 @@ cdef class CircuitBreaker:
             gen = self.core.generation()
             self.core.set_opened_at(gen, self._now())
         self._notify(old, moved)
+        return 0
+
+    cdef int _advance(self, double now) except -1:
+        # The time-driven transitions, each heard by the listeners.
+        cdef int old = self.core.state()
+        cdef int moved = self.core.advance(now)
+        while moved >= 0:
+            self._notify(old, moved)
+            old = moved
+            moved = self.core.advance(now)
+        return 0
+
+    cdef int _refresh(self) except -1:
+        # A read of the state: apply what the clock says, if anything can move.
+        if self.core.state() != BREAKER_CLOSED:
+            self._advance(self._now())
         return 0
 
     cdef double _now(self) except? -1.0:
@@ -286,60 +396,109 @@ cdef class CircuitBreaker:
         """Decorate ``fn`` (a plain or ``async def`` function) so every call goes through the breaker."""
         if not callable(fn):
             raise TypeError(f"the breaker decorates callables, not {type(fn).__name__}")
-        call = self.call
         if inspect.iscoroutinefunction(fn):
+            call = self.call
+
+            @cython.binding(True)  # a cyfunction: functools.wraps can rename it
             async def guarded_async(*args, **kwargs):
                 return await call(fn, *args, **kwargs)
             return functools.wraps(fn)(guarded_async)
+        # A C-level callable (vectorcall): as cheap as ``call`` itself.
+        return functools.wraps(fn)(_Guard(self, fn))
 
-        def guarded(*args, **kwargs):
-            return call(fn, *args, **kwargs)
-        return functools.wraps(fn)(guarded)
+    # A breaker with slow calls or a time window needs each block's start time
+    # and keeps a stack of (generation, start) frames in a ContextVar.  An
+    # untimed breaker keeps none: it counts the open blocks entered in the
+    # current generation and in earlier ones.  A block that exits while
+    # earlier-generation blocks are open is taken to be one of them (its
+    # outcome is dropped, as a call that straddles a transition is): exact
+    # counts, at the cost of not telling apart, during a transition, which of
+    # the open blocks straddled it.
 
-    def __enter__(self):
-        """Take a permit (``CircuitOpenError`` if refused); the block is the protected call."""
-        cdef int moved = -1
+    cdef inline void _with_sync(self):
+        cdef uint64_t gen = self.core.generation()
+        if gen != self._with_gen:
+            self._with_stale += self._with_current
+            self._with_current = 0
+            self._with_gen = gen
+
+    cdef int _enter(self) except -1:
         cdef double now = NAN
-        cdef bint permitted
         cdef uint64_t gen
         if self.core.state() != BREAKER_CLOSED or self._timed:
             now = self._now()
-        permitted = self.core.acquire(now, &moved)
+            self._advance(now)
+            if not self.core.acquire():
+                raise self._open_error()
         gen = self.core.generation()
-        if moved >= 0:
-            self._notify(BREAKER_OPEN, moved)
-        if not permitted:
-            raise self._open_error()
-        self._frames.set((gen, now if self._timed else NAN, self._frames.get()))
+        if self._timed:
+            self._frames.set((gen, now, self._frames.get()))
+        else:
+            self._with_sync()
+            self._with_current += 1
+        return 0
+
+    cdef int _exit(self, object exc_type, object exc) except -1:
+        cdef uint64_t gen
+        cdef double start = NAN
+        if self._timed:
+            frame = self._frames.get()
+            if frame is None:
+                raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
+            self._frames.set(frame[2])
+            gen = frame[0]
+            start = frame[1]
+        else:
+            self._with_sync()
+            if self._with_stale > 0:
+                self._with_stale -= 1
+                gen = self.core.generation() - 1   # dropped by the core: not current
+            elif self._with_current > 0:
+                self._with_current -= 1
+                gen = self._with_gen
+            else:
+                raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
+        if exc_type is None:
+            self._succeeded(gen, start)
+        else:
+            self._failed(exc if exc is not None else exc_type(), gen, start)
+        return 0
+
+    def __enter__(self):
+        """Take a permit (``CircuitOpenError`` if refused); the block is the protected call."""
+        self._enter()
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        frame = self._frames.get()
-        if frame is None:
-            raise RuntimeError("CircuitBreaker.__exit__ without a matching __enter__")
-        self._frames.set(frame[2])
-        if exc_type is None:
-            self._succeeded(frame[0], frame[1])
-        else:
-            self._failed(exc if exc is not None else exc_type(), frame[0], frame[1])
+        """Count the block's outcome; never suppresses its exception."""
+        self._exit(exc_type, exc)
         return False
 
-    async def __aenter__(self):
-        return self.__enter__()
+    def __aenter__(self):
+        """``async with``: as ``__enter__``, returning a ready awaitable."""
+        self._enter()
+        if self._ready_self is None:
+            self._ready_self = _Ready.__new__(_Ready, self)
+        return self._ready_self
 
-    async def __aexit__(self, exc_type, exc, tb):
-        return self.__exit__(exc_type, exc, tb)
+    def __aexit__(self, exc_type, exc, tb):
+        """``async with``: as ``__exit__``, returning a ready awaitable."""
+        self._exit(exc_type, exc)
+        return _READY_FALSE
 
     # -- state, metrics, listeners, manual transitions ---------------------
     @property
     def state(self):
-        """``"closed"``, ``"open"`` or ``"half_open"``.  Stays ``"open"`` after the
-        timeout until a call moves it to half-open (see ``time_until_half_open``)."""
+        """``"closed"``, ``"open"`` or ``"half_open"``, after applying the
+        time-driven transitions (reading it may move open -> half-open or a
+        stale half-open -> open, and call the listeners)."""
+        self._refresh()
         return _STATES[self.core.state()]
 
     @property
     def time_until_half_open(self):
-        """Seconds until a call would move the open breaker to half-open; 0.0 unless open."""
+        """Seconds until the open breaker moves to half-open; 0.0 unless open."""
+        self._refresh()
         if self.core.state() != BREAKER_OPEN:
             return 0.0
         if self.core.retry_pending():
@@ -348,10 +507,16 @@ cdef class CircuitBreaker:
 
     def metrics(self):
         """A dict: ``state``; ``calls``, ``failed``, ``slow`` in the window the state
-        evaluates (the trial calls when half-open); ``failure_rate`` and
-        ``slow_call_rate`` over it (None below ``minimum_calls``);
-        ``not_permitted`` (refused calls since the last reset)."""
+        evaluates (the trial calls when half-open, the window that opened it
+        when open); ``failure_rate`` and ``slow_call_rate`` over it (None below
+        ``minimum_calls``); ``not_permitted`` (refused calls since the last
+        reset); ``lifetime``, counters since construction that ``reset()``
+        keeps: ``calls`` (outcomes reported), ``failures``, ``slow``,
+        ``ignored`` (excluded exceptions, caller cancellations), ``rejections``
+        and ``transitions``."""
+        self._refresh()
         cdef BreakerCounts c = self.core.counts()
+        cdef BreakerLifetime life = self.core.lifetime()
         cdef int64_t needed = (self.core.config().half_open_calls
                                if self.core.state() == BREAKER_HALF_OPEN
                                else self.core.minimum_calls())
@@ -364,6 +529,14 @@ cdef class CircuitBreaker:
             "failure_rate": <double>c.failed / <double>c.total if enough else None,
             "slow_call_rate": <double>c.slow / <double>c.total if enough else None,
             "not_permitted": self.core.not_permitted(),
+            "lifetime": {
+                "calls": life.calls,
+                "failures": life.failures,
+                "slow": life.slow,
+                "ignored": life.ignored,
+                "rejections": life.rejections,
+                "transitions": life.transitions,
+            },
         }
 
     def add_listener(self, listener):
@@ -406,20 +579,33 @@ cdef class CircuitBreaker:
                 f"window_size={self.core.config().window_size})")
 
 
+cdef inline bint _is_time_limit(object exc):
+    # A TimeoutError, or the CancelledError a faultkit TimeLimiter cancels with.
+    if isinstance(exc, TimeoutError):
+        return True
+    if type(exc) is CancelledError or isinstance(exc, CancelledError):
+        args = (<BaseException>exc).args
+        return len(args) == 1 and args[0] == _TIME_LIMIT_MESSAGE
+    return False
+
+
 cdef object _call_vector(object self, PyObject** args, Py_ssize_t nargs, PyObject* kwnames):
     # The C signature of METH_FASTCALL | METH_KEYWORDS; `self` is a
     # CircuitBreaker (the method descriptor checks).  nargs has no flag bits.
-    cdef CircuitBreaker b = <CircuitBreaker>self
-    cdef uint64_t gen
     if nargs < 1:
         raise TypeError("CircuitBreaker.call() missing the function to call")
-    fn = <object>args[0]
+    return _guarded_call(<CircuitBreaker>self, <object>args[0], args + 1, nargs - 1, kwnames)
+
+
+cdef inline object _guarded_call(CircuitBreaker b, object fn, PyObject** args,
+                                 Py_ssize_t nargs, PyObject* kwnames):
+    cdef uint64_t gen
     if b.core.state() != BREAKER_CLOSED or b._timed:
-        return b._call_checked(fn, args + 1, nargs - 1, kwnames)
+        return b._call_checked(fn, args, nargs, kwnames)
     # Fast path: closed, count window, no slow calls: no clock read.
     gen = b.core.generation()
     try:
-        result = PyObject_Vectorcall(fn, args + 1, nargs - 1, kwnames)
+        result = PyObject_Vectorcall(fn, args, nargs, kwnames)
     except BaseException as exc:
         b._failed(exc, gen, NAN)
         raise
@@ -443,6 +629,80 @@ _CALL_DEF.ml_doc = (
 if _install_method(<PyTypeObject*>CircuitBreaker, PyDescr_NewMethod(
         <PyTypeObject*>CircuitBreaker, &_CALL_DEF)) < 0:
     raise ImportError("faultkit.contain._breaker: could not install CircuitBreaker.call")
+
+
+cdef class _Ready:
+    """An awaitable that is already done: ``await`` returns ``value`` at once
+    (cheaper than a coroutine for ``async with``'s enter and exit)."""
+    cdef PyObject* raw        # = value, for am_send (a borrowed pointer)
+    cdef object value
+
+    def __cinit__(self, value):
+        self.value = value
+        self.raw = <PyObject*>value
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration(self.value)
+
+    def send(self, value):
+        raise StopIteration(self.value)
+
+    def throw(self, typ, val=None, tb=None):
+        if val is None:
+            raise typ
+        raise val
+
+    def close(self):
+        pass
+
+
+cdef _Ready _READY_FALSE = _Ready.__new__(_Ready, False)
+_enable_send(<PyTypeObject*>_Ready, <char*>&_READY_FALSE.raw - <char*><PyObject*>_READY_FALSE)
+
+
+cdef class _Guard:
+    """A function decorated by a CircuitBreaker: calling it is ``breaker.call(fn, ...)``.
+
+    A C-level callable (vectorcall), so the decorator costs what ``call`` costs;
+    ``functools.wraps`` copies the function's name and docstring into its
+    ``__dict__``; it binds as a method like a function does.
+    """
+    cdef void* vectorcall        # the vectorcallfunc slot (tp_vectorcall_offset)
+    cdef readonly CircuitBreaker breaker
+    cdef readonly object fn
+    cdef dict __dict__
+
+    def __cinit__(self, CircuitBreaker breaker, fn):
+        self.vectorcall = <void*>_guard_vector
+        self.breaker = breaker
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        # tp_call, for callers that do not use vectorcall.
+        return self.breaker.call(self.fn, *args, **kwargs)
+
+    def __get__(self, obj, objtype):
+        return self if obj is None else MethodType(self, obj)
+
+    def __repr__(self):
+        return f"<breaker-guarded {self.fn!r}>"
+
+
+cdef object _guard_vector(object self, PyObject** args, size_t nargsf, PyObject* kwnames):
+    cdef _Guard g = <_Guard>self
+    return _guarded_call(g.breaker, g.fn, args, PyVectorcall_NARGS(nargsf), kwnames)
+
+
+cdef _Guard _probe = _Guard.__new__(_Guard, CircuitBreaker(), None)
+_enable_vectorcall(<PyTypeObject*>_Guard,
+                   <char*>&_probe.vectorcall - <char*><PyObject*>_probe)
+_probe = None
 
 
 async def _await_outcome(CircuitBreaker breaker, object coro, uint64_t gen, double start):

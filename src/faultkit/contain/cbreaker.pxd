@@ -20,12 +20,21 @@ cdef extern from "faultkit/contain/breaker.h" namespace "faultkit" nogil:
         int64_t minimum_calls
         int64_t window_size
         int64_t half_open_calls
+        double max_half_open_wait
         bool time_window
 
     cdef cppclass BreakerCounts:
         int64_t total
         int64_t failed
         int64_t slow
+
+    cdef cppclass BreakerLifetime:
+        int64_t calls
+        int64_t failures
+        int64_t slow
+        int64_t ignored
+        int64_t rejections
+        int64_t transitions
 
     cdef cppclass Breaker:
         bool configure(const BreakerConfig& c) except +
@@ -38,7 +47,10 @@ cdef extern from "faultkit/contain/breaker.h" namespace "faultkit" nogil:
         int64_t minimum_calls() noexcept
         BreakerCounts counts() noexcept
         const BreakerConfig& config() noexcept
-        bool acquire(double now, int* moved) noexcept
+        double half_open_until() noexcept
+        const BreakerLifetime& lifetime() noexcept
+        int advance(double now) noexcept
+        bool acquire() noexcept
         int record(uint64_t generation, double now, bool failed, double duration) noexcept
         void release(uint64_t generation) noexcept
         void set_opened_at(uint64_t generation, double now) noexcept

@@ -141,9 +141,17 @@ class _Verdicts:
         self._state: dict = {}
         self._pending: list[Event] = []
 
-    def add(self, name: Hashable) -> int:
-        self._state[name] = ALIVE
+    def add(self, name: Hashable, now: Optional[float] = None) -> int:
+        self._state[name] = ALIVE  # the Node decides joins itself (join_timeout)
         return 0
+
+    def last_heartbeat(self, name: Hashable) -> Optional[float]:
+        return 0.0 if name in self._state else None  # the Node's verdicts start from heard
+
+    def leave(self, name: Hashable, incarnation: Optional[int] = None, *,
+              now: Optional[float] = None) -> bool:
+        self.set(name, "left", 0.0 if now is None else now)
+        return True
 
     def remove(self, name: Hashable) -> None:
         self._state.pop(name, None)
@@ -637,15 +645,16 @@ class Node:
         return batch
 
     def _detector_event(self, ev: Event) -> None:
-        """LIFECYCLE(#13): map one detector event to the Node's view.
+        """Map one detector event to the Node's view.
 
-        Today the detector says alive/suspect/dead and the Node adds
-        joining/left/restarted itself; once the member lifecycle lands
-        (joining/alive/suspect/dead/leaving/left, ``new == "restarted"``)
-        this is the one place that passes its states through instead.
+        The detector says joining/alive/suspect/dead; the Node decides joins
+        (its own ``join_timeout``), leaves (its signed control packets) and
+        restarts (:meth:`_restarted`, from the incarnation a heartbeat or the
+        membership carries) itself, so the detector's ``"restarted"`` event,
+        which is not a state, is left to that one place.
         """
         n = ev.name
-        if n not in self._watched or self._view.get(n) is None:
+        if n not in self._watched or self._view.get(n) is None or ev.new == RESTARTED:
             return
         if self._view[n] == LEFT and self.detector.incarnation(n) <= self._left_inc.get(n, -1):
             return  # stray heartbeats of a member that left; it returns with a higher incarnation
@@ -659,11 +668,10 @@ class Node:
         self._set(n, ev.new, ev.at)
 
     def _restarted(self, n: str, inc: int, now: float) -> None:
-        """LIFECYCLE(#13): a higher incarnation than known for ``n``: it restarted.
+        """A higher incarnation than known for ``n``: it restarted.
 
-        Seen here from the heartbeats' incarnation (the detector records it)
-        or from the membership record; #13's ``Event.new == "restarted"``
-        replaces the heartbeat half once it lands.
+        Seen from the heartbeats' incarnation (the detector records it) or
+        from the membership record, whichever comes first.
         """
         known = self._inc.get(n, 0)
         self._inc[n] = inc
@@ -796,21 +804,18 @@ class Node:
 
     def replicas(self, key: Any, n: int) -> list:
         """``n`` members for ``key``: routable ones in failover order; with failure
-        domains, in ``n`` distinct racks.
-
-        LIFECYCLE(#13): uses ``Cluster.replicas(key, n, spread=...)`` when the
-        Cluster has it (live replicas across domains); until then, with
-        domains, the Cluster's stable :meth:`~faultkit.Cluster.placement`.
-        """
+        domains, ``n`` live members in ``n`` distinct racks whenever that many
+        racks have one (:meth:`faultkit.Cluster.replicas`)."""
         c = self._cluster()
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
-        if c.domains is None:
-            return c.replicas(key, n)
-        try:
-            return c.replicas(key, n, spread=c.spread)
-        except TypeError:
-            return c.placement(key, n)
+        return c.replicas(key, n)
+
+    def report(self, member: str, ok: bool, latency: Optional[float] = None) -> Any:
+        """A request to ``member`` succeeded (``ok``) or failed, taking ``latency``
+        seconds: outlier ejection (:meth:`faultkit.Cluster.report`) routes around
+        a member that fails requests before its heartbeats stop."""
+        return self._cluster().report(member, ok, latency)
 
     def view(self) -> dict:
         """``{member: state}`` as this Node sees it: ``"joining"`` (not heard yet),

@@ -1,0 +1,192 @@
+"""Hedge (driven by an injected async sleep and events) and the policy stack."""
+import asyncio
+
+import pytest
+
+import faultkit as fk
+from faultkit.contain import Bulkhead, Hedge, stack
+
+
+class Gate:
+    """An async sleep the test releases by hand."""
+
+    def __init__(self):
+        self.sleeps, self.events = [], []
+
+    async def sleep(self, seconds):
+        ev = asyncio.Event()
+        self.sleeps.append(seconds)
+        self.events.append(ev)
+        await ev.wait()
+
+
+class Replicas:
+    def __init__(self, behaviour):
+        self.behaviour = behaviour          # replica -> "ok" | "hang" | "fail"
+        self.started, self.cancelled = [], []
+        self.hang = asyncio.Event()
+
+    async def __call__(self, replica, x):
+        self.started.append(replica)
+        what = self.behaviour[replica]
+        try:
+            if what == "hang":
+                await self.hang.wait()
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.cancelled.append(replica)
+            raise
+        if what == "fail":
+            raise ConnectionError(replica)
+        return (replica, x)
+
+
+async def _settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_slow_primary_is_hedged_and_the_loser_cancelled():
+    async def main():
+        gate = Gate()
+        h = Hedge(0.05, async_sleep=gate.sleep)
+        r = Replicas({"a": "hang", "b": "ok"})
+        task = asyncio.ensure_future(h.call(r, ["a", "b"], 1))
+        await _settle()
+        assert r.started == ["a"] and gate.sleeps == [0.05]
+        gate.events[0].set()                     # the hedge delay passes
+        assert await task == ("b", 1)
+        await _settle()
+        assert r.cancelled == ["a"]
+        assert h.metrics()["hedges"] == 1 and h.metrics()["hedge_wins"] == 1
+    asyncio.run(main())
+
+
+def test_fast_primary_needs_no_hedge():
+    async def main():
+        gate = Gate()
+        h = Hedge(0.05, async_sleep=gate.sleep)
+        r = Replicas({"a": "ok", "b": "ok"})
+        assert await h.call(r, ["a", "b"], 2) == ("a", 2)
+        assert r.started == ["a"] and h.metrics()["hedges"] == 0
+    asyncio.run(main())
+
+
+def test_a_failed_primary_hedges_at_once_and_all_failing_raises_the_first():
+    async def main():
+        gate = Gate()
+        h = Hedge(10.0, async_sleep=gate.sleep)
+        r = Replicas({"a": "fail", "b": "ok"})
+        assert await h.call(r, ["a", "b"], 3) == ("b", 3)
+        r = Replicas({"a": "fail", "b": "fail"})
+        with pytest.raises(ConnectionError, match="a"):
+            await h.call(r, ["a", "b"], 3)
+    asyncio.run(main())
+
+
+def test_the_budget_bounds_hedges():
+    async def main():
+        gate = Gate()
+        budget = fk.RetryBudget(ratio=0.0, min_per_second=0.0)
+        h = Hedge(0.05, budget=budget, async_sleep=gate.sleep)
+        r = Replicas({"a": "hang", "b": "ok"})
+        task = asyncio.ensure_future(h.call(r, ["a", "b"], 1))
+        await _settle()
+        gate.events[0].set()
+        await _settle()
+        assert r.started == ["a"] and h.metrics()["refused"] == 1
+        r.hang.set()
+        assert await task == ("a", 1)
+    asyncio.run(main())
+
+
+def test_the_delay_follows_the_observed_quantile():
+    class Clock:
+        t = 0.0
+
+        def __call__(self):
+            return self.t
+
+    clock = Clock()
+    h = Hedge(quantile=0.9, min_samples=10, min_delay=0.001, max_delay=5.0, clock=clock)
+    assert h.current_delay() == 5.0
+    for i in range(1, 101):
+        h._observe(i / 100)
+    assert h.current_delay() == pytest.approx(0.90)
+
+
+def test_the_callers_cancel_cancels_every_attempt():
+    async def main():
+        gate = Gate()
+        h = Hedge(0.05, async_sleep=gate.sleep)
+        r = Replicas({"a": "hang", "b": "hang"})
+        task = asyncio.ensure_future(h.call(r, ["a", "b"], 1))
+        await _settle()
+        gate.events[0].set()
+        await _settle()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _settle()
+        assert sorted(r.cancelled) == ["a", "b"]
+    asyncio.run(main())
+
+
+def test_hedge_bad_arguments():
+    with pytest.raises(ValueError, match="delay must be a finite"):
+        Hedge(-1)
+    with pytest.raises(ValueError, match="quantile must be in"):
+        Hedge(quantile=1.0)
+    with pytest.raises(ValueError, match="max_attempts must be in"):
+        Hedge(max_attempts=1)
+    with pytest.raises(ValueError, match="min_delay .* exceeds max_delay"):
+        Hedge(min_delay=2, max_delay=1)
+    with pytest.raises(TypeError, match="budget must be a RetryBudget"):
+        Hedge(budget=3)
+
+    async def main():
+        with pytest.raises(ValueError, match="replicas is empty"):
+            await Hedge().call(lambda r: r, [])
+    asyncio.run(main())
+
+
+def test_stack_order_retry_stops_at_the_open_breaker():
+    calls = []
+
+    def down():
+        calls.append(1)
+        raise ConnectionError("down")
+
+    s = stack(retry=fk.Retry(5, backoff=0.0, retry_on=ConnectionError),
+              breaker=fk.CircuitBreaker(minimum_calls=2, window_size=2),
+              rate_limiter=fk.RateLimiter(10**6),
+              time_limiter=fk.TimeLimiter(60),
+              bulkhead=Bulkhead(2))
+    with pytest.raises(fk.CircuitOpenError):
+        s.call(down)
+    # Two attempts reached the call and opened the breaker; the third was refused
+    # by it (CircuitOpenError is not retried by retry_on=ConnectionError).
+    assert len(calls) == 2
+    m = s.metrics()
+    assert set(m) == {"retry", "breaker", "rate_limiter", "time_limiter", "bulkhead"}
+    assert m["breaker"]["state"] == "open" and m["retry"]["retries"] == 2
+    assert m["rate_limiter"]["allowed"] == 2 and m["bulkhead"]["in_flight"] == 0
+
+
+def test_stack_async_time_limit_counts_in_the_breaker_and_decorator():
+    s = stack(breaker=fk.CircuitBreaker(minimum_calls=1, window_size=1),
+              time_limiter=fk.TimeLimiter(0.01))
+
+    @s
+    async def hang():
+        await asyncio.Event().wait()
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await hang()
+    asyncio.run(main())
+    assert s.metrics()["breaker"]["state"] == "open"
+    assert s.metrics()["time_limiter"]["timeouts"] == 1
+    assert stack(retry=fk.Retry())(lambda: 5)() == 5
+    with pytest.raises(TypeError, match="breaker must be a CircuitBreaker"):
+        stack(breaker=3)
