@@ -90,7 +90,10 @@ CYTHON_EXTENSIONS = [
     # Detect: the heartbeat table
     cython_ext("detect._table"),
     # Balance: the ring (and the balancer base), then jump, rendezvous, Maglev
-    cython_ext("balance._ring", sources=["balance/ring.cc"]),
+    cython_ext(
+        "balance._ring",
+        sources=["balance/ring_build.cc", "balance/ring_snapshot.cc", "balance/ring_writer.cc"],
+    ),
     cython_ext("balance._choose", sources=["balance/choose.cc"]),
     # Balance: live replicas across failure domains (Cluster.replicas)
     cython_ext("balance._spread"),

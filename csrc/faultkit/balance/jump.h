@@ -5,7 +5,7 @@
 // scratch block a call (never per key), the others nothing.
 //
 // jump_hash_many runs the fastest kernel this CPU has, chosen once at run time
-// (__builtin_cpu_supports), so wheels stay baseline x86-64: AVX-512 (F, DQ,
+// (faultkit/common/cpu.h), so wheels stay baseline x86-64: AVX-512 (F, DQ,
 // VL), then AVX2 + FMA, then portable C++.  Every kernel computes exactly the
 // scalar loop's values (see "Why the vector kernels are bit-identical" below).
 #pragma once
@@ -16,10 +16,7 @@
 #include <cstring>
 #include <new>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define FAULTKIT_HAVE_JUMP_KERNELS 1
-#endif
+#include "faultkit/common/cpu.h"
 
 namespace faultkit {
 
@@ -29,8 +26,8 @@ inline int32_t jump_hash(uint64_t key, int32_t num_buckets) noexcept {
     while (j < num_buckets) {
         b = j;
         key = key * 2862933555777941757ULL + 1;
-        j = static_cast<int64_t>((b + 1) * (static_cast<double>(1LL << 31) /
-                                            static_cast<double>((key >> 33) + 1)));
+        j = static_cast<int64_t>(
+            (b + 1) * (static_cast<double>(1LL << 31) / static_cast<double>((key >> 33) + 1)));
     }
     return static_cast<int32_t>(b);
 }
@@ -106,10 +103,10 @@ inline void many_portable(const uint64_t* keys, size_t count, int32_t num_bucket
 //     chunk, so every buffer is small (one ~30 KB scratch block a call, kept off
 //     the stack for small thread stacks) and stays in L1/L2.
 
-#ifdef FAULTKIT_HAVE_JUMP_KERNELS
+#ifdef FAULTKIT_X86_KERNELS
 
-#define FAULTKIT_JUMP_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl")))
-#define FAULTKIT_JUMP_AVX2 __attribute__((target("avx2,fma")))
+#define FAULTKIT_JUMP_AVX512 FAULTKIT_TARGET_AVX512_F_DQ_VL
+#define FAULTKIT_JUMP_AVX2 FAULTKIT_TARGET_AVX2_FMA
 
 // Lockstep rounds for blocks: the mean number of rounds (ln n + 0.58), rounded
 // down.  Measured at n = 1000 (K = 7): 3.4 ns a key against 3.6-3.8 for K = 5-6
@@ -139,8 +136,8 @@ FAULTKIT_JUMP_AVX512 inline Consts make_consts(int32_t num_buckets) noexcept {
     c.mul = _mm512_set1_epi64(static_cast<long long>(kMul));
     c.one = _mm512_set1_epi64(1);
     c.expo = _mm512_set1_epi64(0x4330000000000000LL);  // the bits of 2^52
-    c.iota_hi = _mm512_set_epi64(7LL << 32, 6LL << 32, 5LL << 32, 4LL << 32, 3LL << 32,
-                                 2LL << 32, 1LL << 32, 0);
+    c.iota_hi = _mm512_set_epi64(7LL << 32, 6LL << 32, 5LL << 32, 4LL << 32, 3LL << 32, 2LL << 32,
+                                 1LL << 32, 0);
     c.magic = _mm512_set1_pd(4503599627370495.0);  // 2^52 - 1
     c.two31 = _mm512_set1_pd(2147483648.0);
     c.n = _mm512_set1_pd(static_cast<double>(num_buckets));
@@ -150,14 +147,15 @@ FAULTKIT_JUMP_AVX512 inline Consts make_consts(int32_t num_buckets) noexcept {
 
 // One round for the lanes in `on`; lanes leave `on` when their next j >= n
 // and keep their last j (the result).
-FAULTKIT_JUMP_AVX512 __attribute__((always_inline)) inline void step(
-    const Consts& c, __m512i& key, __m512d& j, __mmask8& on) noexcept {
+FAULTKIT_JUMP_AVX512 __attribute__((always_inline)) inline void step(const Consts& c, __m512i& key,
+                                                                     __m512d& j,
+                                                                     __mmask8& on) noexcept {
     key = _mm512_add_epi64(_mm512_mullo_epi64(key, c.mul), c.one);
     const __m512d d = _mm512_sub_pd(
         _mm512_castsi512_pd(_mm512_or_si512(_mm512_srli_epi64(key, 33), c.expo)), c.magic);
     const __m512d q = _mm512_div_pd(c.two31, d);
-    const __m512d nj = _mm512_roundscale_pd(_mm512_fmadd_pd(j, q, q),
-                                            _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512d nj =
+        _mm512_roundscale_pd(_mm512_fmadd_pd(j, q, q), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     on = _mm512_mask_cmp_pd_mask(on, nj, c.n, _CMP_LT_OQ);
     j = _mm512_mask_mov_pd(j, on, nj);
 }
@@ -189,9 +187,11 @@ struct Stage {
 
 // Step 1 on the next input chunks until the queue holds `want` keys or the
 // input is used up.
-FAULTKIT_JUMP_AVX512 __attribute__((noinline)) inline void top_up(Queue& q, size_t want, const uint64_t* keys,
-                                        size_t count, int32_t num_buckets, int rounds,
-                                        int32_t* out) noexcept {
+FAULTKIT_JUMP_AVX512 __attribute__((noinline)) inline void top_up(Queue& q, size_t want,
+                                                                  const uint64_t* keys,
+                                                                  size_t count, int32_t num_buckets,
+                                                                  int rounds,
+                                                                  int32_t* out) noexcept {
     const Consts c = make_consts(num_buckets);
     constexpr int kBlocks = 8;  // independent vectors in flight
     while (q.wr - q.rd < want && q.in < count) {
@@ -211,7 +211,9 @@ FAULTKIT_JUMP_AVX512 __attribute__((noinline)) inline void top_up(Queue& q, size
             __mmask8 on[kBlocks];
             for (int u = 0; u < kBlocks; ++u) {
                 const size_t at = v + 8 * u;
-                on[u] = at >= m ? 0 : m - at >= 8 ? 0xff : static_cast<__mmask8>((1u << (m - at)) - 1);
+                on[u] = at >= m       ? 0
+                        : m - at >= 8 ? 0xff
+                                      : static_cast<__mmask8>((1u << (m - at)) - 1);
                 key[u] = _mm512_maskz_loadu_epi64(on[u], keys + q.in + (at < m ? at : 0));
                 j[u] = c.zero;
             }
@@ -221,7 +223,8 @@ FAULTKIT_JUMP_AVX512 __attribute__((noinline)) inline void top_up(Queue& q, size
                 const size_t at = v + 8 * u;
                 if (at >= m) break;
                 const size_t pos = q.in + at;
-                const __mmask8 valid = m - at >= 8 ? 0xff : static_cast<__mmask8>((1u << (m - at)) - 1);
+                const __mmask8 valid =
+                    m - at >= 8 ? 0xff : static_cast<__mmask8>((1u << (m - at)) - 1);
                 _mm256_mask_storeu_epi32(out + pos, valid & static_cast<__mmask8>(~on[u]),
                                          _mm512_cvttpd_epi32(j[u]));
                 _mm512_storeu_si512(q.key + wr, _mm512_maskz_compress_epi64(on[u], key[u]));
@@ -238,10 +241,9 @@ FAULTKIT_JUMP_AVX512 __attribute__((noinline)) inline void top_up(Queue& q, size
 }
 
 // count < 2^32 (indices are packed above the bucket in 64 bits).
-FAULTKIT_JUMP_AVX512 inline void many_part(const uint64_t* keys, size_t count,
-                                           int32_t num_buckets, int32_t* out, Queue& q,
-                                           Stage& st) noexcept {
-    constexpr int kVecs = 8;    // vectors of lanes in flight
+FAULTKIT_JUMP_AVX512 inline void many_part(const uint64_t* keys, size_t count, int32_t num_buckets,
+                                           int32_t* out, Queue& q, Stage& st) noexcept {
+    constexpr int kVecs = 8;  // vectors of lanes in flight
     constexpr int kRounds = 2;  // rounds between refills
     constexpr size_t kLanes = 8 * kVecs;
     const Consts c = make_consts(num_buckets);
@@ -283,7 +285,8 @@ FAULTKIT_JUMP_AVX512 inline void many_part(const uint64_t* keys, size_t count,
         }
         for (int u = 0; u < kVecs; ++u) {  // finish the lanes in flight
             while (on[u]) step(c, key[u], j[u], on[u]);
-            _mm512_storeu_si512(st.rec + st.count, _mm512_or_si512(idx[u], _mm512_cvttpd_epi64(j[u])));
+            _mm512_storeu_si512(st.rec + st.count,
+                                _mm512_or_si512(idx[u], _mm512_cvttpd_epi64(j[u])));
             st.count += 8;
             if (st.count >= Stage::kFlush) st.flush(out);
         }
@@ -296,8 +299,9 @@ FAULTKIT_JUMP_AVX512 inline void many_part(const uint64_t* keys, size_t count,
         const __m512i idx = _mm512_maskz_loadu_epi64(valid, q.idx + q.rd);
         __mmask8 on = valid;
         while (on) step(c, key, j, on);
-        _mm512_storeu_si512(st.rec + st.count,
-                            _mm512_maskz_compress_epi64(valid, _mm512_or_si512(idx, _mm512_cvttpd_epi64(j))));
+        _mm512_storeu_si512(
+            st.rec + st.count,
+            _mm512_maskz_compress_epi64(valid, _mm512_or_si512(idx, _mm512_cvttpd_epi64(j))));
         st.count += static_cast<size_t>(__builtin_popcount(valid));
         q.rd += left >= 8 ? 8 : left;
         if (st.count >= Stage::kFlush) st.flush(out);
@@ -326,12 +330,7 @@ FAULTKIT_JUMP_AVX512 inline bool many(const uint64_t* keys, size_t count, int32_
     return true;
 }
 
-inline bool available() noexcept {
-    static const bool yes = __builtin_cpu_supports("avx512f") &&
-                            __builtin_cpu_supports("avx512dq") &&
-                            __builtin_cpu_supports("avx512vl");
-    return yes;
-}
+inline bool available() noexcept { return cpu::avx512_f_dq_vl(); }
 
 }  // namespace avx512
 
@@ -369,12 +368,15 @@ FAULTKIT_JUMP_AVX2 inline void many(const uint64_t* keys, size_t count, int32_t 
             if (_mm256_testz_pd(any, any)) break;
             for (int u = 0; u < kVecs; ++u) {
                 const __m256i k = key[u];
-                const __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(k, 32), mul_lo),
-                                                       _mm256_mul_epu32(k, mul_hi));
+                const __m256i cross =
+                    _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(k, 32), mul_lo),
+                                     _mm256_mul_epu32(k, mul_hi));
                 key[u] = _mm256_add_epi64(
-                    _mm256_add_epi64(_mm256_mul_epu32(k, mul_lo), _mm256_slli_epi64(cross, 32)), one);
+                    _mm256_add_epi64(_mm256_mul_epu32(k, mul_lo), _mm256_slli_epi64(cross, 32)),
+                    one);
                 const __m256d d = _mm256_sub_pd(
-                    _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(key[u], 33), expo)), magic);
+                    _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(key[u], 33), expo)),
+                    magic);
                 const __m256d q = _mm256_div_pd(two31, d);
                 const __m256d nj = _mm256_round_pd(_mm256_fmadd_pd(j[u], q, q),
                                                    _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
@@ -383,19 +385,17 @@ FAULTKIT_JUMP_AVX2 inline void many(const uint64_t* keys, size_t count, int32_t 
             }
         }
         for (int u = 0; u < kVecs; ++u)
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 4 * u), _mm256_cvttpd_epi32(j[u]));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 4 * u),
+                             _mm256_cvttpd_epi32(j[u]));
     }
     for (; i < count; ++i) out[i] = jump_hash(keys[i], num_buckets);
 }
 
-inline bool available() noexcept {
-    static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return yes;
-}
+inline bool available() noexcept { return cpu::avx2_fma(); }
 
 }  // namespace avx2
 
-#endif  // FAULTKIT_HAVE_JUMP_KERNELS
+#endif  // FAULTKIT_X86_KERNELS
 
 }  // namespace jump_detail
 
@@ -407,7 +407,7 @@ inline bool jump_path_available(int path) noexcept {
         case JumpPath::kBest:
         case JumpPath::kPortable:
             return true;
-#ifdef FAULTKIT_HAVE_JUMP_KERNELS
+#ifdef FAULTKIT_X86_KERNELS
         case JumpPath::kAvx512:
             return jump_detail::avx512::available();
         case JumpPath::kAvx2:
@@ -424,7 +424,7 @@ inline bool jump_hash_many_path(const uint64_t* keys, size_t count, int32_t num_
                                 int32_t* out, int path) noexcept {
     if (!jump_path_available(path)) return false;
     switch (static_cast<JumpPath>(path)) {
-#ifdef FAULTKIT_HAVE_JUMP_KERNELS
+#ifdef FAULTKIT_X86_KERNELS
         case JumpPath::kAvx512:
             if (jump_detail::avx512::many(keys, count, num_buckets, out)) return true;
             break;  // no scratch memory: the portable kernel needs none

@@ -29,8 +29,8 @@ public:
     MaglevTable() = default;
     // offset[i] in [0, M), skip[i] in [1, M), weight[i] > 0; with no node
     // every slot is -1.
-    MaglevTable(const uint64_t* offset, const uint64_t* skip, const double* weight,
-                int32_t n_nodes, uint32_t table_size);
+    MaglevTable(const uint64_t* offset, const uint64_t* skip, const double* weight, int32_t n_nodes,
+                uint32_t table_size);
 
     uint32_t size() const noexcept { return static_cast<uint32_t>(table_.size()); }
     const int32_t* entries() const noexcept { return table_.data(); }

@@ -1,6 +1,15 @@
 // MD5 (RFC 1321), for ketama-compatible rings only: libketama places points
 // and hashes keys with MD5, so bit-compatibility needs it.  Not for security.
 // Header-only, portable C++17, no Python, no allocation.
+//
+// Why hand-written (measured, docs/benchmarks.md "Layout (#11)"): ketama's
+// get() hashes every key, and a whole get() costs ~140 ns while
+// hashlib.md5(key).digest() alone costs ~530 ns a 16-byte key; building the
+// points with hashlib too would be 1.8x slower (25 vs 14 ms, 1,000 nodes) and
+// still leave this code for get().  OpenSSL's one-shot MD5() is ~10% faster
+// but deprecated in OpenSSL 3, its EVP_Digest is 1.3-2.5x slower, and
+// libcrypto is optional in the build (detect._recv links it only where
+// found), while ketama rings must work everywhere.  MD5 is 64 steps.
 #pragma once
 
 #include <cstddef>
@@ -32,9 +41,9 @@ inline constexpr uint32_t kSine[64] = {
 // the roles (a, b, c, d) -> (d, a, b, c), written as explicit rounds so the
 // compiler keeps everything in registers and the shifts are constants.
 #define FAULTKIT_MD5_STEP(f, a, b, c, d, x, k, s) \
-    do {                                       \
-        (a) += f((b), (c), (d)) + (x) + (k);   \
-        (a) = (b) + rotl((a), (s));            \
+    do {                                          \
+        (a) += f((b), (c), (d)) + (x) + (k);      \
+        (a) = (b) + rotl((a), (s));               \
     } while (0)
 #define FAULTKIT_MD5_F(x, y, z) (((x) & (y)) | (~(x) & (z)))
 #define FAULTKIT_MD5_G(x, y, z) (((z) & (x)) | (~(z) & (y)))

@@ -58,7 +58,7 @@ struct RingPoint {
 class RingSegment {
 public:
     // Local index: 128 buckets, about half a point each when a segment holds
-    // its target ~48 points (see ring.cc); a crowded bucket is scanned, and
+    // its target ~48 points (see ring_internal.h); a crowded bucket is scanned, and
     // above kMaxScan points bisected.
     static constexpr int kLocalBits = 7;
     static constexpr uint32_t kBuckets = uint32_t{1} << kLocalBits;
@@ -170,7 +170,8 @@ private:
     // The first nonempty segment after i, wrapping (requires size() > 0).
     uint32_t next_nonempty(uint32_t i) const noexcept {
         const uint32_t mask = segments() - 1;
-        do i = (i + 1) & mask; while (dir_[i]->count() == 0);
+        do i = (i + 1) & mask;
+        while (dir_[i]->count() == 0);
         return i;
     }
     int32_t slot_at(Cursor c) const noexcept { return dir_[c.seg]->records()[c.pos].owner; }
@@ -192,7 +193,7 @@ private:
     std::shared_ptr<RetiredSegments> retired_;  // what changes after this one retire
     uint32_t size_ = 0;
     int bits_ = 1;
-    int shift_ = 63;   // segment = h >> shift_
+    int shift_ = 63;  // segment = h >> shift_
     int gshift_ = 56;  // segment and local bucket = h >> gshift_ (shift_ - kLocalBits)
 };
 
@@ -251,8 +252,7 @@ private:
     static std::shared_ptr<RingSnapshot> successor(const RingSnapshot& cur);
     void publish(std::shared_ptr<RingSnapshot> next,
                  std::shared_ptr<RetiredSegments> link) noexcept;
-    void rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index,
-                     bool high_first);
+    void rebuild_all(std::vector<RingPoint>& pts, std::vector<int32_t> slot_index, bool high_first);
     void rebuild_counted(const RingPoint* pts, size_t n_pts, int bits,
                          const std::vector<uint32_t>& fill, std::vector<uint32_t>& per_slot,
                          std::vector<int32_t> slot_index, bool high_first);

@@ -28,11 +28,11 @@ namespace faultkit {
 
 struct SpreadView {
     const uint64_t* dom_hash;  // [D]
-    const int64_t* offsets;    // [D + 1]: domain d's members are [offsets[d], offsets[d + 1])
-    int64_t domains;           // D
+    const int64_t* offsets;  // [D + 1]: domain d's members are [offsets[d], offsets[d + 1])
+    int64_t domains;  // D
     const uint64_t* svc_hash;  // [offsets[D]]
-    const uint8_t* live;       // [offsets[D]]: 1 when routable
-    const int64_t* live_count; // [D]: live members per domain
+    const uint8_t* live;  // [offsets[D]]: 1 when routable
+    const int64_t* live_count;  // [D]: live members per domain
 };
 
 // The live member of domain d with the highest score strictly below `below`
@@ -61,7 +61,7 @@ inline int64_t spread_choose(const SpreadView& v, uint64_t kh, int64_t n, int64_
                              uint64_t* scores, int64_t* scratch) noexcept {
     const int64_t D = v.domains;
     if (n <= 0) return 0;
-    int64_t* used = scratch;      // the domains chosen, in order
+    int64_t* used = scratch;  // the domains chosen, in order
     int64_t* prev = scratch + D;  // per used domain: its last pick
     int64_t live_domains = 0;
     for (int64_t d = 0; d < D; ++d) {

@@ -46,9 +46,13 @@ struct HugeAlloc {
     void deallocate(T* p, size_t) noexcept { std::free(p); }
 
     template <class U>
-    bool operator==(const HugeAlloc<U>&) const noexcept { return true; }
+    bool operator==(const HugeAlloc<U>&) const noexcept {
+        return true;
+    }
     template <class U>
-    bool operator!=(const HugeAlloc<U>&) const noexcept { return false; }
+    bool operator!=(const HugeAlloc<U>&) const noexcept {
+        return false;
+    }
 };
 
 }  // namespace faultkit

@@ -2,15 +2,21 @@
 // specification (xxhash/doc/xxhash_spec.md).  Header-only, portable C++17,
 // no Python.  Bit-identical to XXH3_64bits_withSeed() for every input length.
 //
-// The hot cases for faultkit are short keys (<= 16 bytes: one or two
-// multiplies) and 17..128 bytes; the long path is plain scalar code that
-// compilers vectorise at -O3 with the baseline ISA (no -march=native).
+// The one XXH3 of faultkit: key hashing (hash64, hash64_many, every
+// balancer), the checkpoint codec's chunk checksums and the ring's points all
+// call it.  The hot cases for keys are short (<= 16 bytes: one or two
+// multiplies) and 17..128 bytes, inlined where they are called.  Inputs over
+// 240 bytes run the long loop (long_loop below, written once) with the
+// fastest accumulators this CPU has, AVX2 (xxh3_simd.h) or portable code,
+// and integer batches run eight at a time with AVX-512; both chosen once at
+// run time (cpu.h), no -march=native.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "faultkit/common/cpu.h"
 #include "faultkit/common/endian.h"
 
 namespace faultkit {
@@ -27,8 +33,8 @@ constexpr uint64_t PRIME64_5 = 0x27D4EB2F165667C5ULL;
 constexpr uint64_t PRIME_MX1 = 0x165667919E3779F9ULL;
 constexpr uint64_t PRIME_MX2 = 0x9FB21C651E98DF25ULL;
 
-constexpr size_t SECRET_SIZE = 192;      // size of the default secret
-constexpr size_t STRIPE_LEN = 64;        // bytes consumed per accumulate step
+constexpr size_t SECRET_SIZE = 192;  // size of the default secret
+constexpr size_t STRIPE_LEN = 64;  // bytes consumed per accumulate step
 constexpr size_t SECRET_CONSUME_RATE = 8;
 constexpr size_t MIDSIZE_STARTOFFSET = 3;
 constexpr size_t MIDSIZE_LASTOFFSET = 17;
@@ -175,45 +181,145 @@ inline uint64_t merge_accs(const uint64_t* acc, const uint8_t* secret, uint64_t 
                                 acc[2 * i + 1] ^ read64(secret + 16 * i + 8));
     return avalanche(result);
 }
-inline uint64_t hash_long(const uint8_t* in, size_t len, const uint8_t* secret, size_t secret_size) {
-    alignas(64) uint64_t acc[8] = {PRIME32_3, PRIME64_1, PRIME64_2, PRIME64_3,
-                                   PRIME64_4, PRIME32_2, PRIME64_5, PRIME32_1};
-    const size_t stripes_per_block = (secret_size - STRIPE_LEN) / SECRET_CONSUME_RATE;
-    const size_t block_len = STRIPE_LEN * stripes_per_block;
+
+// The eight accumulators' starting values.
+alignas(64) inline constexpr uint64_t kInitAcc[8] = {PRIME32_3, PRIME64_1, PRIME64_2, PRIME64_3,
+                                                     PRIME64_4, PRIME32_2, PRIME64_5, PRIME32_1};
+
+// The long loop (inputs over 240 bytes), written once for every kernel.
+// `Lanes` holds the eight accumulators: ScalarLanes below, or the vector
+// ones of xxh3_simd.h, whose methods carry their target attribute; this
+// template carries none and is inlined into a kernel function that does.
+// `secret` is SECRET_SIZE bytes (the default one, or one derived from a seed).
+template <class Lanes>
+[[gnu::always_inline]] inline uint64_t long_loop(const uint8_t* in, size_t len,
+                                                 const uint8_t* secret) noexcept {
+    constexpr size_t stripes_per_block = (SECRET_SIZE - STRIPE_LEN) / SECRET_CONSUME_RATE;
+    constexpr size_t block_len = STRIPE_LEN * stripes_per_block;
+    Lanes acc(kInitAcc);
     const size_t blocks = (len - 1) / block_len;
     for (size_t b = 0; b < blocks; ++b) {
         const uint8_t* block = in + b * block_len;
         for (size_t s = 0; s < stripes_per_block; ++s)
-            accumulate_512(acc, block + s * STRIPE_LEN, secret + s * SECRET_CONSUME_RATE);
-        scramble(acc, secret + secret_size - STRIPE_LEN);
+            acc.accumulate(block + s * STRIPE_LEN, secret + s * SECRET_CONSUME_RATE);
+        acc.scramble(secret + SECRET_SIZE - STRIPE_LEN);
     }
+    // The stripes of the last, partial block, then the last 64 bytes (which
+    // may overlap them) with the secret's last-stripe offset.
     const size_t stripes = ((len - 1) - block_len * blocks) / STRIPE_LEN;
     const uint8_t* tail = in + blocks * block_len;
     for (size_t s = 0; s < stripes; ++s)
-        accumulate_512(acc, tail + s * STRIPE_LEN, secret + s * SECRET_CONSUME_RATE);
-    accumulate_512(acc, in + len - STRIPE_LEN,
-                   secret + secret_size - STRIPE_LEN - SECRET_LASTACC_START);
-    return merge_accs(acc, secret + SECRET_MERGEACCS_START, len * PRIME64_1);
+        acc.accumulate(tail + s * STRIPE_LEN, secret + s * SECRET_CONSUME_RATE);
+    acc.accumulate(in + len - STRIPE_LEN, secret + SECRET_SIZE - STRIPE_LEN - SECRET_LASTACC_START);
+    alignas(64) uint64_t out[8];
+    acc.store(out);
+    return merge_accs(out, secret + SECRET_MERGEACCS_START, len * PRIME64_1);
+}
+
+// Portable accumulators (the compiler vectorises these loops with the
+// baseline ISA, SSE2 on x86-64).
+struct ScalarLanes {
+    alignas(64) uint64_t acc[8];
+    explicit ScalarLanes(const uint64_t* init) noexcept { std::memcpy(acc, init, sizeof acc); }
+    void accumulate(const uint8_t* in, const uint8_t* secret) noexcept {
+        accumulate_512(acc, in, secret);
+    }
+    void scramble(const uint8_t* secret) noexcept { xxh3_detail::scramble(acc, secret); }
+    void store(uint64_t* out) const noexcept { std::memcpy(out, acc, sizeof acc); }
+};
+
+// A long-input kernel: XXH3-64 of len > 240 bytes with a SECRET_SIZE secret.
+using LongKernel = uint64_t (*)(const uint8_t* in, size_t len, const uint8_t* secret);
+
+inline uint64_t hash_long_scalar(const uint8_t* in, size_t len, const uint8_t* secret) noexcept {
+    return long_loop<ScalarLanes>(in, len, secret);
+}
+
+// The 8-byte input of xxh3_64_u64: the seed-dependent word its value is
+// xored with (len_4to8's bitflip), and the rest of the hash.
+inline uint64_t u64_bitflip(uint64_t seed) noexcept {
+    seed ^= static_cast<uint64_t>(swap32(static_cast<uint32_t>(seed))) << 32;
+    return (read64(kSecret + 8) ^ read64(kSecret + 16)) - seed;
+}
+inline uint64_t u64_finish(uint64_t value, uint64_t bitflip) noexcept {
+    return rrmxmx(rotl64(value, 32) ^ bitflip, 8);
 }
 
 }  // namespace xxh3_detail
+}  // namespace faultkit
+
+// The AVX2 and AVX-512 accumulators and kernels (x86-64 only).
+#include "faultkit/common/xxh3_simd.h"
+
+namespace faultkit {
+
+// Kernels of the long loop (and of xxh3_64_u64_many) a caller can ask for;
+// tests force each one (faultkit._common.xxh3._hash64_path).
+enum class Xxh3Path : int { kBest = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+
+// Whether this build and CPU run `path`.
+inline bool xxh3_path_available(int path) noexcept {
+    switch (static_cast<Xxh3Path>(path)) {
+        case Xxh3Path::kBest:
+        case Xxh3Path::kScalar:
+            return true;
+#ifdef FAULTKIT_X86_KERNELS
+        case Xxh3Path::kAvx2:
+            return cpu::avx2();
+        case Xxh3Path::kAvx512:  // the integer batch; its long loop is AVX2's
+            return cpu::avx512_f_dq() && cpu::avx2();
+#endif
+        default:
+            return false;
+    }
+}
 
 namespace xxh3_detail {
+
+// The long-input kernel of an available `path`.
+inline LongKernel long_kernel(Xxh3Path path) noexcept {
+    switch (path) {
+#ifdef FAULTKIT_X86_KERNELS
+        // AVX-512 has no long loop of its own: it measured no faster than
+        // AVX2 (xxh3_simd.h); its kernel is the integer batch.
+        case Xxh3Path::kAvx512:
+        case Xxh3Path::kAvx2:
+            return hash_long_avx2;
+        case Xxh3Path::kBest:
+            return cpu::avx2() ? hash_long_avx2 : hash_long_scalar;
+#endif
+        default:
+            return hash_long_scalar;
+    }
+}
+// The fastest long-input kernel this CPU runs, chosen once.
+inline LongKernel best_long_kernel() noexcept {
+    static const LongKernel k = long_kernel(Xxh3Path::kBest);
+    return k;
+}
+
+// Inputs over 240 bytes: seed 0 uses the default secret, any other seed a
+// secret derived from it (kSecret's 64-bit words + seed and - seed in turn).
+inline uint64_t hash_long(const uint8_t* in, size_t len, uint64_t seed,
+                          LongKernel kernel) noexcept {
+    if (seed == 0) return kernel(in, len, kSecret);
+    alignas(64) uint8_t secret[SECRET_SIZE];
+    for (size_t i = 0; i < SECRET_SIZE / 16; ++i) {
+        write64(secret + 16 * i, read64(kSecret + 16 * i) + seed);
+        write64(secret + 16 * i + 8, read64(kSecret + 16 * i + 8) - seed);
+    }
+    return kernel(in, len, secret);
+}
+
 // Inputs over 16 bytes, kept out of line so that the short-key front below
 // inlines into every per-call binding.
 [[gnu::noinline]] inline uint64_t hash_over16(const uint8_t* in, size_t len,
                                               uint64_t seed) noexcept {
     if (len <= 128) return len_17to128(in, len, kSecret, seed);
     if (len <= 240) return len_129to240(in, len, kSecret, seed);
-    if (seed == 0) return hash_long(in, len, kSecret, SECRET_SIZE);
-    // Long inputs with a seed use a secret derived from kSecret and the seed.
-    alignas(64) uint8_t secret[SECRET_SIZE];
-    for (size_t i = 0; i < SECRET_SIZE / 16; ++i) {
-        write64(secret + 16 * i, read64(kSecret + 16 * i) + seed);
-        write64(secret + 16 * i + 8, read64(kSecret + 16 * i + 8) - seed);
-    }
-    return hash_long(in, len, secret, SECRET_SIZE);
+    return hash_long(in, len, seed, best_long_kernel());
 }
+
 }  // namespace xxh3_detail
 
 // XXH3-64 of `len` bytes at `data` with `seed`.  `data` may be null only when
@@ -228,9 +334,40 @@ namespace xxh3_detail {
 // XXH3-64 of a 64-bit integer's 8-byte little-endian form (the ring's and the
 // jump hash's integer keys).  Equal to xxh3_64(&le_bytes, 8, seed).
 inline uint64_t xxh3_64_u64(uint64_t value, uint64_t seed = 0) noexcept {
-    uint8_t buf[8];
-    xxh3_detail::write64(buf, value);
-    return xxh3_detail::len_4to8(buf, 8, xxh3_detail::kSecret, seed);
+    return xxh3_detail::u64_finish(value, xxh3_detail::u64_bitflip(seed));
+}
+
+// xxh3_64 with the long-input kernel `path` (an Xxh3Path) instead of the
+// fastest one: false, and *out untouched, if this build or CPU lacks it.
+// Equal to xxh3_64 whenever it runs; for tests.
+inline bool xxh3_64_path(const void* data, size_t len, uint64_t seed, int path,
+                         uint64_t* out) noexcept {
+    if (!xxh3_path_available(path)) return false;
+    const uint8_t* in = static_cast<const uint8_t*>(data);
+    if (len <= 240) {
+        *out = xxh3_64(data, len, seed);
+    } else {
+        *out = xxh3_detail::hash_long(in, len, seed,
+                                      xxh3_detail::long_kernel(static_cast<Xxh3Path>(path)));
+    }
+    return true;
+}
+
+// xxh3_64_u64 of count integers into out, eight at a time where the CPU has
+// AVX-512 (F, DQ) and `path` allows; false (out untouched) if this build or
+// CPU lacks `path`.
+inline bool xxh3_64_u64_many(const uint64_t* values, size_t count, uint64_t seed, uint64_t* out,
+                             int path = 0) noexcept {
+    if (!xxh3_path_available(path)) return false;
+    const auto p = static_cast<Xxh3Path>(path);
+    size_t i = 0;
+#ifdef FAULTKIT_X86_KERNELS
+    if (p == Xxh3Path::kAvx512 || (p == Xxh3Path::kBest && cpu::avx512_f_dq()))
+        i = xxh3_detail::u64_many_avx512(values, count, seed, out);
+#endif
+    const uint64_t flip = xxh3_detail::u64_bitflip(seed);
+    for (; i < count; ++i) out[i] = xxh3_detail::u64_finish(values[i], flip);
+    return true;
 }
 
 }  // namespace faultkit

@@ -47,13 +47,13 @@ constexpr int64_t BREAKER_MAX_TIME_WINDOW = int64_t(1) << 20;  // seconds
 constexpr int64_t BREAKER_MAX_HALF_OPEN_CALLS = int64_t(1) << 30;
 
 struct BreakerConfig {
-    double failure_rate = 0.5;          // (0, 1]
-    double slow_call_rate = 1.0;        // (0, 1]
+    double failure_rate = 0.5;  // (0, 1]
+    double slow_call_rate = 1.0;  // (0, 1]
     double slow_call_duration = INFINITY;  // seconds, > 0; inf: no call is slow
-    double reset_timeout = 60.0;        // seconds, >= 0, finite
-    int64_t minimum_calls = 10;         // >= 1
-    int64_t window_size = 100;          // calls or seconds, >= 1
-    int64_t half_open_calls = 10;       // >= 1
+    double reset_timeout = 60.0;  // seconds, >= 0, finite
+    int64_t minimum_calls = 10;  // >= 1
+    int64_t window_size = 100;  // calls or seconds, >= 1
+    int64_t half_open_calls = 10;  // >= 1
     double max_half_open_wait = INFINITY;  // seconds, > 0; inf: wait for the trials forever
     bool time_window = false;
 };
@@ -66,16 +66,16 @@ struct BreakerCounts {
 
 // Counters over the breaker's lifetime (configure() zeroes them, reset() does not).
 struct BreakerLifetime {
-    int64_t calls = 0;        // outcomes reported: recorded, dropped as stale, or ignored
-    int64_t failures = 0;     // of which failed
-    int64_t slow = 0;         // of which slow
-    int64_t ignored = 0;      // of which ignored (excluded exceptions, caller cancellations)
-    int64_t rejections = 0;   // calls refused
+    int64_t calls = 0;  // outcomes reported: recorded, dropped as stale, or ignored
+    int64_t failures = 0;  // of which failed
+    int64_t slow = 0;  // of which slow
+    int64_t ignored = 0;  // of which ignored (excluded exceptions, caller cancellations)
+    int64_t rejections = 0;  // calls refused
     int64_t transitions = 0;  // state changes
 };
 
 class Breaker {
-  public:
+public:
     // Validates and applies a configuration, clearing all state (closed,
     // generation 0).  Returns false, changing nothing, if a value is out of range.
     bool configure(const BreakerConfig& c) {
@@ -90,8 +90,9 @@ class Breaker {
         if (c.window_size > (c.time_window ? BREAKER_MAX_TIME_WINDOW : BREAKER_MAX_COUNT_WINDOW))
             return false;
         cfg_ = c;
-        min_calls_ = c.time_window ? c.minimum_calls
-                                   : (c.minimum_calls < c.window_size ? c.minimum_calls : c.window_size);
+        min_calls_ = c.time_window
+                         ? c.minimum_calls
+                         : (c.minimum_calls < c.window_size ? c.minimum_calls : c.window_size);
         if (c.time_window) {
             ring_.clear();
             ring_.shrink_to_fit();
@@ -119,7 +120,9 @@ class Breaker {
     int64_t not_permitted() const noexcept { return not_permitted_; }
     double half_open_until() const noexcept { return half_open_until_; }
     const BreakerLifetime& lifetime() const noexcept { return life_; }
-    int64_t half_open_permits() const noexcept { return state_ == BREAKER_HALF_OPEN ? permits_ : 0; }
+    int64_t half_open_permits() const noexcept {
+        return state_ == BREAKER_HALF_OPEN ? permits_ : 0;
+    }
     int64_t minimum_calls() const noexcept { return min_calls_; }
     const BreakerConfig& config() const noexcept { return cfg_; }
 
@@ -230,7 +233,7 @@ class Breaker {
         return was_closed ? -1 : BREAKER_CLOSED;
     }
 
-  private:
+private:
     struct Bucket {
         int64_t second = 0;
         int64_t total = 0, failed = 0, slow = 0;
@@ -330,10 +333,10 @@ class Breaker {
     int64_t permits_ = 0;
     int64_t not_permitted_ = 0;
     BreakerCounts window_, half_;
-    std::vector<uint8_t> ring_;     // count window: bit 0 failed, bit 1 slow
-    std::vector<Bucket> buckets_;   // time window: one bucket per second
-    size_t head_ = 0;               // newest bucket / next ring slot
-    bool started_ = false;          // time window: has a bucket a second yet?
+    std::vector<uint8_t> ring_;  // count window: bit 0 failed, bit 1 slow
+    std::vector<Bucket> buckets_;  // time window: one bucket per second
+    size_t head_ = 0;  // newest bucket / next ring slot
+    bool started_ = false;  // time window: has a bucket a second yet?
 };
 
 }  // namespace faultkit

@@ -52,11 +52,12 @@ inline RateDecision gcra_decide(std::atomic<int64_t>& cell, int64_t now, int64_t
 }
 
 class RateTable {
-  public:
+public:
     // interval_ns >= 1, burst >= 1, capacity a power of two in [1, RATE_MAX_CAPACITY].
     // Returns false (changing nothing) on bad values.
     bool configure(int64_t interval_ns, int64_t burst, int64_t capacity) {
-        if (interval_ns < 1 || burst < 1 || capacity < 1 || capacity > RATE_MAX_CAPACITY) return false;
+        if (interval_ns < 1 || burst < 1 || capacity < 1 || capacity > RATE_MAX_CAPACITY)
+            return false;
         if ((capacity & (capacity - 1)) != 0) return false;
         if (burst > INT64_MAX / 4 / interval_ns) return false;
         interval_ = interval_ns;
@@ -93,7 +94,8 @@ class RateTable {
         int64_t allowed = 0;
         const int64_t inc = interval_;
         for (int64_t i = 0; i < n; ++i) {
-            const RateDecision d = gcra_decide(cell(keys[i]), now[i * now_stride], inc, tolerance_, 0);
+            const RateDecision d =
+                gcra_decide(cell(keys[i]), now[i * now_stride], inc, tolerance_, 0);
             out[i] = d.allowed ? 1 : 0;
             allowed += d.allowed ? 1 : 0;
         }
@@ -112,7 +114,7 @@ class RateTable {
         return RATE_NEVER;
     }
 
-  private:
+private:
     struct Slot {
         std::atomic<uint64_t> key;
         std::atomic<int64_t> tat;
@@ -153,7 +155,8 @@ class RateTable {
             // (the new key starts at least as limited as a fresh key would be;
             // the evicted key, if it comes back, starts afresh).
             uint64_t old = victim->key.load(std::memory_order_acquire);
-            if (old != key && victim->key.compare_exchange_strong(old, key, std::memory_order_acq_rel))
+            if (old != key &&
+                victim->key.compare_exchange_strong(old, key, std::memory_order_acq_rel))
                 return victim->tat;
             if (old == key) return victim->tat;
             // Lost a race for the slot: probe again (the window changed).

@@ -63,12 +63,12 @@ enum : uint8_t {
     HB_ALIVE = 0,
     HB_SUSPECT = 1,
     HB_DEAD = 2,
-    HB_IDLE = 3,       // added, no heartbeat yet ("joining"): routable, phi 0 (as Akka)
-    HB_LOST = 4,       // never heard within join_timeout of its add: reported dead
-    HB_LEAVING = 5,    // announced it is leaving; heartbeats keep it here
-    HB_LEFT = 6,       // left gracefully (or went silent while leaving)
+    HB_IDLE = 3,  // added, no heartbeat yet ("joining"): routable, phi 0 (as Akka)
+    HB_LOST = 4,  // never heard within join_timeout of its add: reported dead
+    HB_LEAVING = 5,  // announced it is leaving; heartbeats keep it here
+    HB_LEFT = 6,  // left gracefully (or went silent while leaving)
     HB_RESTARTED = 7,  // event only: a heartbeat from a higher incarnation
-    HB_FREE = 255,     // removed; the id may be reused by a later add
+    HB_FREE = 255,  // removed; the id may be reused by a later add
 };
 
 enum : int { HB_TIMEOUT = 0, HB_PHI_WINDOW = 1, HB_PHI_EWMA = 2 };
@@ -121,20 +121,20 @@ struct HbConfig {
 
 // One component's record with the EWMA estimator: half a cache line.
 struct alignas(32) EwmaRec {
-    double last = 0.0;         // time of the last heartbeat
-    double a = 0.0, b = 0.0;   // EWMA mean and variance of the intervals
+    double last = 0.0;  // time of the last heartbeat
+    double a = 0.0, b = 0.0;  // EWMA mean and variance of the intervals
     uint64_t incarnation = 0;  // highest sender incarnation seen
 };
 static_assert(sizeof(EwmaRec) == 32, "EwmaRec must be half a cache line");
 
 // One component's record with the exact window: one cache line.
 struct alignas(64) WinRec {
-    double last = 0.0;         // time of the last heartbeat
-    double m = 0.0;            // a / n + pause: the mean the offsets start from
-    double a = 0.0, b = 0.0;   // running sum and sum of squares of the window
-    double* win = nullptr;     // the samples (own heap block, capacity win_cap(n))
-    uint32_t n = 0;            // samples held
-    uint32_t head = 0;         // index of the oldest sample once full
+    double last = 0.0;  // time of the last heartbeat
+    double m = 0.0;  // a / n + pause: the mean the offsets start from
+    double a = 0.0, b = 0.0;  // running sum and sum of squares of the window
+    double* win = nullptr;  // the samples (own heap block, capacity win_cap(n))
+    uint32_t n = 0;  // samples held
+    uint32_t head = 0;  // index of the oldest sample once full
     uint64_t incarnation = 0;  // highest sender incarnation seen
 };
 static_assert(sizeof(WinRec) == 64, "WinRec must be one cache line");
@@ -155,8 +155,8 @@ public:
     static constexpr double INF = std::numeric_limits<double>::infinity();
 
     explicit HeartbeatTable(const HbConfig& cfg) : cfg_(cfg) {
-        has_suspect_ = cfg.mode == HB_TIMEOUT ? cfg.suspect_after > 0.0
-                                              : cfg.suspect_threshold > 0.0;
+        has_suspect_ =
+            cfg.mode == HB_TIMEOUT ? cfg.suspect_after > 0.0 : cfg.suspect_threshold > 0.0;
         if (cfg.mode != HB_TIMEOUT) {
             y_dead_ = phi_crossing_y(cfg.threshold);
             y_suspect_ = has_suspect_ ? phi_crossing_y(cfg.suspect_threshold) : y_dead_;
@@ -281,7 +281,10 @@ public:
                 *kind = 1;
                 return k;
             }
-            if (!(times[k] >= 0.0) || times[k] == INF) { *kind = 2; return k; }
+            if (!(times[k] >= 0.0) || times[k] == INF) {
+                *kind = 2;
+                return k;
+            }
         }
         *kind = 0;
         return n;
@@ -306,8 +309,10 @@ public:
                 const size_t i = static_cast<size_t>(ids[k]);
                 const double t = times[k];
                 if (state_[i] == HB_ALIVE) {
-                    if (t < last_[i]) ++stale;
-                    else last_[i] = t;
+                    if (t < last_[i])
+                        ++stale;
+                    else
+                        last_[i] = t;
                 } else if (!unheard(state_[i]) && t < last_[i]) {
                     ++stale;
                 } else {
@@ -327,8 +332,10 @@ public:
     void scan(double now, std::vector<HbEvent>& out) {
         out.insert(out.end(), pending_.begin(), pending_.end());
         // A burst (every member joining at once) should not pin its memory.
-        if (pending_.capacity() > PENDING_KEEP) std::vector<HbEvent>().swap(pending_);
-        else pending_.clear();
+        if (pending_.capacity() > PENDING_KEEP)
+            std::vector<HbEvent>().swap(pending_);
+        else
+            pending_.clear();
         const size_t n = state_.size(), nb = bmin_.size();
         for (size_t b = 0; b < nb; ++b) {
             if (!(bmin_[b] <= now)) continue;
@@ -346,7 +353,9 @@ public:
                     if (d <= now) {
                         // silence ends a join in LOST, a leave in LEFT
                         const uint8_t s = state_[i];
-                        const uint8_t ns = s == HB_IDLE ? HB_LOST : s == HB_LEAVING ? HB_LEFT : HB_DEAD;
+                        const uint8_t ns = s == HB_IDLE      ? HB_LOST
+                                           : s == HB_LEAVING ? HB_LEFT
+                                                             : HB_DEAD;
                         const uint64_t inc = incarnation_ref(i);
                         out.push_back({static_cast<int64_t>(i), s, ns, d, inc, inc});
                         state_[i] = ns;
@@ -370,8 +379,10 @@ public:
 
     // Current mean and standard deviation (min_std applied) of the intervals.
     void stats(size_t i, double* mean, double* std_dev) const noexcept {
-        if (cfg_.mode == HB_PHI_WINDOW) stats_of<true>(win_[i], mean, std_dev);
-        else stats_of<false>(ewma_[i], mean, std_dev);
+        if (cfg_.mode == HB_PHI_WINDOW)
+            stats_of<true>(win_[i], mean, std_dev);
+        else
+            stats_of<false>(ewma_[i], mean, std_dev);
     }
 
     // Akka's phi of component `id` at `now`; 0 before its first heartbeat.
@@ -395,8 +406,7 @@ public:
     // 0 for suspect, dead, lost, leaving, left or removed.
     void alive_mask(uint8_t* out) const noexcept {
         const size_t n = state_.size();
-        for (size_t i = 0; i < n; ++i)
-            out[i] = state_[i] == HB_ALIVE || state_[i] == HB_IDLE;
+        for (size_t i = 0; i < n; ++i) out[i] = state_[i] == HB_ALIVE || state_[i] == HB_IDLE;
     }
 
     // The deadlines component `id` crosses next: suspect (== dead without a
@@ -436,11 +446,10 @@ public:
     // Bytes held, capacity included (the windows' heap blocks counted by their
     // capacity; allocator overhead not included).
     size_t memory_bytes() const noexcept {
-        size_t b = last_.capacity() * sizeof(double) + state_.capacity()
-                 + incarnation_.capacity() * sizeof(uint64_t)
-                 + bmin_.capacity() * sizeof(double) + free_.capacity() * sizeof(int64_t)
-                 + ewma_.capacity() * sizeof(EwmaRec) + win_.capacity() * sizeof(WinRec)
-                 + pending_.capacity() * sizeof(HbEvent);
+        size_t b = last_.capacity() * sizeof(double) + state_.capacity() +
+                   incarnation_.capacity() * sizeof(uint64_t) + bmin_.capacity() * sizeof(double) +
+                   free_.capacity() * sizeof(int64_t) + ewma_.capacity() * sizeof(EwmaRec) +
+                   win_.capacity() * sizeof(WinRec) + pending_.capacity() * sizeof(HbEvent);
         for (const WinRec& r : win_) b += win_cap(r.n) * sizeof(double);
         return b;
     }
@@ -475,17 +484,17 @@ private:
     using Rec = std::conditional_t<WINDOW, WinRec, EwmaRec>;
     template <bool WINDOW>
     Rec<WINDOW>* recs() noexcept {
-        if constexpr (WINDOW) return win_.data();
-        else return ewma_.data();
+        if constexpr (WINDOW)
+            return win_.data();
+        else
+            return ewma_.data();
     }
 
     // Whether the batch fast path and the square-root-free block bound hold:
     // phi at y <= 0 is at most log10(2) ~ 0.30103, well below a threshold
     // whose y* exceeds 0.1, and a bound with std at min_std is below the
     // suspect deadline when y*_suspect >= 0.
-    bool fast_ok() const noexcept {
-        return y_dead_ > 0.1 && (!has_suspect_ || y_suspect_ >= 0.0);
-    }
+    bool fast_ok() const noexcept { return y_dead_ > 0.1 && (!has_suspect_ || y_suspect_ >= 0.0); }
 
     // heartbeat_many's phi loop.  Fast path, inlined: an alive component whose
     // elapsed time is below its dead offset's floor (mean + pause + y* x
@@ -537,7 +546,10 @@ private:
                     continue;
                 }
             }
-            if (!unheard(state_[i]) && t < r.last) { ++stale; continue; }
+            if (!unheard(state_[i]) && t < r.last) {
+                ++stale;
+                continue;
+            }
             beat(i, t, false, r.incarnation);
         }
         return stale;
@@ -547,8 +559,10 @@ private:
     // record (one division a sample, done in push_sample).
     template <bool WINDOW>
     double mean_adj(const Rec<WINDOW>& r) const noexcept {
-        if constexpr (WINDOW) return r.m;
-        else return r.a + cfg_.pause;
+        if constexpr (WINDOW)
+            return r.m;
+        else
+            return r.a + cfg_.pause;
     }
 
     // The mean and standard deviation (min_std applied) of a record.
@@ -581,8 +595,10 @@ private:
         *off_d = d;
     }
     void phi_offsets(size_t i, double* off_s, double* off_d) const noexcept {
-        if (cfg_.mode == HB_PHI_WINDOW) offsets<true>(win_[i], off_s, off_d);
-        else offsets<false>(ewma_[i], off_s, off_d);
+        if (cfg_.mode == HB_PHI_WINDOW)
+            offsets<true>(win_[i], off_s, off_d);
+        else
+            offsets<false>(ewma_[i], off_s, off_d);
     }
 
     double last_at(size_t i) const noexcept {
@@ -646,7 +662,7 @@ private:
         } else {
             const double sd = cfg_.first_estimate / 4.0;
             r.a = cfg_.first_estimate;  // EWMA mean
-            r.b = sd * sd;              // EWMA variance
+            r.b = sd * sd;  // EWMA variance
         }
     }
 
@@ -664,7 +680,8 @@ private:
                 // of two >= 4, as n < max_samples): grow by doubling, capped
                 // at the window.
                 if (r.n == 0 || (r.n >= 4 && (r.n & (r.n - 1)) == 0)) {
-                    const size_t cap = std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * size_t{r.n}));
+                    const size_t cap =
+                        std::min<size_t>(cfg_.max_samples, std::max<size_t>(4, 2 * size_t{r.n}));
                     void* p = std::realloc(r.win, cap * sizeof(double));
                     if (!p) throw std::bad_alloc();
                     r.win = static_cast<double*>(p);
@@ -715,8 +732,10 @@ private:
     template <bool WINDOW>
     void beat_phi(size_t i, double now, bool fresh) {
         Rec<WINDOW>& r = recs<WINDOW>()[i];
-        if (unheard(state_[i]) || state_[i] == HB_LEFT || fresh) seed_stats<WINDOW>(r);
-        else if (available_fast<WINDOW>(r, now)) push_sample<WINDOW>(r, now - r.last);
+        if (unheard(state_[i]) || state_[i] == HB_LEFT || fresh)
+            seed_stats<WINDOW>(r);
+        else if (available_fast<WINDOW>(r, now))
+            push_sample<WINDOW>(r, now - r.last);
         // else: an interval observed while not available is not a sample
         r.last = now;
     }
@@ -728,9 +747,12 @@ private:
     // component stays leaving unless it restarted.
     void beat(size_t i, double now, bool fresh, uint64_t old_inc) {
         const uint8_t old = state_[i];
-        if (cfg_.mode == HB_PHI_WINDOW) beat_phi<true>(i, now, fresh);
-        else if (cfg_.mode == HB_PHI_EWMA) beat_phi<false>(i, now, fresh);
-        else last_[i] = now;
+        if (cfg_.mode == HB_PHI_WINDOW)
+            beat_phi<true>(i, now, fresh);
+        else if (cfg_.mode == HB_PHI_EWMA)
+            beat_phi<false>(i, now, fresh);
+        else
+            last_[i] = now;
         state_[i] = old == HB_LEAVING && !fresh ? HB_LEAVING : HB_ALIVE;
         const uint64_t inc = incarnation_ref(i);
         if (fresh && !unheard(old))
@@ -756,11 +778,11 @@ private:
 
     // The per-component arrays are read at random: huge pages (huge_alloc.h).
     std::vector<uint8_t, HugeAlloc<uint8_t>> state_;  // HB_ALIVE .. HB_FREE
-    std::vector<double> bmin_;           // per-block lower bound of next deadlines
-    std::vector<int64_t> free_;          // removed ids, reused by add()
-    std::vector<HbEvent> pending_;       // recoveries since the last scan
+    std::vector<double> bmin_;  // per-block lower bound of next deadlines
+    std::vector<int64_t> free_;  // removed ids, reused by add()
+    std::vector<HbEvent> pending_;  // recoveries since the last scan
     // timeout mode
-    std::vector<double, HugeAlloc<double>> last_;             // time of the last heartbeat
+    std::vector<double, HugeAlloc<double>> last_;  // time of the last heartbeat
     std::vector<uint64_t, HugeAlloc<uint64_t>> incarnation_;  // highest sender incarnation seen
     // phi modes: one record a component (last, statistics, window)
     std::vector<EwmaRec, HugeAlloc<EwmaRec>> ewma_;

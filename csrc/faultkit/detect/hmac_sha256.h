@@ -18,7 +18,7 @@
 namespace faultkit::detect {
 
 class HmacSha256 {
-  public:
+public:
     static constexpr size_t kTagSize = 32;
 
     // Keys the context; throws std::runtime_error if OpenSSL refuses (no HMAC
@@ -33,7 +33,7 @@ class HmacSha256 {
     // True iff tag[0..32) is the MAC of data[0..n), compared in constant time.
     bool verify(const uint8_t* data, size_t n, const uint8_t tag[kTagSize]);
 
-  private:
+private:
     void* mac_ = nullptr;  // EVP_MAC*
     void* ctx_ = nullptr;  // EVP_MAC_CTX*
 };

@@ -38,7 +38,8 @@ uint64_t hash_source(const SourceKey& k) {
 }
 
 bool same_source(const SourceKey& a, const SourceKey& b) {
-    return a.port == b.port && a.family == b.family && std::memcmp(a.addr, b.addr, sizeof a.addr) == 0;
+    return a.port == b.port && a.family == b.family &&
+           std::memcmp(a.addr, b.addr, sizeof a.addr) == 0;
 }
 
 constexpr uint32_t kProbe = 16;
@@ -96,17 +97,21 @@ bool utf8_ok(const uint8_t* s, size_t n) {
     return true;
 }
 
-PacketFilter::PacketFilter(const uint8_t* key, size_t key_len, size_t max_packet, const BudgetConfig& cfg)
+PacketFilter::PacketFilter(const uint8_t* key, size_t key_len, size_t max_packet,
+                           const BudgetConfig& cfg)
     : max_packet_(max_packet), cfg_(cfg) {
     auto finite_pos = [](double v) { return std::isfinite(v) && v > 0; };
     if (max_packet < kMinPacket || max_packet > 65507)
-        throw std::invalid_argument("max_packet must be in [" + std::to_string(kMinPacket) + ", 65507], got " +
-                                    std::to_string(max_packet));
-    if (!finite_pos(cfg.source_rate) || !finite_pos(cfg.source_burst) || !finite_pos(cfg.unknown_rate) ||
-        !finite_pos(cfg.unknown_burst) || !(std::isfinite(cfg.penalty) && cfg.penalty >= 0))
-        throw std::invalid_argument("budget rates, bursts and the penalty must be finite and positive");
+        throw std::invalid_argument("max_packet must be in [" + std::to_string(kMinPacket) +
+                                    ", 65507], got " + std::to_string(max_packet));
+    if (!finite_pos(cfg.source_rate) || !finite_pos(cfg.source_burst) ||
+        !finite_pos(cfg.unknown_rate) || !finite_pos(cfg.unknown_burst) ||
+        !(std::isfinite(cfg.penalty) && cfg.penalty >= 0))
+        throw std::invalid_argument(
+            "budget rates, bursts and the penalty must be finite and positive");
     if (cfg.fail_limit == 0) throw std::invalid_argument("fail_limit must be >= 1");
-    if (cfg.max_sources < kProbe || (cfg.max_sources & (cfg.max_sources - 1)) != 0 || cfg.max_sources > (1u << 24))
+    if (cfg.max_sources < kProbe || (cfg.max_sources & (cfg.max_sources - 1)) != 0 ||
+        cfg.max_sources > (1u << 24))
         throw std::invalid_argument("max_sources must be a power of two in [16, 2**24], got " +
                                     std::to_string(cfg.max_sources));
     mac_ = std::make_unique<HmacSha256>(key, key_len);
@@ -141,8 +146,8 @@ PacketFilter::Source& PacketFilter::lookup(const SourceKey& src, double now) {
     return s;
 }
 
-Verdict PacketFilter::process(const uint8_t* data, size_t n, bool truncated, const SourceKey& src, double now,
-                              std::vector<Entry>& out, std::string& names) {
+Verdict PacketFilter::process(const uint8_t* data, size_t n, bool truncated, const SourceKey& src,
+                              double now, std::vector<Entry>& out, std::string& names) {
     Verdict why;
     if (!frame_ok(data, n, truncated, max_packet_, &why)) {
         ++counts_[why];
@@ -158,13 +163,15 @@ Verdict PacketFilter::process(const uint8_t* data, size_t n, bool truncated, con
         // Refill both buckets (time never runs backwards here: a clock step
         // back only delays the refill).
         if (now > s.refilled) {
-            s.tokens = std::min(cfg_.source_burst, s.tokens + (now - s.refilled) * cfg_.source_rate);
+            s.tokens =
+                std::min(cfg_.source_burst, s.tokens + (now - s.refilled) * cfg_.source_rate);
             s.refilled = now;
         }
         if (unknown_refilled_ < 0) unknown_refilled_ = now;
         if (now > unknown_refilled_) {
             unknown_tokens_ =
-                std::min(cfg_.unknown_burst, unknown_tokens_ + (now - unknown_refilled_) * cfg_.unknown_rate);
+                std::min(cfg_.unknown_burst,
+                         unknown_tokens_ + (now - unknown_refilled_) * cfg_.unknown_rate);
             unknown_refilled_ = now;
         }
         if (s.tokens < 1.0 || unknown_tokens_ < 1.0) {

@@ -43,7 +43,7 @@ enum Verdict : uint8_t {
     kNumVerdicts
 };
 
-constexpr size_t kHeadSize = 4;    // "FK", version, count
+constexpr size_t kHeadSize = 4;  // "FK", version, count
 constexpr size_t kEntrySize = 24;  // incarnation, sequence, send time
 constexpr size_t kTagSize = HmacSha256::kTagSize;
 constexpr size_t kMinPacket = kHeadSize + 1 + 1 + kEntrySize + kTagSize;  // one 1-byte name
@@ -92,7 +92,7 @@ bool frame_ok(const uint8_t* data, size_t n, bool truncated, size_t max_packet, 
 bool utf8_ok(const uint8_t* s, size_t n);
 
 class PacketFilter {
-  public:
+public:
     // Throws std::invalid_argument for a bad config, std::runtime_error if
     // OpenSSL refuses the key.
     PacketFilter(const uint8_t* key, size_t key_len, size_t max_packet, const BudgetConfig& cfg);
@@ -110,7 +110,7 @@ class PacketFilter {
     // Forget every source (known good, penalties, buckets).
     void reset_sources();
 
-  private:
+private:
     struct Source {
         SourceKey key;
         bool used = false;

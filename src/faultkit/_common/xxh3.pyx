@@ -4,7 +4,9 @@ from libc.stdint cimport uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 
 from faultkit._common.arrays cimport key_array, out_array
-from faultkit._common.cxxh3 cimport xxh3_64, xxh3_64_u64
+from faultkit._common.cxxh3 cimport (
+    xxh3_64, xxh3_64_path, xxh3_64_u64_many, xxh3_path_available,
+)
 from faultkit._common.keys cimport hash_key, str_utf8
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
@@ -70,9 +72,9 @@ def hash64_many(keys, seed=0, *, out=None):
         ints = key_array(keys)
         n = ints.shape[0]
         res = _out_array(out, n)
-        with nogil:
-            for i in range(n):
-                res[i] = xxh3_64_u64(ints[i], s)
+        if n:
+            with nogil:
+                xxh3_64_u64_many(&ints[0], <size_t>n, s, &res[0], 0)
         return res.base if out is None else out
     if not isinstance(keys, (list, tuple)):
         raise TypeError(
@@ -124,3 +126,48 @@ cdef inline void _hash_long_keys(const LongKey* keys, Py_ssize_t n, uint64_t see
 
 cdef uint64_t[::1] _out_array(object out, Py_ssize_t n):
     return out_array(out, n, np.uint64)
+
+
+# The kernels of xxh3.h's long loop and integer batches (Xxh3Path), by name.
+_PATHS = {"best": 0, "scalar": 1, "avx2": 2, "avx512": 3}
+
+
+def _hash64_paths():
+    """Names of the XXH3 kernels this build and CPU run (internal: tests)."""
+    return [name for name, code in _PATHS.items() if xxh3_path_available(code)]
+
+
+cdef int _path_code(object path) except -1:
+    if path not in _PATHS:
+        raise ValueError(f"unknown XXH3 kernel {path!r}; expected one of {sorted(_PATHS)}")
+    cdef int code = _PATHS[path]
+    if not xxh3_path_available(code):
+        raise ValueError(f"this CPU or build has no {path} XXH3 kernel")
+    return code
+
+
+def _hash64_path(data, seed, path):
+    """:func:`hash64` of the bytes-like ``data`` with the XXH3 kernel named
+    ``path`` (one of ``_hash64_paths()``) for inputs over 240 bytes, so that
+    every kernel can be checked against a reference (internal: tests)."""
+    cdef int code = _path_code(path)
+    cdef uint64_t s = seed_value(seed)
+    cdef const unsigned char[::1] view = memoryview(data).cast("B")
+    cdef uint64_t h = 0
+    with nogil:
+        xxh3_64_path(&view[0] if view.shape[0] else NULL, <size_t>view.shape[0], s, code, &h)
+    return h
+
+
+def _hash64_ints_path(values, seed, path):
+    """:func:`hash64_many` of a 1-D uint64 numpy array with the XXH3 integer
+    kernel named ``path`` (internal: tests)."""
+    cdef int code = _path_code(path)
+    cdef uint64_t s = seed_value(seed)
+    cdef const uint64_t[::1] ints = key_array(values)
+    cdef Py_ssize_t n = ints.shape[0]
+    cdef uint64_t[::1] res = np.empty(n, dtype=np.uint64)
+    if n:
+        with nogil:
+            xxh3_64_u64_many(&ints[0], <size_t>n, s, &res[0], code)
+    return res.base
