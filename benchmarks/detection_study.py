@@ -102,7 +102,7 @@ def simulate(make_detector, delay, loss, *, components, hours, seed):
 
 def run(components, hours, seed=2026):
     rows = []
-    for sname, (desc, delay, loss) in scenarios().items():
+    for sname, (_desc, delay, loss) in scenarios().items():
         for family, label, make in detectors():
             rate, det_time, fed = simulate(make, delay, loss, components=components,
                                            hours=hours, seed=seed)

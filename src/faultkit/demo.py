@@ -277,7 +277,7 @@ def contain_tour(out: Out = print, *, keys: int = 1_000_000) -> None:
         except (ConnectionError, fk.CircuitOpenError):
             pass
     clock[0] = 30.0
-    for i in range(10):
+    for _ in range(10):
         breaker.call(flaky, 0)
     out(f"  CircuitBreaker: 50% failures over 10 calls, then 10 good trial calls 30 s later: "
         f"{', '.join(transitions)}")

@@ -24,7 +24,7 @@ def test_md5_matches_hashlib(data):
 
 def test_md5_block_edges():
     buf = bytes(range(256)) * 3
-    for n in range(0, 300):
+    for n in range(300):
         assert _md5(buf[:n]) == hashlib.md5(buf[:n]).digest(), n
 
 

@@ -404,11 +404,11 @@ def test_native_core_matches_the_model(config, history):
         permitted = m.acquire(start)
         gen = m.generation
 
-        def fn():
-            clock.t += arg
-            if kind == "fail":
+        def fn():  # runs within this iteration, so the loop variables are current
+            clock.t += arg  # noqa: B023
+            if kind == "fail":  # noqa: B023
                 raise Boom()
-            if kind == "ignored":
+            if kind == "ignored":  # noqa: B023
                 raise Ignored()
             return "ok"
 

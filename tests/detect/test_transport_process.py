@@ -44,7 +44,7 @@ class Output:
             try:
                 line = self.q.get(timeout=max(left, 0.001))
             except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r} in {timeout} s; saw {self.seen}")
+                raise AssertionError(f"no line matching {pattern!r} in {timeout} s; saw {self.seen}") from None
             self.seen.append(line)
             m = rx.search(line)
             if m:

@@ -179,7 +179,7 @@ def _write_readv(a):
     return [(lo, lo + 5000)]
 
 
-def _write_readinto(a, tmp=[None]):
+def _write_readinto(a, tmp=[None]):  # noqa: B006 - one temporary file, kept across calls
     fd, path = tempfile.mkstemp()
     try:
         os.write(fd, b"\x04" * 3000)

@@ -18,13 +18,13 @@ import functools
 import inspect
 from typing import Any, Callable, Coroutine, Dict, Optional, TypeVar, overload
 
-_T = TypeVar("_T")
-
 from faultkit.contain._breaker import CircuitBreaker
 from faultkit.contain._rate import RateLimiter
 from faultkit.contain._retry import Retry
 from faultkit.contain.bulkhead import Bulkhead
 from faultkit.contain.timelimit import TimeLimiter
+
+_T = TypeVar("_T")
 
 __all__ = ["Stack", "stack"]
 

@@ -125,7 +125,8 @@ class Tracking:
             self._tracker, self._pid = t, os.getpid()
         return self._tracker
 
-    def begin(self, enc, *, incremental: bool, base_id: Optional[int]) -> Tuple[Optional[List[Optional[bytes]]], List[Entry]]:
+    def begin(self, enc, *, incremental: bool,
+              base_id: Optional[int]) -> Tuple[Optional[List[Optional[bytes]]], List[Entry]]:
         """Scan or arm the tracked blobs of ``enc`` before the codec reads them.
 
         Returns ``(dirty, stamp)``: ``dirty`` is None or, per blob, None (hash
