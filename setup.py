@@ -10,7 +10,9 @@ a wheel runs on any CPU of its platform; vector kernels are chosen at run time
 (csrc/faultkit/common/cpu.h).  DEBUG=1 builds -O0 -g; SANITIZE=1 adds ASan+UBSan.
 """
 import os
+import subprocess
 import sys
+import tempfile
 
 from Cython.Build import cythonize
 from pybind11.setup_helpers import Pybind11Extension
@@ -57,6 +59,31 @@ def pybind_ext(module, *, sources=()):
     )
 
 
+def have_openssl3():
+    """True if this compiler finds <openssl/hmac.h> of OpenSSL >= 3 and links -lcrypto.
+
+    The native heartbeat verifier (detect._recv) needs it; without it that
+    module is not built and the receiver keeps its Python path (same wire
+    format, slower).  FAULTKIT_NO_OPENSSL=1 forces that fallback.
+    """
+    if os.environ.get("FAULTKIT_NO_OPENSSL", "") not in ("", "0"):
+        return False
+    test = ("#include <openssl/hmac.h>\n#include <openssl/evp.h>\n"
+            "#if OPENSSL_VERSION_NUMBER < 0x30000000L\n#error old\n#endif\n"
+            "int main(void) { return EVP_MAC_fetch(0, \"HMAC\", 0) == 0; }\n")
+    cc = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "t.c")
+        with open(src, "w") as f:
+            f.write(test)
+        try:
+            r = subprocess.run([cc, src, "-o", os.path.join(d, "t"), "-lcrypto"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            return False
+        return r.returncode == 0
+
+
 CYTHON_EXTENSIONS = [
     # XXH3-64 of keys, shared by every pillar
     cython_ext("_common.xxh3"),
@@ -78,6 +105,11 @@ PYBIND_EXTENSIONS = [
     # Recover: write tracking for incremental checkpoints (Linux >= 6.7)
     pybind_ext("recover._track", sources=["recover/write_tracker.cc"]),
 ]
+if have_openssl3():
+    # Detect: batched heartbeat receive and HMAC verification (libcrypto)
+    _recv = pybind_ext("detect._recv", sources=["detect/packet_filter.cc", "detect/hmac_sha256.cc"])
+    _recv.libraries = ["crypto"]
+    PYBIND_EXTENSIONS.append(_recv)
 
 setup(
     ext_modules=cythonize(

@@ -77,3 +77,25 @@ def test_detect_package_serves_the_transport_lazily():
     assert faultkit.detect.HeartbeatSender is HeartbeatSender
     with pytest.raises(AttributeError, match="no_such_name"):
         faultkit.detect.no_such_name  # noqa: B018
+
+
+def test_import_faultkit_loads_no_heavy_module():
+    # import faultkit is cheap: the pillars (numpy), the runtime (asyncio), hmac and
+    # importlib.metadata load when first used, not at import.
+    import subprocess
+    import sys
+
+    code = ("import sys; import faultkit; "
+            "print(sorted(m for m in ('numpy', 'asyncio', 'hmac', 'importlib.metadata', 'ssl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_lazy_names_resolve_to_their_modules_and_dir_lists_them():
+    import faultkit.balance
+
+    assert fk.HashRing is faultkit.balance.HashRing
+    assert fk.recover is importlib.import_module("faultkit.recover")
+    assert {"HashRing", "Node", "recover"} <= set(dir(fk))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        fk.no_such_name  # noqa: B018

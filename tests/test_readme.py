@@ -42,3 +42,26 @@ def test_readme_example_runs(section, code, tmp_path, monkeypatch):
             faultkit.recover.unregister_type(complex)
         except KeyError:
             pass
+
+
+@pytest.mark.slow
+def test_readme_examples_pass_mypy_strict(tmp_path):
+    # The library is typed well enough that its documented use checks under --strict.
+    pytest.importorskip("mypy")
+    import subprocess
+    import sys
+
+    import faultkit
+
+    for i, (_, code) in enumerate(_python_examples()):
+        (tmp_path / f"example_{i}.py").write_text(code + "\n")
+    env = None
+    pkg = pathlib.Path(faultkit.__file__).resolve().parent
+    if "site-packages" not in pkg.parts:
+        import os
+
+        env = dict(os.environ, MYPYPATH=str(pkg.parent))
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                           *sorted(p.name for p in tmp_path.glob("example_*.py"))],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -212,7 +212,7 @@ class Cluster:
                 outliers.add(n)
 
         self.balancer = balancer
-        self.domains = domains
+        self._domains = domains
         self.detector = detector
         self.policy: Optional[IsolationPolicy] = policy or None
         self.outliers: Optional[OutlierDetector] = outliers or None
@@ -233,6 +233,13 @@ class Cluster:
 
     # ---- routing state -------------------------------------------------
     @property
+    def domains(self) -> FailureDomains:
+        """The cluster's failure domains; ``ValueError`` if it was built without any."""
+        if self._domains is None:
+            raise ValueError("this Cluster has no failure domains (give nodes as {node: path} or domains=)")
+        return self._domains
+
+    @property
     def failed_states(self) -> tuple:
         """The detector states that count as a failure, for routing and isolation alike:
         ``("dead",)``, or ``("suspect", "dead")`` with ``avoid_suspect``."""
@@ -251,8 +258,8 @@ class Cluster:
         self._held = np.zeros(len(nodes), dtype=bool)
         for n, i in self._index.items():
             self._down[i] = self._is_down_state(self.detector.state(n))
-            if self.domains is not None:
-                self._isolated[i] = self.domains.is_isolated(n)
+            if self._domains is not None:
+                self._isolated[i] = self._domains.is_isolated(n)
             if self.outliers is not None:
                 self._ejected[i] = self.outliers.is_ejected(n)
             self._held[i] = n in self._held_set
@@ -465,7 +472,7 @@ class Cluster:
         rank order (the fill after); ``replicas(key, n)[0]`` is the primary.
         """
         if spread is _DEFAULT:
-            spread = self.spread if self.domains is not None else None
+            spread = self.spread if self._domains is not None else None
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 0:
@@ -475,7 +482,7 @@ class Cluster:
             if get_n is None:
                 raise TypeError(f"{type(self.balancer).__name__} has no get_n: use a HashRing or Rendezvous")
             return get_n(key, n)
-        if self.domains is None:
+        if self._domains is None:
             raise RuntimeError("replicas across domains need failure domains: Cluster({node: path, ...})")
         if n == 0:
             return []
@@ -495,8 +502,8 @@ class Cluster:
     def _placement_table(self, spread: str) -> tuple:
         # The domains' rendezvous tables for ``spread`` and, per entry, the
         # node's index here (-1: a service of the domains that is no node).
-        depth = self.domains._level(spread) + 1
-        p = self.domains._placement(depth)
+        depth = self._domains._level(spread) + 1
+        p = self._domains._placement(depth)
         cached = self._placements.get(depth)
         if cached is not None and cached[0] is p:
             return cached
@@ -515,9 +522,9 @@ class Cluster:
         one replica.  Needs domains.  :meth:`replicas` is the same choice
         restricted to routable nodes.
         """
-        if self.domains is None:
+        if self._domains is None:
             raise RuntimeError("placement needs failure domains: Cluster({node: path, ...})")
-        return self.domains.place(key, n, spread=self.spread)
+        return self._domains.place(key, n, spread=self.spread)
 
     def state(self, node: Hashable) -> str:
         """The detector's state of ``node``: ``"joining"``, ``"alive"``, ``"suspect"``,
@@ -560,16 +567,16 @@ class Cluster:
         """
         if node in self._index:
             raise ValueError(f"node {node!r} is already in the cluster")
-        if (path is None) != (self.domains is None):
+        if (path is None) != (self._domains is None):
             raise ValueError("a path is needed exactly when the cluster has failure domains"
                              f" (got path={path!r})")
-        if self.domains is not None:
-            self.domains.assign(node, path, strict=True)
+        if self._domains is not None:
+            self._domains.assign(node, path, strict=True)
         try:
             self.balancer.add(node, weight)
         except BaseException:
-            if self.domains is not None:
-                self.domains.remove(node)
+            if self._domains is not None:
+                self._domains.remove(node)
             raise
         if node not in self.detector:
             self.detector.add(node, self.clock() if now is None else now)
@@ -586,8 +593,8 @@ class Cluster:
         self.detector.remove(node)
         if self.outliers is not None and node in self.outliers:
             self.outliers.remove(node)
-        if self.domains is not None:
-            self.domains.remove(node)
+        if self._domains is not None:
+            self._domains.remove(node)
         self._held_set.discard(node)
         self._heard.discard(node)
         self._reindex()

@@ -22,6 +22,7 @@ __all__ = [
     "CircuitOpenError",
     "BulkheadFullError",
     "IsolationRefusedError",
+    "MembershipError",
 ]
 
 
@@ -92,3 +93,8 @@ class BulkheadFullError(FaultkitError):
 
 class IsolationRefusedError(FaultkitError):
     """Isolating a domain would exceed the cap on how much may be isolated."""
+
+
+# Run
+class MembershipError(FaultkitError):
+    """A membership backend (etcd) could not be reached or answered with an error."""

@@ -9,6 +9,7 @@ import numbers as _numbers
 import threading as _threading
 
 import numpy as _np
+from typing import Any as _Any, Dict as _Dict, Hashable as _Hashable
 
 from faultkit.errors import NoLiveNodeError as _NoLiveNodeError
 
@@ -36,7 +37,7 @@ class BoundedLoad:
     Thread-safe: one lock guards the load table.
     """
 
-    def __init__(self, balancer, factor=DEFAULT_BALANCE_FACTOR):
+    def __init__(self, balancer: _Any, factor: float = DEFAULT_BALANCE_FACTOR) -> None:
         if not hasattr(balancer, "get_n") or not hasattr(balancer, "alive_mask"):
             raise TypeError(
                 f"balancer must have get_n and alive_mask (HashRing, Rendezvous), "
@@ -47,18 +48,18 @@ class BoundedLoad:
             raise ValueError(f"factor must be finite and > 1, got {factor!r}")
         self.balancer = balancer
         self.factor = float(factor)
-        self._loads = {}
+        self._loads: _Dict[_Hashable, int] = {}
         self._total = 0
         self._lock = _threading.Lock()
 
-    def capacity(self, extra=1):
+    def capacity(self, extra: int = 1) -> int:
         """The per-node cap for ``total + extra`` assignments over the live nodes."""
         live = int(self.balancer.alive_mask().sum())
         if live == 0:
             raise _NoLiveNodeError("all nodes are marked down")
         return _math.ceil(self.factor * (self._total + extra) / live)
 
-    def acquire(self, key):
+    def acquire(self, key: _Any) -> _Hashable:
         """Assign ``key`` to a node (returned) and count it in that node's load."""
         with self._lock:
             cap = self.capacity()
@@ -70,7 +71,7 @@ class BoundedLoad:
             self._total += 1
             return node
 
-    def _walk(self, key, cap):
+    def _walk(self, key: _Any, cap: int) -> _Hashable:
         live = int(self.balancer.alive_mask().sum())
         n = 2
         while True:
@@ -82,7 +83,7 @@ class BoundedLoad:
                 raise RuntimeError("no node below capacity")
             n *= 4
 
-    def release(self, node):
+    def release(self, node: _Hashable) -> None:
         """End one assignment to ``node`` (``KeyError`` if it holds none)."""
         with self._lock:
             count = self._loads.get(node, 0)
@@ -94,25 +95,25 @@ class BoundedLoad:
                 self._loads[node] = count - 1
             self._total -= 1
 
-    def load(self, node):
+    def load(self, node: _Hashable) -> int:
         """Assignments ``node`` holds now."""
         return self._loads.get(node, 0)
 
-    def loads(self):
+    def loads(self) -> _Dict[_Hashable, int]:
         """``{node: assignments}`` for every node of the balancer (0 included)."""
         with self._lock:
             return {node: self._loads.get(node, 0) for node in self.balancer.nodes}
 
     @property
-    def total(self):
+    def total(self) -> int:
         """Assignments held now."""
         return self._total
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"BoundedLoad(factor={self.factor}, total={self._total})"
 
 
-def moved_fraction(before, after, keys):
+def moved_fraction(before: _Any, after: _Any, keys: _Any) -> float:
     """Fraction of ``keys`` whose node differs between balancers ``before``
     and ``after`` (any two of HashRing, Rendezvous, Maglev).  ``keys`` is a
     list of keys or a ``uint64`` array of hashes, as their ``get_many`` takes;

@@ -442,7 +442,7 @@ _CALL_DEF.ml_doc = (
     b"counts the outcome when awaited.")
 if _install_method(<PyTypeObject*>CircuitBreaker, PyDescr_NewMethod(
         <PyTypeObject*>CircuitBreaker, &_CALL_DEF)) < 0:
-    raise ImportError("faultkit._breaker: could not install CircuitBreaker.call")
+    raise ImportError("faultkit.contain._breaker: could not install CircuitBreaker.call")
 
 
 async def _await_outcome(CircuitBreaker breaker, object coro, uint64_t gen, double start):
