@@ -121,6 +121,9 @@ def test_recover_with_info_reports_the_fallback(tmp_path):
 _UNREADABLE = textwrap.dedent("""
     import json, os, pwd, shutil, sys, tempfile, warnings
     import faultkit as fk
+    # import everything before dropping privileges (the interpreter's files may be root-only)
+    Checkpointer, CheckpointWarning = fk.Checkpointer, fk.CheckpointWarning
+    import faultkit.recover.checkpointer, faultkit.recover.store, faultkit.recover.codec
     d = sys.argv[1]
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
 import io
 import os
 import re
@@ -83,8 +84,7 @@ class CheckpointInfo:
 def _reason(e: BaseException) -> str:
     """Why an entry could not be loaded, for a CheckpointWarning."""
     if isinstance(e, OSError) and not isinstance(e, StoreError):
-        import errno as _errno
-        code = _errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
+        code = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
         what = {"EISDIR": "a directory, not a checkpoint file", "EACCES": "not readable (permission denied)",
                 "EPERM": "not readable (operation not permitted)", "ELOOP": "a symlink loop",
                 "ENOENT": "a dangling symlink or vanished file"}.get(code, "cannot be read")
