@@ -112,21 +112,40 @@ def _mmap_restore_cases():
     return [pytest.param(BIG, id="256MiB"), pytest.param(SMALL, id="16MiB")]
 
 
+# recover(mmap=True) verifies every chunk hash by default (it reads the
+# mapped bytes once): its peer is np.load(mmap_mode="r") plus one read of the
+# same bytes ("numpy-read").  verify=False (the opt-out) maps without reading:
+# its peer is np.load(mmap_mode="r") alone.
+
+def _read_all(a: np.ndarray):
+    # One pass over the bytes at memory speed (vectorized OR of 8-byte words).
+    return np.bitwise_or.reduce(a.reshape(-1).view(np.uint64))
+
+
 @pytest.mark.parametrize("size", _mmap_restore_cases())
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "verify-false"])
 @pytest.mark.benchmark(group="recover: restore with mmap")
-def test_restore_mmap_faultkit(benchmark, big, workdir, size):
+def test_restore_mmap_faultkit(benchmark, big, workdir, size, verify):
     with fk.Checkpointer(workdir / "mm", fsync=False) as ck:
         ck.save({"a": big[: size // 8]})
-        out = benchmark(ck.recover, mmap=True)
-    assert out["a"].nbytes == size and not out["a"].flags.writeable
+        out = benchmark(ck.recover, mmap=True, verify=verify)
+    assert out["a"].nbytes == size and not out["a"].flags.writeable and not out["a"].flags.owndata
 
 
 @pytest.mark.parametrize("size", _mmap_restore_cases())
+@pytest.mark.parametrize("read", [True, False], ids=["numpy-read", "numpy"])
 @pytest.mark.benchmark(group="recover: restore with mmap")
-def test_restore_mmap_numpy(benchmark, big, workdir, size):
+def test_restore_mmap_numpy(benchmark, big, workdir, size, read):
     path = os.path.join(workdir, "a.npy")
     np.save(path, big[: size // 8])
-    out = benchmark(np.load, path, mmap_mode="r")
+
+    def run():
+        out = np.load(path, mmap_mode="r")
+        if read:
+            _read_all(out)
+        return out
+
+    out = benchmark(run)
     assert out.nbytes == size
 
 

@@ -388,7 +388,12 @@ def test_repeated_keys_in_a_corrupt_tree_never_become_a_template():
     # the same two-key sequence with a repeated key, three times in a row, then a proper one
     tree = b"\x10" + varint(4) + d(("a", 1), ("a", 2)) + d(("a", 3), ("a", 4)) + d(("a", 5), ("a", 6)) + d(("a", 7), ("b", 8))
     blob = frame(codec.encode_meta({"meta": None}).tree_bytes(), tree)
-    assert loads(blob) == [{"a": 2}, {"a": 4}, {"a": 6}, {"a": 7, "b": 8}]
+    # A repeated key is not what any writer produces: rejected (docs/FORMAT.md), not "last one wins".
+    with pytest.raises(fk.CorruptCheckpointError, match="duplicate keys in a dict"):
+        loads(blob)
+    tree = b"\x10" + varint(4) + d(("a", 1), ("b", 2)) * 3 + d(("a", 7), ("b", 8))
+    blob = frame(codec.encode_meta({"meta": None}).tree_bytes(), tree)
+    assert loads(blob) == [{"a": 1, "b": 2}] * 3 + [{"a": 7, "b": 8}]
 
 
 def test_many_distinct_keys_between_records():

@@ -228,7 +228,12 @@ public:
             uint8_t b = *p_++;
             if (shift == 63 && (b & 0x7E)) fail("varint overflows 64 bits");
             v |= static_cast<uint64_t>(b & 0x7F) << shift;
-            if (!(b & 0x80)) return v;
+            if (!(b & 0x80)) {
+                // Canonical (shortest) form only, as writers produce it: a
+                // last byte of 0 after others means redundant zero groups.
+                if (b == 0 && shift) fail("non-canonical varint (redundant trailing zero byte)");
+                return v;
+            }
         }
         fail("varint longer than 10 bytes");
     }

@@ -204,7 +204,7 @@ struct SmallItems {
 class Decoder {
 public:
     Decoder(Reader r, PyObject* types, const std::vector<Blob>* blobs)
-        : r_(r), types_(types), blobs_(blobs) {}
+        : r_(r), types_(types), blobs_(blobs), stack_limit_(stack_limit()) {}
 
     PyObject* decode_root() {
         PyObject* o = decode(0);
@@ -219,6 +219,7 @@ private:
     Reader r_;
     PyObject* types_;
     const std::vector<Blob>* blobs_;
+    uintptr_t stack_limit_;  // stack_limit() of the thread that decodes
     KeyCache keys_;
     DictTemplates templates_;
 
@@ -285,6 +286,8 @@ private:
 
     // Every other tag: big ints, bytes, containers, arrays, registered types.
     PyObject* decode_tag(uint8_t tag, size_t depth) {
+        char probe;
+        if (stack_exhausted(&probe, stack_limit_)) raise_too_deep("a checkpoint state", depth);
         switch (tag) {
             case kTagBigInt: {
                 uint64_t n = r_.varint();
@@ -293,7 +296,17 @@ private:
                 PyRef b(check(PyBytes_FromStringAndSize(reinterpret_cast<const char*>(p), static_cast<Py_ssize_t>(n))));
                 PyRef kw(check(Py_BuildValue("{s:O}", "signed", Py_True)));
                 PyRef args(check(PyTuple_Pack(2, b.p, G.s_little)));
-                return check(PyObject_Call(G.int_from_bytes, args.p, kw.p));
+                PyRef v(check(PyObject_Call(G.int_from_bytes, args.p, kw.p)));
+                // Canonical only: what the encoder writes for this value (an
+                // int64 is tag 0x03; n = bit_length // 8 + 1 bytes exactly).
+                int overflow = 0;
+                PyLong_AsLongLongAndOverflow(v.p, &overflow);
+                if (!overflow) r_.fail("non-canonical int: a big int that fits in int64");
+                PyRef bl(check(PyObject_CallMethod(v.p, "bit_length", nullptr)));
+                size_t bits = PyLong_AsSize_t(bl.p);
+                if (bits == static_cast<size_t>(-1) && PyErr_Occurred()) throw_py();
+                if (n != bits / 8 + 1) r_.fail("non-canonical int: big int with redundant bytes");
+                return v.release();
             }
             case kTagBytes:
             case kTagByteArray:
@@ -331,6 +344,7 @@ private:
                     PyRef v(decode(depth + 1));
                     if (PyDict_SetItem(d.p, k.p, v.p) < 0) corrupt_from_python("bad dict key");
                 }
+                if (static_cast<uint64_t>(PyDict_GET_SIZE(d.p)) != n) r_.fail("duplicate keys in a dict");
                 return d.release();
             }
             case kTagSet:
@@ -341,6 +355,7 @@ private:
                     PyRef item(decode(depth + 1));
                     if (PySet_Add(s.p, item.p) < 0) corrupt_from_python("bad set item");
                 }
+                if (static_cast<uint64_t>(PySet_GET_SIZE(s.p)) != n) r_.fail("duplicate items in a set");
                 return s.release();
             }
             case kTagArray:
@@ -389,7 +404,8 @@ private:
         PyRef d(new_dict(n));
         for (uint64_t i = 0; i < n; ++i)
             if (PyDict_SetItem(d.p, it.keys[i], it.vals[i]) < 0) corrupt_from_python("bad dict key");
-        if (static_cast<uint64_t>(PyDict_GET_SIZE(d.p)) == n) templates_.saw(n, it.keys);
+        if (static_cast<uint64_t>(PyDict_GET_SIZE(d.p)) != n) r_.fail("duplicate keys in a dict");
+        templates_.saw(n, it.keys);
         return d.release();
     }
 
@@ -421,20 +437,33 @@ private:
         if (ndim > kMaxNdim) r_.fail("array has too many dimensions");
         PyRef shape(check(PyTuple_New(static_cast<Py_ssize_t>(ndim))));
         uint64_t count = 1;
+        // numpy's own limit: the product of the nonzero dimensions times the
+        // item size must fit in a Py_ssize_t, even when a zero dimension makes
+        // the array empty ((2**62, 0) has no elements, but numpy refuses it).
+        uint64_t nonzero_bytes = static_cast<uint64_t>(itemsize);
         bool overflow = false;
         for (uint64_t i = 0; i < ndim; ++i) {
             uint64_t d = r_.varint();
             if (d > static_cast<uint64_t>(PY_SSIZE_T_MAX)) r_.fail("array dimension too large");
-            if (d && count > UINT64_MAX / d) overflow = true;
-            count *= d;
+            if (d) {
+                if (nonzero_bytes > static_cast<uint64_t>(PY_SSIZE_T_MAX) / d) overflow = true;
+                nonzero_bytes *= d;
+            }
+            count = d ? count * d : 0;  // no overflow: count <= nonzero_bytes while !overflow
             PyTuple_SET_ITEM(shape.p, static_cast<Py_ssize_t>(i), check(PyLong_FromUnsignedLongLong(d)));
         }
+        if (overflow) r_.fail("array shape's size overflows");
         const Blob& b = blob();
-        if (overflow || count > b.size / static_cast<uint64_t>(itemsize) || count * static_cast<uint64_t>(itemsize) != b.size)
-            r_.fail("array shape disagrees with its blob's length");
+        if (count * static_cast<uint64_t>(itemsize) != b.size) r_.fail("array shape disagrees with its blob's length");
+        if (ds[1] == 'b') {  // bool: only bytes 0 and 1 are values numpy defines
+            uint8_t any = 0;
+            for (uint64_t i = 0; i < b.size; ++i) any |= b.data[i];
+            if (any > 1) r_.fail("bool array holds a byte other than 0 and 1");
+        }
         PyRef flat;
         if (count == 0) {
-            flat.p = check(PyObject_CallFunctionObjArgs(G.np_empty, shape.p, dtype.p, nullptr));
+            flat.p = PyObject_CallFunctionObjArgs(G.np_empty, shape.p, dtype.p, nullptr);
+            if (!flat.p) corrupt_from_python("bad empty array");
             return flat.release();
         }
         PyRef cnt(check(PyLong_FromUnsignedLongLong(count)));

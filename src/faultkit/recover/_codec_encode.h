@@ -177,6 +177,7 @@ private:
     static constexpr Py_ssize_t kSmallDict = 16;
     static constexpr Py_ssize_t kPrefetchAhead = 4;
     size_t depth_ = 0;
+    uintptr_t stack_limit_ = stack_limit();  // of the thread that encodes
 
     // Small dicts' str keys as encoded, by object address: records repeat the
     // same key objects.  Each cached key holds a reference (dropped with the
@@ -283,6 +284,8 @@ private:
             e.frames.push_back(Frame{kind, index, (Py_XINCREF(key), key)});
             throw e;
         }
+        char probe;
+        if (stack_exhausted(&probe, stack_limit_)) raise_too_deep("a state", depth_);
         ++depth_;
         try {
             container(o);

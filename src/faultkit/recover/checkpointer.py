@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
 import io
 import os
 import re
@@ -25,7 +26,14 @@ from faultkit.recover.store import LocalStore, Store, StoreLock
 
 __all__ = ["Checkpointer", "CheckpointInfo"]
 
-_FILE = re.compile(r"^ckpt-(\d{12,20})\.fkc$")
+_FILE = re.compile(r"^ckpt-(\d{12,19})\.fkc$")
+#: Checkpoint ids are in [1, _MAX_ID): the next id always fits the format's
+#: 63-bit range.  A name is a checkpoint's only if it is exactly
+#: ``Checkpointer._name(id)`` for such an id: 12 digits, zero-padded, more only
+#: when the id needs them; anything else is a foreign entry and is ignored.
+_MAX_ID = 2**63 - 1
+#: Names that look like a checkpoint's but are not canonical (recover() warns about them).
+_LOOKALIKE = re.compile(r"^ckpt-\d+\.fkc$")
 #: A path of this form is an object-store URL (s3://bucket/prefix): see faultkit.recover.objstore.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 #: Default chunk for incremental checkpoints and per-chunk checksums (1 MiB,
@@ -71,6 +79,18 @@ class CheckpointInfo:
     written: int = 0
     meta: Any = None
     lsn: Optional[int] = None
+
+
+def _reason(e: BaseException) -> str:
+    """Why an entry could not be loaded, for a CheckpointWarning."""
+    if isinstance(e, OSError) and not isinstance(e, StoreError):
+        code = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
+        what = {"EISDIR": "a directory, not a checkpoint file", "EACCES": "not readable (permission denied)",
+                "EPERM": "not readable (operation not permitted)", "ELOOP": "a symlink loop",
+                "ENOENT": "a dangling symlink or vanished file"}.get(code, "cannot be read")
+        where = f" [{e.filename}]" if e.filename else ""
+        return f"{what} ({type(e).__name__} {code}: {e.strerror or e}){where}"
+    return str(e)
 
 
 def _positive_int(name: str, value) -> int:
@@ -169,6 +189,9 @@ class Checkpointer:
             raise TypeError(f"journal must be a faultkit Journal, got {type(journal).__name__}")
         self.journal = journal
         self._lsns: dict = {}  # id -> lsn the checkpoint covers (None: not recorded)
+        #: The CheckpointInfo of the checkpoint the last successful recover()
+        #: or recover_with() returned (None before the first).
+        self.last_recovered: Optional[CheckpointInfo] = None
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.store!r}, retain={self.retain}, full_every={self.full_every})"
@@ -180,18 +203,27 @@ class Checkpointer:
         return f"ckpt-{cid:012d}.fkc"
 
     def _where(self, cid: int) -> str:
+        return self._where_name(self._name(cid))
+
+    def _where_name(self, name: str) -> str:
         path = getattr(self.store, "path", None)
         url = getattr(self.store, "url", None)
         if isinstance(url, str) and not path:
-            return f"{url.rstrip('/')}/{self._name(cid)}"
-        return os.path.join(path, self._name(cid)) if path else self._name(cid)
+            return f"{url.rstrip('/')}/{name}"
+        return os.path.join(path, name) if path else name
 
-    def _ids(self) -> List[int]:
+    def _ids(self, odd: Optional[list] = None) -> List[int]:
+        """Sorted ids of the canonical checkpoint names; look-alike names go to ``odd`` if given."""
         ids = []
         for n in self.store.list():
             m = _FILE.match(n)
             if m:
-                ids.append(int(m.group(1)))
+                cid = int(m.group(1))
+                if 1 <= cid < _MAX_ID and self._name(cid) == n:  # canonical names only, never lenient
+                    ids.append(cid)
+                    continue
+            if odd is not None and _LOOKALIKE.match(n):
+                odd.append(n)
         return sorted(ids)
 
     # ------------------------------------------------------------ saving
@@ -358,12 +390,18 @@ class Checkpointer:
         # so a reader that finds a checkpoint also finds its bases.
         for cid in reversed(ids):
             if cid not in keep:
-                self.store.delete(self._name(cid))
+                try:
+                    self.store.delete(self._name(cid))
+                except StoreError:
+                    return  # unreachable: prune at the next save
+                except OSError:
+                    pass  # a foreign entry the store may not remove: it stays, the save stands
                 self._refs.pop(cid, None)
 
     # ------------------------------------------------------------ loading
 
-    def _load(self, cid: int, *, mmap: bool, verify: Optional[bool]):
+    def _load(self, cid: int, *, mmap: bool, verify: Optional[bool], info: bool = False):
+        """The state of checkpoint ``cid``; ``(state, CheckpointInfo)`` if ``info``."""
         name = self._name(cid)
         buf = self.store.get(name, mmap=mmap)
         if self.max_size is not None and len(buf) > self.max_size:
@@ -385,52 +423,80 @@ class Checkpointer:
             if rl.id != rid or rl.checksum != rsum:
                 raise CorruptCheckpointError(f"base checkpoint {rname} is not the one referenced")
             refs.append(rbuf)
-        if verify is None:
-            verify = not mmap
-        return _codec.read_state(buf, layout, refs, codec.decode_types(), verify=bool(verify))
+        if verify is None:  # the old spelling of the default
+            verify = True
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify must be a bool, got {verify!r}")
+        ci = self._info_of(cid, buf, layout) if info else None
+        state = _codec.read_state(buf, layout, refs, codec.decode_types(), verify=verify)
+        return (state, ci) if info else state
 
-    def recover(self, *, mmap: bool = False, verify: Optional[bool] = None) -> Any:
+    def recover(self, *, mmap: bool = False, verify: bool = True, with_info: bool = False) -> Any:
         """The state of the newest valid checkpoint.
 
         Corrupt, torn or unreadable checkpoints are skipped with a
         :class:`CheckpointWarning` naming the file and the reason, falling back
-        to older ones; ``NoCheckpointError`` if none is valid.  ``mmap=True``
-        returns arrays backed by a read-only map of the file (zero-copy; arrays
-        of an incremental checkpoint that span files are assembled in memory).
-        ``verify`` (default ``not mmap``) checks the hash of every array chunk;
-        the framing, table of contents and object tree are always checked, and
-        so are chunks copied from base checkpoints.
-        """
-        return self._recover(mmap=mmap, verify=verify)[1]
+        to older ones; so are foreign entries under a checkpoint's name (a
+        directory, a file this process may not read, a dangling symlink or a
+        symlink loop).  Names that are not exactly a checkpoint's
+        (``ckpt-`` + the id zero-padded to 12 digits + ``.fkc``) are ignored.
+        ``NoCheckpointError`` if no checkpoint is valid.
 
-    def _recover(self, *, mmap: bool, verify: Optional[bool], info: bool = False):
+        ``mmap=True`` returns arrays backed by a read-only map of the file
+        (zero-copy; arrays of an incremental checkpoint that span files are
+        assembled in memory).  ``verify=True`` (default, with or without
+        ``mmap``) checks the XXH3 hash of every array chunk once while
+        loading; ``verify=False`` is an explicit opt-out for callers who
+        accept that a flipped bit in an array goes unnoticed (the framing,
+        table of contents and object tree are always checked, and so are
+        chunks copied from base checkpoints).
+
+        Which checkpoint was returned: ``with_info=True`` returns
+        ``(state, CheckpointInfo)``; and after every successful call
+        ``self.last_recovered`` holds that CheckpointInfo (None before).
+        """
+        if not isinstance(with_info, bool):
+            raise TypeError(f"with_info must be a bool, got {with_info!r}")
+        _, state, ci = self._recover(mmap=mmap, verify=verify, info=True)
+        return (state, ci) if with_info else state
+
+    def _recover(self, *, mmap: bool, verify: Optional[bool], info: bool = False, stacklevel: int = 3):
         """(id, state) of the newest valid checkpoint, with its CheckpointInfo if ``info``."""
         skipped = 0
-        for _ in range(_RESCANS):  # a writer may prune what we listed: list again
+        for attempt in range(_RESCANS):  # a writer may prune what we listed: list again
             skipped = 0
             vanished = False
-            for cid in reversed(self._ids()):
+            odd: list = []
+            ids = self._ids(odd)
+            if attempt == 0:
+                for n in sorted(odd):
+                    warnings.warn(f"ignoring {self._where_name(n)}: not a canonical checkpoint name "
+                                  "(ckpt-<id zero-padded to 12 digits>.fkc, 1 <= id < 2**63 - 1)",
+                                  CheckpointWarning, stacklevel=stacklevel)
+            for cid in reversed(ids):
                 try:
-                    if info:
-                        ci = self._info(cid)
-                        return cid, self._load(cid, mmap=mmap, verify=verify), ci
-                    return cid, self._load(cid, mmap=mmap, verify=verify)
-                except FileNotFoundError:
-                    vanished = True  # pruned by a writer's retention: newer ones exist; list again
-                    break
-                except CorruptCheckpointError as e:
+                    state, ci = self._load(cid, mmap=mmap, verify=verify, info=True)
+                    self.last_recovered = ci
+                    return (cid, state, ci) if info else (cid, state)
+                except StoreError:
+                    raise  # the store is unreachable: not a reason to fall back to an older state
+                except (CorruptCheckpointError, OSError) as e:
                     if self._name(cid) not in self.store.list():
-                        vanished = True  # pruned while we read it
+                        vanished = True  # pruned by a writer's retention while we read it: list again
                         break
+                    # Still listed: corrupt, or a foreign entry under a checkpoint's
+                    # name (a directory, an unreadable file, a dangling symlink or a
+                    # symlink loop).  Skip it, saying which and why.
                     skipped += 1
-                    warnings.warn(f"skipping checkpoint {self._where(cid)}: {e}", CheckpointWarning, stacklevel=3)
+                    warnings.warn(f"skipping checkpoint {self._where(cid)}: {_reason(e)}", CheckpointWarning,
+                                  stacklevel=stacklevel)
             if not vanished:
                 break
         where = getattr(self.store, "path", repr(self.store))
         raise NoCheckpointError(f"no valid checkpoint in {where}" + (f" ({skipped} corrupt skipped)" if skipped else ""))
 
     def recover_with(self, journal, *, apply: Optional[Callable[[Any, int, Any], Any]] = None,
-                     mmap: bool = False, verify: Optional[bool] = None, skip_corrupt: bool = False):
+                     mmap: bool = False, verify: bool = True, skip_corrupt: bool = False):
         """The newest valid checkpoint's state plus the journal records after the LSN it covers.
 
         Without ``apply``: returns ``(state, records)``, ``records`` a list of
@@ -480,7 +546,9 @@ class Checkpointer:
             if cid not in self._lsns:
                 try:
                     self._lsns[cid] = self._info(cid).lsn
-                except (CorruptCheckpointError, FileNotFoundError):
+                except StoreError:
+                    raise
+                except (CorruptCheckpointError, OSError):
                     continue  # recovery skips it too
             lsns.append(self._lsns[cid])
         for cid in list(self._lsns):
@@ -489,10 +557,12 @@ class Checkpointer:
         if lsns and None not in lsns:
             self.journal.truncate_before(min(lsns) + 1)
 
-    def load(self, id: int, *, mmap: bool = False, verify: Optional[bool] = None) -> Any:
+    def load(self, id: int, *, mmap: bool = False, verify: bool = True) -> Any:
         """The state of checkpoint ``id``; ``CorruptCheckpointError`` if it is invalid.
 
-        ``NoCheckpointError`` if there is no checkpoint ``id``.
+        ``NoCheckpointError`` if there is no checkpoint ``id``.  ``mmap`` and
+        ``verify`` as for :meth:`recover`; an entry that is not a readable
+        file raises its ``OSError``.
         """
         if isinstance(id, bool) or not isinstance(id, int):
             raise TypeError(f"id must be an int, got {id!r}")
@@ -503,7 +573,9 @@ class Checkpointer:
 
     def _info(self, cid: int) -> CheckpointInfo:
         buf = self.store.get_index(self._name(cid))
-        layout = _codec.parse(buf)
+        return self._info_of(cid, buf, _codec.parse(buf))
+
+    def _info_of(self, cid: int, buf, layout) -> CheckpointInfo:
         if layout.id != cid:
             raise CorruptCheckpointError(f"file holds checkpoint {layout.id}, not {cid}")
         m = _codec.read_meta(buf, layout, codec.decode_types())
@@ -516,21 +588,29 @@ class Checkpointer:
                               m.get("meta"), lsn)
 
     def list(self) -> List[CheckpointInfo]:
-        """Checkpoints whose framing and metadata are valid, oldest first (contents not hashed)."""
+        """Checkpoints whose framing and metadata are valid, oldest first (contents not hashed).
+
+        Entries that cannot be read (foreign directories, unreadable files,
+        broken symlinks) and names that are not canonical are left out.
+        """
         out = []
         for cid in self._ids():
             try:
                 out.append(self._info(cid))
-            except (CorruptCheckpointError, FileNotFoundError):
+            except StoreError:
+                raise
+            except (CorruptCheckpointError, OSError):
                 pass
         return out
 
     def latest(self) -> Optional[CheckpointInfo]:
-        """The newest checkpoint with valid framing and metadata, or None."""
+        """The newest checkpoint with valid framing and metadata, or None (skips what ``list`` leaves out)."""
         for cid in reversed(self._ids()):
             try:
                 return self._info(cid)
-            except (CorruptCheckpointError, FileNotFoundError):
+            except StoreError:
+                raise
+            except (CorruptCheckpointError, OSError):
                 pass
         return None
 

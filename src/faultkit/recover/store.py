@@ -10,6 +10,7 @@ import errno
 import mmap as _mmap
 import os
 import re
+import stat
 from typing import BinaryIO, Callable, List, Optional, Union
 
 from faultkit.errors import CheckpointLockedError
@@ -244,14 +245,24 @@ class LocalStore(Store):
             pass
 
     def delete(self, name: str) -> None:
+        """Remove object ``name``; absent objects are ignored.
+
+        Only regular files are objects: a symlink under the name is removed
+        itself (never its target), a directory is left alone.
+        """
         _check_name(name)
         path = os.path.join(self.path, name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            return  # not an object this store wrote
+        if not stat.S_ISREG(st.st_mode):
+            self._unlink(path)  # a symlink (dangling, a loop, or to anything): the link only
+            return
         if self.recycle:
             spare = os.path.join(self.path, _SPARE)
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                return
             try:
                 keep = os.stat(spare).st_size < st.st_size
             except FileNotFoundError:
