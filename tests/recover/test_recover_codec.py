@@ -170,7 +170,7 @@ def test_chunk_hashes_are_xxh3_64_bit_for_bit(nbytes):
     blob = dumps({"b": rng.bytes(nbytes), "a": rng.integers(0, 255, nbytes, dtype=np.uint8)[1:]})
     chunk_size, sections, chunks = read_toc(blob)
     checked = 0
-    for kind, _, offset, length, stored, checksum, first, n, _ in sections:
+    for _kind, _, _offset, length, _stored, checksum, first, n, _ in sections:
         for k in range(n):
             h, ref, _, off = chunks[first + k]
             size = min(chunk_size, length - k * chunk_size)
@@ -252,7 +252,7 @@ def test_decoded_dict_keys_are_exact_for_every_short_length():
     # The decoder caches short ASCII keys by their length and bytes: keys of
     # every length up to past the cached limit, differing in one byte at any
     # position (or not ASCII), must come back exactly.
-    for n in range(0, 41):
+    for n in range(41):
         base = "k" * n
         keys = [base] + [base[:i] + c + base[i + 1:] for i in range(n) for c in ("j", "\xe9", "\U0001F600")]
         d = {k: i for i, k in enumerate(keys)}
@@ -265,7 +265,7 @@ def test_repeated_and_colliding_dict_keys_encode_exactly():
     # The encoder caches small dicts' short ASCII keys by object: shared key
     # objects, equal keys in distinct objects, keys around the cached length
     # (22 bytes), non-ASCII and non-str keys, and far more keys than slots.
-    shared = [("k" * n) for n in range(0, 26)]
+    shared = [("k" * n) for n in range(26)]
     records = []
     for i in range(2000):
         d = {shared[i % 26]: i, "x" + str(i % 97): None, "\xe9t\xe9": 1.5, i % 7: [shared[(i * 5) % 26]]}

@@ -493,7 +493,8 @@ class Checkpointer:
             if not vanished:
                 break
         where = getattr(self.store, "path", repr(self.store))
-        raise NoCheckpointError(f"no valid checkpoint in {where}" + (f" ({skipped} corrupt skipped)" if skipped else ""))
+        raise NoCheckpointError(f"no valid checkpoint in {where}"
+                                + (f" ({skipped} corrupt skipped)" if skipped else ""))
 
     def recover_with(self, journal, *, apply: Optional[Callable[[Any, int, Any], Any]] = None,
                      mmap: bool = False, verify: bool = True, skip_corrupt: bool = False):

@@ -77,7 +77,7 @@ class Store(abc.ABC):
     def lock(self) -> StoreLock:
         """Take the store's exclusive writer lock or raise ``CheckpointLockedError``."""
 
-    def cleanup(self) -> None:
+    def cleanup(self) -> None:  # noqa: B027 - a hook: stores without leftovers need nothing
         """Remove leftovers of interrupted writes (call only while holding the lock)."""
 
     def get_index(self, name: str):
