@@ -248,7 +248,8 @@ public:
     // the remaining bytes cannot hold, before anything is allocated.
     uint64_t count(size_t min_item_bytes) {
         uint64_t n = varint();
-        if (min_item_bytes && n > remaining() / min_item_bytes) fail("element count exceeds the remaining bytes");
+        if (min_item_bytes && n > remaining() / min_item_bytes)
+            fail("element count exceeds the remaining bytes");
         return n;
     }
 

@@ -11,16 +11,16 @@
 // checksum is the XXH3-64 of its chunk hashes (little-endian u64s).
 #pragma once
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "faultkit/common/xxh3.h"
 #include "faultkit/recover/codec_buffer.h"
 #include "faultkit/recover/codec_hash.h"
-#include "faultkit/common/xxh3.h"
 
 namespace faultkit {
 namespace codec {
@@ -52,27 +52,27 @@ enum Tag : uint8_t {
     kTagNone = 0x00,
     kTagFalse = 0x01,
     kTagTrue = 0x02,
-    kTagInt64 = 0x03,       // 8 bytes, two's complement
-    kTagBigInt = 0x04,      // varint n, n bytes little-endian two's complement
-    kTagFloat = 0x05,       // 8 bytes, IEEE-754 binary64 bits
-    kTagStr = 0x06,         // varint n, n bytes UTF-8 (lone surrogates as in "surrogatepass")
-    kTagBytes = 0x07,       // varint n, n bytes
+    kTagInt64 = 0x03,  // 8 bytes, two's complement
+    kTagBigInt = 0x04,  // varint n, n bytes little-endian two's complement
+    kTagFloat = 0x05,  // 8 bytes, IEEE-754 binary64 bits
+    kTagStr = 0x06,  // varint n, n bytes UTF-8 (lone surrogates as in "surrogatepass")
+    kTagBytes = 0x07,  // varint n, n bytes
     kTagByteArray = 0x08,
     kTagMemoryView = 0x09,
-    kTagBlobBytes = 0x0A,   // varint blob index (a BLOB section)
+    kTagBlobBytes = 0x0A,  // varint blob index (a BLOB section)
     kTagBlobByteArray = 0x0B,
     kTagBlobMemoryView = 0x0C,
-    kTagList = 0x10,        // varint n, n values
+    kTagList = 0x10,  // varint n, n values
     kTagTuple = 0x11,
-    kTagDict = 0x12,        // varint n, n (key, value) pairs in insertion order
+    kTagDict = 0x12,  // varint n, n (key, value) pairs in insertion order
     kTagSet = 0x13,
     kTagFrozenSet = 0x14,
-    kTagArray = 0x20,       // u8 m, m bytes dtype.str, varint ndim, ndim varint dims, varint blob index
-    kTagCustom = 0x30,      // varint n, n bytes UTF-8 type name, then one value (its state)
+    kTagArray = 0x20,  // u8 m, m bytes dtype.str, varint ndim, ndim varint dims, varint blob index
+    kTagCustom = 0x30,  // varint n, n bytes UTF-8 type name, then one value (its state)
 };
 
 inline constexpr size_t kMaxDepth = 1000;  // nesting limit, encode and decode
-inline constexpr size_t kMaxNdim = 64;     // numpy's NPY_MAXDIMS (2.x)
+inline constexpr size_t kMaxNdim = 64;  // numpy's NPY_MAXDIMS (2.x)
 
 struct Header {
     uint16_t major = kVersionMajor;
@@ -85,22 +85,22 @@ struct Header {
 struct Section {
     uint32_t kind = 0;
     uint32_t flags = 0;
-    uint64_t offset = 0;    // where this file's stored bytes of the section start (0: none)
-    uint64_t length = 0;    // logical length in bytes
-    uint64_t stored = 0;    // bytes of it stored in this file
+    uint64_t offset = 0;  // where this file's stored bytes of the section start (0: none)
+    uint64_t length = 0;  // logical length in bytes
+    uint64_t stored = 0;  // bytes of it stored in this file
     uint64_t checksum = 0;  // XXH3-64 of the chunk hashes
     uint64_t first_chunk = 0;
     uint64_t n_chunks = 0;
 };
 
 struct Chunk {
-    uint64_t hash = 0;    // XXH3-64 of the chunk's bytes
-    uint32_t ref = 0;     // 0: this file; i > 0: refs[i - 1]
+    uint64_t hash = 0;  // XXH3-64 of the chunk's bytes
+    uint32_t ref = 0;  // 0: this file; i > 0: refs[i - 1]
     uint64_t offset = 0;  // absolute offset in the file that stores it
 };
 
 struct Ref {
-    uint64_t id = 0;            // checkpoint id of the referenced file
+    uint64_t id = 0;  // checkpoint id of the referenced file
     uint64_t toc_checksum = 0;  // its footer's TOC checksum (identity)
 };
 
@@ -189,7 +189,9 @@ inline void encode_toc(ByteBuffer& out, const Layout& l) {
 // consistency.  Section contents are not hashed here (see verify_chunk).
 inline Layout parse_layout(const uint8_t* buf, size_t n) {
     Layout l;
-    if (n < kHeaderSize + kFooterSize) throw CodecError("truncated: " + std::to_string(n) + " bytes is shorter than header + footer");
+    if (n < kHeaderSize + kFooterSize)
+        throw CodecError("truncated: " + std::to_string(n) +
+                         " bytes is shorter than header + footer");
     if (std::memcmp(buf, kMagic, 8) != 0) throw CodecError("bad magic: not a faultkit checkpoint");
     l.header.major = load_le16(buf + 8);
     l.header.minor = load_le16(buf + 10);
@@ -200,25 +202,31 @@ inline Layout parse_layout(const uint8_t* buf, size_t n) {
                            "); upgrade faultkit to read it");
     }
     if (load_le64(buf + 56) != xxh3_64(buf, 56, 0)) throw CodecError("header checksum mismatch");
-    if (l.header.major != kVersionMajor) throw CodecError("unsupported format major version " + std::to_string(l.header.major));
+    if (l.header.major != kVersionMajor)
+        throw CodecError("unsupported format major version " + std::to_string(l.header.major));
     if (load_le32(buf + 12) != kHeaderSize) throw CodecError("bad header size");
     l.header.flags = load_le64(buf + 16);
     l.header.id = load_le64(buf + 24);
     l.header.chunk_size = load_le64(buf + 32);
     uint64_t cs = l.header.chunk_size;
-    if (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1))) throw CodecError("bad chunk size " + std::to_string(cs));
+    if (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)))
+        throw CodecError("bad chunk size " + std::to_string(cs));
 
     const uint8_t* f = buf + n - kFooterSize;
-    if (std::memcmp(f + 56, kEndMagic, 8) != 0) throw CodecError("bad end magic: truncated or torn file");
+    if (std::memcmp(f + 56, kEndMagic, 8) != 0)
+        throw CodecError("bad end magic: truncated or torn file");
     if (load_le64(f + 48) != xxh3_64(f, 48, 0)) throw CodecError("footer checksum mismatch");
     l.toc_offset = load_le64(f + 0);
     l.toc_length = load_le64(f + 8);
     l.toc_checksum = load_le64(f + 16);
     l.file_size = load_le64(f + 24);
-    if (l.file_size != n) throw CodecError("file size " + std::to_string(n) + " differs from the recorded " + std::to_string(l.file_size));
+    if (l.file_size != n)
+        throw CodecError("file size " + std::to_string(n) + " differs from the recorded " +
+                         std::to_string(l.file_size));
     if (load_le64(f + 32) != l.header.id) throw CodecError("footer id differs from header id");
     uint64_t data_end = n - kFooterSize;
-    if (l.toc_offset < kHeaderSize || l.toc_offset > data_end || l.toc_length != data_end - l.toc_offset)
+    if (l.toc_offset < kHeaderSize || l.toc_offset > data_end ||
+        l.toc_length != data_end - l.toc_offset)
         throw CodecError("TOC out of bounds");
     const uint8_t* toc = buf + l.toc_offset;
     if (chunk_hash(toc, l.toc_length) != l.toc_checksum) throw CodecError("TOC checksum mismatch");
@@ -246,10 +254,15 @@ inline Layout parse_layout(const uint8_t* buf, size_t n) {
         s.first_chunk = load_le64(p + 40);
         s.n_chunks = load_le64(p + 48);
         uint32_t want = i == 0 ? kSectionMeta : i == 1 ? kSectionTree : kSectionBlob;
-        if (s.kind != want) throw CodecError("section " + std::to_string(i) + " has kind " + std::to_string(s.kind));
-        if (s.first_chunk != next_chunk || s.n_chunks > nc - next_chunk || s.n_chunks != chunk_count(s.length, cs))
+        if (s.kind != want)
+            throw CodecError("section " + std::to_string(i) + " has kind " +
+                             std::to_string(s.kind));
+        if (s.first_chunk != next_chunk || s.n_chunks > nc - next_chunk ||
+            s.n_chunks != chunk_count(s.length, cs))
             throw CodecError("section " + std::to_string(i) + " chunk range is inconsistent");
-        if (s.stored > s.length || s.offset % kAlign || (s.stored && (s.offset < kHeaderSize || s.offset > l.toc_offset || s.stored > l.toc_offset - s.offset)))
+        if (s.stored > s.length || s.offset % kAlign ||
+            (s.stored && (s.offset < kHeaderSize || s.offset > l.toc_offset ||
+                          s.stored > l.toc_offset - s.offset)))
             throw CodecError("section " + std::to_string(i) + " is out of bounds");
         next_chunk += s.n_chunks;
     }
@@ -261,14 +274,16 @@ inline Layout parse_layout(const uint8_t* buf, size_t n) {
         c.hash = load_le64(p);
         c.ref = load_le32(p + 8);
         c.offset = load_le64(p + 16);
-        if (c.ref > nr) throw CodecError("chunk " + std::to_string(i) + " references a missing ref");
+        if (c.ref > nr)
+            throw CodecError("chunk " + std::to_string(i) + " references a missing ref");
     }
     l.refs.resize(nr);
     for (uint64_t i = 0; i < nr; ++i, p += kRefRecord) {
         l.refs[i].id = load_le64(p);
         l.refs[i].toc_checksum = load_le64(p + 8);
     }
-    if (nr && !(l.header.flags & kFlagIncremental)) throw CodecError("refs in a non-incremental file");
+    if (nr && !(l.header.flags & kFlagIncremental))
+        throw CodecError("refs in a non-incremental file");
 
     // Local chunks tile their section's stored run exactly, in order; META and
     // TREE are always local.  Stored runs do not overlap, and every byte between
@@ -283,13 +298,16 @@ inline Layout parse_layout(const uint8_t* buf, size_t n) {
             uint64_t len = chunk_len(s, k, cs);
             if (c.ref == 0) {
                 if (c.offset != s.offset + local || len > s.stored - local)
-                    throw CodecError("section " + std::to_string(i) + " chunk " + std::to_string(k) + " is out of place");
+                    throw CodecError("section " + std::to_string(i) + " chunk " +
+                                     std::to_string(k) + " is out of place");
                 local += len;
             } else if (i < 2) {
                 throw CodecError("META/TREE sections must be stored locally");
             }
         }
-        if (local != s.stored) throw CodecError("section " + std::to_string(i) + " stored size disagrees with its chunks");
+        if (local != s.stored)
+            throw CodecError("section " + std::to_string(i) +
+                             " stored size disagrees with its chunks");
         if (hash_of_hashes(l.chunks.data() + s.first_chunk, s.n_chunks) != s.checksum)
             throw CodecError("section " + std::to_string(i) + " checksum mismatch");
         if (s.stored) runs.emplace_back(s.offset, s.stored);

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 namespace faultkit {
@@ -24,7 +24,9 @@ void FdSink::write(const uint8_t* data, size_t n) {
             if (errno == EINTR) continue;
             throw std::system_error(errno, std::generic_category(), "checkpoint write");
         }
-        if (w == 0) throw std::system_error(EIO, std::generic_category(), "checkpoint write made no progress");
+        if (w == 0)
+            throw std::system_error(EIO, std::generic_category(),
+                                    "checkpoint write made no progress");
         data += w;
         n -= static_cast<size_t>(w);
         position += static_cast<uint64_t>(w);
@@ -147,12 +149,14 @@ void write_small(Sink& sink, Layout& l, uint32_t kind, Span s, uint64_t cs) {
 // are hashed first (both threads), compared with the base, and only their
 // changed chunks written.  Blobs without one are written whole while a helper
 // thread hashes them: the write does not need the hash, only the TOC does.
-WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, const std::vector<Span>& blobs,
-                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map,
+WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree,
+                             const std::vector<Span>& blobs, uint64_t chunk_size,
+                             const ChunkMap* base, ChunkMap* out_map,
                              const std::vector<const uint8_t*>* dirty) {
     const uint64_t cs = chunk_size;
     if (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)))
-        throw CodecError("chunk size must be a power of two in [4096, 2**30], got " + std::to_string(cs));
+        throw CodecError("chunk size must be a power of two in [4096, 2**30], got " +
+                         std::to_string(cs));
     if (base && base->chunk_size != cs) base = nullptr;  // a different chunking shares nothing
 
     Layout l;
@@ -169,11 +173,13 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
         const Span& s = blobs[b];
         if (base && b < base->blobs.size() && base->blobs[b].length == s.size) {
             old[b] = &base->blobs[b];
-            if (old[b]->chunks.size() != chunk_count(s.size, cs)) throw CodecError("base chunk map is inconsistent");
+            if (old[b]->chunks.size() != chunk_count(s.size, cs))
+                throw CodecError("base chunk map is inconsistent");
         }
         std::vector<HashJob>& jobs = old[b] ? inc_jobs : full_jobs;
         first_job[b] = jobs.size();
-        for (uint64_t off = 0; off < s.size; off += cs) jobs.push_back({s.data + off, std::min(cs, s.size - off), 0});
+        for (uint64_t off = 0; off < s.size; off += cs)
+            jobs.push_back({s.data + off, std::min(cs, s.size - off), 0});
         (old[b] ? inc_bytes : full_bytes) += s.size;
     }
 
@@ -209,7 +215,8 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
     // The exact file size, so the sink can reserve it (and need not trim it).
     auto align = [](uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; };
     uint64_t size = align(align(kHeaderSize) + meta.size) + tree.size;
-    uint64_t n_chunks = chunk_count(meta.size, cs) + chunk_count(tree.size, cs) + inc_jobs.size() + full_jobs.size();
+    uint64_t n_chunks = chunk_count(meta.size, cs) + chunk_count(tree.size, cs) + inc_jobs.size() +
+                        full_jobs.size();
     std::vector<uint64_t> ref_ids;
     for (size_t b = 0; b < blobs.size(); ++b) {
         uint64_t stored = blobs[b].size;
@@ -227,8 +234,8 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
         }
         size = align(size) + stored;
     }
-    size = align(size) + kTocCountsSize + (2 + blobs.size()) * kSectionRecord + n_chunks * kChunkRecord +
-           ref_ids.size() * kRefRecord + kFooterSize;
+    size = align(size) + kTocCountsSize + (2 + blobs.size()) * kSectionRecord +
+           n_chunks * kChunkRecord + ref_ids.size() * kRefRecord + kFooterSize;
     const uint64_t bound = size;
     sink.position = 0;
     sink.expect(bound);
@@ -257,8 +264,10 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
         if (!old[b]) {  // whole: big writes; hashes arrive from the helper
             sec.offset = s.size ? sink.position : 0;
             sec.stored = s.size;
-            for (uint64_t k = 0; k < sec.n_chunks; ++k) l.chunks.push_back(Chunk{0, 0, sec.offset + k * cs});
-            for (uint64_t off = 0; off < s.size; off += kMaxWrite) sink.write(s.data + off, std::min(kMaxWrite, s.size - off));
+            for (uint64_t k = 0; k < sec.n_chunks; ++k)
+                l.chunks.push_back(Chunk{0, 0, sec.offset + k * cs});
+            for (uint64_t off = 0; off < s.size; off += kMaxWrite)
+                sink.write(s.data + off, std::min(kMaxWrite, s.size - off));
             res.chunks_written += sec.n_chunks;
             res.blob_bytes_written += s.size;
         } else {
@@ -294,7 +303,8 @@ WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, cons
     for (size_t b = 0; b < blobs.size(); ++b) {
         Section& sec = l.sections[2 + b];
         if (!old[b])
-            for (uint64_t k = 0; k < sec.n_chunks; ++k) l.chunks[sec.first_chunk + k].hash = full_jobs[first_job[b] + k].hash;
+            for (uint64_t k = 0; k < sec.n_chunks; ++k)
+                l.chunks[sec.first_chunk + k].hash = full_jobs[first_job[b] + k].hash;
         sec.checksum = hash_of_hashes(l.chunks.data() + sec.first_chunk, sec.n_chunks);
     }
     // The header (already written) keeps the incremental flag whenever a base
@@ -333,7 +343,8 @@ uint64_t full_file_size(Span meta, Span tree, const std::vector<Span>& blobs, ui
     add(tree);
     for (const Span& b : blobs) add(b);
     pos = align(pos);
-    return pos + kTocCountsSize + (2 + blobs.size()) * kSectionRecord + chunks * kChunkRecord + kFooterSize;
+    return pos + kTocCountsSize + (2 + blobs.size()) * kSectionRecord + chunks * kChunkRecord +
+           kFooterSize;
 }
 
 ChunkMap chunk_map_of(const Layout& l) {
@@ -365,14 +376,16 @@ void verify_local_chunks(const Layout& l, size_t index, FileView file) {
         const Chunk& c = l.chunks[s.first_chunk + k];
         if (c.ref) continue;
         uint64_t len = chunk_len(s, k, cs);
-        if (c.offset > file.size || len > file.size - c.offset) throw CodecError("chunk out of bounds");
+        if (c.offset > file.size || len > file.size - c.offset)
+            throw CodecError("chunk out of bounds");
         if (chunk_hash(file.data + c.offset, len) != c.hash)
-            throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) + " checksum mismatch");
+            throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) +
+                             " checksum mismatch");
     }
 }
 
-void assemble_section(const Layout& l, size_t index, FileView file, const std::vector<FileView>& refs, uint8_t* out,
-                      bool verify) {
+void assemble_section(const Layout& l, size_t index, FileView file,
+                      const std::vector<FileView>& refs, uint8_t* out, bool verify) {
     const Section& s = l.sections.at(index);
     const uint64_t cs = l.header.chunk_size;
     if (refs.size() != l.refs.size()) throw CodecError("wrong number of referenced files");
@@ -381,13 +394,16 @@ void assemble_section(const Layout& l, size_t index, FileView file, const std::v
         uint64_t len = chunk_len(s, k, cs);
         FileView src = c.ref ? refs[c.ref - 1] : file;
         // Referenced data must lie between that file's header and footer.
-        if (src.size < kHeaderSize + kFooterSize || c.offset < kHeaderSize || c.offset > src.size - kFooterSize ||
-            len > src.size - kFooterSize - c.offset)
-            throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) + " is out of bounds");
+        if (src.size < kHeaderSize + kFooterSize || c.offset < kHeaderSize ||
+            c.offset > src.size - kFooterSize || len > src.size - kFooterSize - c.offset)
+            throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) +
+                             " is out of bounds");
         const uint8_t* p = src.data + c.offset;
         if ((verify || c.ref) && chunk_hash(p, len) != c.hash)
             throw CodecError("section " + std::to_string(index) + " chunk " + std::to_string(k) +
-                             (c.ref ? " (in checkpoint " + std::to_string(l.refs[c.ref - 1].id) + ")" : std::string()) +
+                             (c.ref
+                                  ? " (in checkpoint " + std::to_string(l.refs[c.ref - 1].id) + ")"
+                                  : std::string()) +
                              " checksum mismatch");
         std::memcpy(out + k * cs, p, len);
     }

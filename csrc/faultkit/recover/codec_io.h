@@ -84,9 +84,9 @@ uint64_t full_file_size(Span meta, Span tree, const std::vector<Span>& blobs, ui
 // incremental save compares against.
 struct ChunkLoc {
     uint64_t hash = 0;
-    uint64_t id = 0;            // checkpoint holding the bytes
+    uint64_t id = 0;  // checkpoint holding the bytes
     uint64_t toc_checksum = 0;  // that checkpoint's identity
-    uint64_t offset = 0;        // absolute offset in it
+    uint64_t offset = 0;  // absolute offset in it
 };
 struct BlobMap {
     uint64_t length = 0;
@@ -116,8 +116,9 @@ struct WriteResult {
 // base hashed it" -- its hash is taken from the base instead of read (only
 // used when the base has that blob with the same length).  The caller vouches
 // for that claim (write tracking, write_tracker.h).
-WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree, const std::vector<Span>& blobs,
-                             uint64_t chunk_size, const ChunkMap* base, ChunkMap* out_map,
+WriteResult write_checkpoint(Sink& sink, uint64_t id, Span meta, Span tree,
+                             const std::vector<Span>& blobs, uint64_t chunk_size,
+                             const ChunkMap* base, ChunkMap* out_map,
                              const std::vector<const uint8_t*>* dirty = nullptr);
 
 // The chunk map of an already written file (to continue an incremental chain).
@@ -136,8 +137,8 @@ void verify_local_chunks(const Layout& l, size_t index, FileView file);
 // Copy the logical bytes of section `index` into `out` (its length bytes),
 // fetching referenced chunks from `refs` (aligned with l.refs) and checking
 // every chunk's bounds and, if `verify`, its hash.
-void assemble_section(const Layout& l, size_t index, FileView file, const std::vector<FileView>& refs, uint8_t* out,
-                      bool verify);
+void assemble_section(const Layout& l, size_t index, FileView file,
+                      const std::vector<FileView>& refs, uint8_t* out, bool verify);
 
 }  // namespace codec
 }  // namespace faultkit

@@ -40,7 +40,8 @@ inline uint16_t header_check(const uint8_t* rec, uint64_t seed) {
 
 std::string segment_name(const std::string& dir, uint64_t first_lsn, bool tmp) {
     char buf[64];
-    std::snprintf(buf, sizeof buf, tmp ? "/.wal-%020" PRIu64 ".fkj.tmp" : "/wal-%020" PRIu64 ".fkj", first_lsn);
+    std::snprintf(buf, sizeof buf, tmp ? "/.wal-%020" PRIu64 ".fkj.tmp" : "/wal-%020" PRIu64 ".fkj",
+                  first_lsn);
     return dir + buf;
 }
 
@@ -87,7 +88,8 @@ int parse_segment_header(const uint8_t* p, size_t n, SegmentHeader* out) {
     out->minor = load_le16(p + 10);
     if (out->major > VERSION_MAJOR) return HEADER_VERSION;
     if (load_le64(p + 56) != xxh3_64(p, 56, 0)) return HEADER_CHECKSUM;
-    if (out->major != VERSION_MAJOR || load_le32(p + 12) != SEGMENT_HEADER_SIZE) return HEADER_CHECKSUM;
+    if (out->major != VERSION_MAJOR || load_le32(p + 12) != SEGMENT_HEADER_SIZE)
+        return HEADER_CHECKSUM;
     out->journal_id = load_le64(p + 16);
     out->first_lsn = load_le64(p + 24);
     if (out->first_lsn == 0) return HEADER_CHECKSUM;
@@ -114,7 +116,8 @@ bool check_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, Rec
     const uint32_t length = load_le32(r + 24);
     const uint16_t kind = load_le16(r + 28);
     if (length > MAX_RECORD) return false;
-    if (kind != KIND_BYTES && kind != KIND_STATE && !(kind == KIND_SEAL && length == 0)) return false;
+    if (kind != KIND_BYTES && kind != KIND_STATE && !(kind == KIND_SEAL && length == 0))
+        return false;
     const size_t body = padded(length);
     if (len - pos - RECORD_HEADER_SIZE < body) return false;
     if (load_le64(r) != xxh3_64(r + 8, RECORD_HEADER_SIZE - 8 + body, seed)) return false;
@@ -127,8 +130,8 @@ bool check_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, Rec
     return out->lsn != 0 && out->durable < out->lsn;
 }
 
-int next_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, uint64_t expected, Record* out,
-                uint64_t* resume_lsn) {
+int next_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, uint64_t expected,
+                Record* out, uint64_t* resume_lsn) {
     *resume_lsn = 0;
     if (check_record(buf, len, pos, seed, out) && out->lsn == expected)
         return out->kind == KIND_SEAL ? NEXT_SEAL : NEXT_RECORD;
@@ -166,12 +169,14 @@ Segment::~Segment() {
 
 Writer::~Writer() { close(); }
 
-int Writer::open(const std::string& dir, uint64_t seed, int mode, uint64_t segment_bytes, uint64_t first_lsn,
-                 uint64_t durable) {
+int Writer::open(const std::string& dir, uint64_t seed, int mode, uint64_t segment_bytes,
+                 uint64_t first_lsn, uint64_t durable) {
     std::lock_guard<std::mutex> lk(mu_);
     if (!closed_) return EBUSY;
-    if (mode < MODE_NEVER || mode > MODE_ALWAYS || first_lsn == 0 || durable >= first_lsn) return EINVAL;
-    if (segment_bytes < SEGMENT_HEADER_SIZE + 2 * RECORD_HEADER_SIZE || segment_bytes > (uint64_t{1} << 40))
+    if (mode < MODE_NEVER || mode > MODE_ALWAYS || first_lsn == 0 || durable >= first_lsn)
+        return EINVAL;
+    if (segment_bytes < SEGMENT_HEADER_SIZE + 2 * RECORD_HEADER_SIZE ||
+        segment_bytes > (uint64_t{1} << 40))
         return EINVAL;
     dir_ = dir;
     seed_ = seed;
@@ -210,7 +215,8 @@ int Writer::create_segment(uint64_t first_lsn, size_t size, std::shared_ptr<Segm
         // ~0.15-0.4 ms for overwriting written blocks).  As PostgreSQL does.
         static const std::vector<uint8_t> zeros(kZeroChunk, 0);
         for (size_t off = 0; off < size; off += kZeroChunk) {
-            rc = write_all(fd, zeros.data(), std::min(kZeroChunk, size - off), static_cast<off_t>(off));
+            rc = write_all(fd, zeros.data(), std::min(kZeroChunk, size - off),
+                           static_cast<off_t>(off));
             if (rc) return fail(rc);
         }
     }
@@ -258,7 +264,8 @@ int Writer::sync_segment(Segment& seg) {
 int Writer::flush_locked() {
     if (pending_.empty()) return 0;
     Segment& seg = *seg_;
-    int rc = write_all(seg.fd, pending_.data(), pending_.size(), static_cast<off_t>(seg.used - pending_.size()));
+    int rc = write_all(seg.fd, pending_.data(), pending_.size(),
+                       static_cast<off_t>(seg.used - pending_.size()));
     if (rc) {  // what reached the page cache is unknown: the journal must be reopened
         error_ = rc;
         advanced_locked();
@@ -314,7 +321,8 @@ int Writer::rotate_locked(size_t need) {
     rc = create_segment(next_lsn_, size, &next);
     if (rc) return rc;  // e.g. ENOSPC: the active segment stays, nothing appended
     rc = seal_locked(*old, false);
-    (void)rc;  // a seal that did not reach the disk only costs damage detection at the end of the segment
+    (void)rc;  // a seal that did not reach the disk only costs damage detection at the end of the
+               // segment
     seg_ = std::move(next);
     return 0;
 }
@@ -345,11 +353,13 @@ int Writer::frame_locked(const uint8_t* data, uint32_t len, uint16_t kind, bool 
     }
     seg->used += need;
     ++next_lsn_;
-    if (pending_.size() >= kPendingFlush) flush_locked();  // a failure is sticky: the next wait reports it
+    if (pending_.size() >= kPendingFlush)
+        flush_locked();  // a failure is sticky: the next wait reports it
     return 0;
 }
 
-int Writer::append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn, bool may_rotate) {
+int Writer::append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn,
+                   bool may_rotate) {
     std::lock_guard<std::mutex> lk(mu_);
     int rc = frame_locked(data, len, kind, may_rotate);
     if (rc) return rc;
@@ -550,7 +560,8 @@ void Writer::request_sync() {
 
 void Writer::add_notify_fd(int fd) {
     std::lock_guard<std::mutex> lk(mu_);
-    if (std::find(notify_fds_.begin(), notify_fds_.end(), fd) == notify_fds_.end()) notify_fds_.push_back(fd);
+    if (std::find(notify_fds_.begin(), notify_fds_.end(), fd) == notify_fds_.end())
+        notify_fds_.push_back(fd);
 }
 
 void Writer::remove_notify_fd(int fd) {

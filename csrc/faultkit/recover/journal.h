@@ -48,7 +48,13 @@ struct SegmentHeader {
     uint64_t first_lsn = 0;
 };
 
-enum HeaderStatus : int { HEADER_OK = 0, HEADER_SHORT = 1, HEADER_MAGIC = 2, HEADER_VERSION = 3, HEADER_CHECKSUM = 4 };
+enum HeaderStatus : int {
+    HEADER_OK = 0,
+    HEADER_SHORT = 1,
+    HEADER_MAGIC = 2,
+    HEADER_VERSION = 3,
+    HEADER_CHECKSUM = 4
+};
 
 void write_segment_header(uint8_t* out, uint64_t journal_id, uint64_t first_lsn);
 // Parses the 64-byte header at `p` (`n` bytes available).  HEADER_VERSION:
@@ -65,16 +71,16 @@ struct Record {
     uint32_t length = 0;
     uint16_t kind = 0;
     size_t payload = 0;  // offset of the payload in the segment
-    size_t frame = 0;    // bytes the whole frame takes
+    size_t frame = 0;  // bytes the whole frame takes
 };
 
 // Whether a valid record (header check, bounds, checksum) starts at `pos`.
 bool check_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, Record* out);
 
 enum NextStatus : int {
-    NEXT_RECORD = 0,   // *out is the record with the expected LSN
-    NEXT_SEAL = 1,     // the segment's seal: it ends here
-    NEXT_END = 2,      // no valid record here and no later record proves damage: a torn or empty tail
+    NEXT_RECORD = 0,  // *out is the record with the expected LSN
+    NEXT_SEAL = 1,  // the segment's seal: it ends here
+    NEXT_END = 2,  // no valid record here and no later record proves damage: a torn or empty tail
     NEXT_DAMAGED = 3,  // no valid record here, but a later one proves this one was durable
 };
 
@@ -83,14 +89,14 @@ enum NextStatus : int {
 // >= expected and whose durable field is >= expected: one written after the
 // missing record had been made durable, which a torn tail cannot produce.
 // `*resume_lsn` then gets the highest such record's lsn + 1.
-int next_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, uint64_t expected, Record* out,
-                uint64_t* resume_lsn);
+int next_record(const uint8_t* buf, size_t len, size_t pos, uint64_t seed, uint64_t expected,
+                Record* out, uint64_t* resume_lsn);
 
 struct Segment {
     int fd = -1;
     uint8_t* map = nullptr;  // never mode only
-    size_t size = 0;   // the file's preallocated size (bytes)
-    size_t used = 0;   // bytes framed so far, header included (durable modes: some may be pending)
+    size_t size = 0;  // the file's preallocated size (bytes)
+    size_t used = 0;  // bytes framed so far, header included (durable modes: some may be pending)
     uint64_t first_lsn = 0;
     std::string path;
     ~Segment();
@@ -102,7 +108,7 @@ struct Segment {
 // dirty pages it failed to write: the journal must be reopened and recovered).
 // Every function returns 0 or an errno value.
 class Writer {
-  public:
+public:
     Writer() = default;
     ~Writer();
     Writer(const Writer&) = delete;
@@ -110,17 +116,19 @@ class Writer {
 
     // Starts a new segment in `dir` whose first record gets `first_lsn`;
     // `durable` = the LSN up to which earlier segments are known durable.
-    int open(const std::string& dir, uint64_t seed, int mode, uint64_t segment_bytes, uint64_t first_lsn,
-             uint64_t durable);
+    int open(const std::string& dir, uint64_t seed, int mode, uint64_t segment_bytes,
+             uint64_t first_lsn, uint64_t durable);
     // Frames one record; *lsn gets its LSN.  EBADF when closed; ENOSPC etc.
     // from a rotation that could not create its segment (nothing appended).
     // With may_rotate false, returns WOULD_ROTATE instead of rotating (so a
     // caller holding a lock of its own, e.g. the GIL, can drop it first).
-    int append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn, bool may_rotate = true);
+    int append(const uint8_t* data, uint32_t len, uint16_t kind, uint64_t* lsn,
+               bool may_rotate = true);
     // Frames n records with consecutive LSNs under one lock; *last gets the
     // last one's LSN.  Stops at the first failure (records before it stay
     // appended: *last says how far it got, 0 if none).
-    int append_many(const uint8_t* const* data, const uint32_t* lens, size_t n, uint16_t kind, uint64_t* last);
+    int append_many(const uint8_t* const* data, const uint32_t* lens, size_t n, uint16_t kind,
+                    uint64_t* last);
     // Blocks until `lsn` is durable in the writer's mode (never: returns at once).
     int wait_durable(uint64_t lsn);
     // Makes every appended record durable whatever the mode.
@@ -148,7 +156,7 @@ class Writer {
     uint64_t syncs();  // fdatasync calls made so far (group commit shares them)
     int error();
 
-  private:
+private:
     int rotate_locked(size_t need);
     int create_segment(uint64_t first_lsn, size_t size, std::shared_ptr<Segment>* out);
     int seal_locked(Segment& seg, bool sync);

@@ -41,11 +41,11 @@ struct ScanArg {  // struct pm_scan_arg
 };
 static_assert(sizeof(ScanArg) == 96, "pm_scan_arg is 96 bytes");
 constexpr unsigned long kPagemapScan = _IOWR('f', 16, ScanArg);  // PAGEMAP_SCAN
-constexpr uint64_t kScanWpMatching = 1u << 0;                     // PM_SCAN_WP_MATCHING
-constexpr uint64_t kScanCheckWpAsync = 1u << 1;                   // PM_SCAN_CHECK_WPASYNC
-constexpr uint64_t kPageIsWritten = 1u << 1;                      // PAGE_IS_WRITTEN
-constexpr uint64_t kPageIsPresent = 1u << 3;                      // PAGE_IS_PRESENT
-constexpr size_t kRegions = 512;                                  // output records per scan call
+constexpr uint64_t kScanWpMatching = 1u << 0;  // PM_SCAN_WP_MATCHING
+constexpr uint64_t kScanCheckWpAsync = 1u << 1;  // PM_SCAN_CHECK_WPASYNC
+constexpr uint64_t kPageIsWritten = 1u << 1;  // PAGE_IS_WRITTEN
+constexpr uint64_t kPageIsPresent = 1u << 3;  // PAGE_IS_PRESENT
+constexpr size_t kRegions = 512;  // output records per scan call
 
 int err_or(int fallback) { return errno ? errno : fallback; }
 
@@ -94,12 +94,14 @@ bool private_anonymous(uint64_t start, uint64_t end) {
     const char* p = maps.data();
     const char* const stop = p + maps.size();
     while (p < stop && covered < end) {
-        const char* eol = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(stop - p)));
+        const char* eol =
+            static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(stop - p)));
         if (!eol) eol = stop;
         // "lo-hi perms offset dev inode path"
         uint64_t lo, hi, offset;
         const char* q = p;
-        bool ok = parse_hex(q, eol, lo) && q < eol && *q++ == '-' && parse_hex(q, eol, hi) && q < eol && *q++ == ' ';
+        bool ok = parse_hex(q, eol, lo) && q < eol && *q++ == '-' && parse_hex(q, eol, hi) &&
+                  q < eol && *q++ == ' ';
         if (ok && hi > covered && lo < end) {
             if (lo > covered) return false;  // a gap
             ok = eol - q >= 5 && q[0] == 'r' && q[1] == 'w' && q[3] == 'p' && q[4] == ' ';
@@ -133,7 +135,8 @@ WriteTracker::WriteTracker() noexcept : pid_(::getpid()) {
         reason_ = "out of memory";
         return;
     }
-    int fd = static_cast<int>(::syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    int fd =
+        static_cast<int>(::syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
     if (fd < 0) {
         reason_ = std::string("userfaultfd: ") + std::strerror(errno);
         return;
@@ -201,7 +204,8 @@ void WriteTracker::close() noexcept {
     if (forked()) {
         ranges_.clear();  // another process's registrations: not ours to touch
     } else {
-        while (!ranges_.empty()) disarm(ranges_.back().start, ranges_.back().end - ranges_.back().start);
+        while (!ranges_.empty())
+            disarm(ranges_.back().start, ranges_.back().end - ranges_.back().start);
     }
     if (uffd_ >= 0) ::close(uffd_);
     if (pagemap_ >= 0) ::close(pagemap_);
@@ -231,7 +235,8 @@ bool WriteTracker::owned() noexcept {
     if (uffd_ < 0) return false;
     FileId u, p;
     const bool uffd_ok = identify(uffd_, u) && u.dev == uffd_id_.dev && u.ino == uffd_id_.ino;
-    const bool pm_ok = identify(pagemap_, p) && p.dev == pagemap_id_.dev && p.ino == pagemap_id_.ino;
+    const bool pm_ok =
+        identify(pagemap_, p) && p.dev == pagemap_id_.dev && p.ino == pagemap_id_.ino;
     if (uffd_ok && pm_ok) return true;
     if (uffd_ok) {  // still ours: release our registrations, as close() would
         for (const Range& r : ranges_) {
@@ -257,7 +262,8 @@ bool WriteTracker::page_range(uint64_t addr, uint64_t len, Range& r) const noexc
 
 ptrdiff_t WriteTracker::find(const Range& r) const noexcept {
     for (size_t i = 0; i < ranges_.size(); ++i)
-        if (ranges_[i].start == r.start && ranges_[i].end == r.end) return static_cast<ptrdiff_t>(i);
+        if (ranges_[i].start == r.start && ranges_[i].end == r.end)
+            return static_cast<ptrdiff_t>(i);
     return -1;
 }
 
@@ -305,12 +311,15 @@ int WriteTracker::arm(uint64_t addr, uint64_t len) {
     return e;
 }
 
-int WriteTracker::collect(uint64_t addr, uint64_t len, uint64_t chunk, uint8_t* dirty, uint64_t n_dirty) {
+int WriteTracker::collect(uint64_t addr, uint64_t len, uint64_t chunk, uint8_t* dirty,
+                          uint64_t n_dirty) {
     if (!available()) return ENOTSUP;
     if (forked()) return ECHILD;
     if (!owned()) return EBADF;
     Range r;
-    if (!page_range(addr, len, r) || chunk == 0 || dirty == nullptr || n_dirty != (len - 1) / chunk + 1) return EINVAL;
+    if (!page_range(addr, len, r) || chunk == 0 || dirty == nullptr ||
+        n_dirty != (len - 1) / chunk + 1)
+        return EINVAL;
     ptrdiff_t at = find(r);
     if (at < 0) return ENOENT;
     const uint64_t lo_addr = addr, hi_addr = addr + len;
@@ -344,7 +353,9 @@ int WriteTracker::collect(uint64_t addr, uint64_t len, uint64_t chunk, uint8_t* 
             }
             uint64_t a = rs > lo_addr ? rs : lo_addr, b = re < hi_addr ? re : hi_addr;
             if (a >= b) continue;  // page-rounding slack outside the caller's bytes
-            for (uint64_t k = (a - lo_addr) / chunk, last = (b - 1 - lo_addr) / chunk; k <= last; ++k) dirty[k] = 1;
+            for (uint64_t k = (a - lo_addr) / chunk, last = (b - 1 - lo_addr) / chunk; k <= last;
+                 ++k)
+                dirty[k] = 1;
         }
         if (arg.walk_end <= s || arg.walk_end > r.end) {  // no progress, or past the range
             disarm(addr, len);
