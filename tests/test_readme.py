@@ -65,3 +65,18 @@ def test_readme_examples_pass_mypy_strict(tmp_path):
                            *sorted(p.name for p in tmp_path.glob("example_*.py"))],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_headline_block_is_generated_from_the_recorded_run():
+    # The README's ratios are never typed by hand: tools/headlines.py writes them from
+    # the committed bench run, and this fails if the two drift apart.
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import headlines
+    finally:
+        sys.path.pop(0)
+    doc = json.loads((ROOT / "docs" / "bench-quick.json").read_text())
+    assert headlines.render(README.read_text(), doc) == README.read_text()
