@@ -17,7 +17,6 @@ from recover_format_ref import frame, varint
 
 FIRST = "ckpt-000000000001.fkc"
 NEWER = "ckpt-000000000099.fkc"
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 
 
 def one_good(d) -> None:
@@ -170,7 +169,7 @@ def test_an_unreadable_entry_is_skipped_with_a_warning(tmp_path):
         for p in (tmp_path, tmp_path.parent, tmp_path.parent.parent):
             if str(p).startswith("/tmp/"):
                 os.chmod(p, os.stat(p).st_mode | 0o711)
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)  # the same faultkit as this process: installed, or on its PYTHONPATH
     r = subprocess.run([sys.executable, "-c", _UNREADABLE, str(d)], capture_output=True, text=True, timeout=120,
                        env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -318,7 +317,7 @@ _DEEP = textwrap.dedent("""
 
 @pytest.mark.parametrize("kib", [128, 256, 512, 8192])
 def test_deep_nesting_in_a_small_stack_thread_is_a_value_error_not_a_crash(kib):
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)  # the same faultkit as this process: installed, or on its PYTHONPATH
     r = subprocess.run([sys.executable, "-c", _DEEP, str(kib * 1024)], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 0, f"crashed (rc {r.returncode}): {r.stderr[-2000:]}"
