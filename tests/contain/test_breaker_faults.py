@@ -2,6 +2,7 @@
 stale half-open trials, open -> half-open without a call, time limits that
 count, the decorator's cost path, lifetime counters."""
 import asyncio
+import sys
 
 import pytest
 
@@ -311,6 +312,7 @@ def test_a_block_limit_bounds_a_whole_retry_loop():
                         await asyncio.sleep(0.001)
         # The task is usable afterwards: no cancel request is left behind.
         await asyncio.sleep(0)
-        assert asyncio.current_task().cancelling() == 0
+        if sys.version_info >= (3, 11):  # cancel requests are counted from 3.11
+            assert asyncio.current_task().cancelling() == 0
     asyncio.run(main())
     assert len(attempts) >= 1000

@@ -66,6 +66,7 @@ cdef extern from *:
        `offset` bytes into the instance, with no StopIteration raised (the
        interpreter's SEND goes through PyIter_Send, which prefers am_send). */
     static Py_ssize_t faultkit_ready_offset = 0;
+#if PY_VERSION_HEX >= 0x030A0000  /* am_send is 3.10+; 3.9 awaits through __next__ */
     static PySendResult faultkit_ready_send(PyObject* iter, PyObject* arg, PyObject** result) {
         PyObject* v = *(PyObject**)((char*)iter + faultkit_ready_offset);
         (void)arg;
@@ -73,14 +74,17 @@ cdef extern from *:
         *result = v;
         return PYGEN_RETURN;
     }
+#endif
     static int faultkit_enable_send(PyTypeObject* type, Py_ssize_t offset) {
         if (type->tp_as_async == NULL) {
             PyErr_SetString(PyExc_ImportError, "faultkit: awaitable type without tp_as_async");
             return -1;
         }
         faultkit_ready_offset = offset;
+#if PY_VERSION_HEX >= 0x030A0000
         type->tp_as_async->am_send = faultkit_ready_send;
         PyType_Modified(type);
+#endif
         return 0;
     }
     """

@@ -49,7 +49,8 @@ class _Limit:
         if task is None:
             raise RuntimeError("TimeLimiter needs a running asyncio task")
         self._task = task
-        self._cancelling = task.cancelling()
+        # Task.cancelling/uncancel are 3.11+; before, an expired limit owns the cancel.
+        self._cancelling = task.cancelling() if hasattr(task, "cancelling") else 0
         self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire)
         return self
 
@@ -58,7 +59,8 @@ class _Limit:
         if self._expired:
             # Take our cancel request back (as asyncio.timeout does); the
             # CancelledError is ours unless the caller cancelled too.
-            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            left = self._task.uncancel() if hasattr(self._task, "uncancel") else 0
+            if left <= self._cancelling and exc_type is asyncio.CancelledError:
                 raise TimeoutError(f"time limit of {self._timeout} s exceeded") from exc
         return False
 
