@@ -17,6 +17,7 @@ import tempfile
 from Cython.Build import cythonize
 from pybind11.setup_helpers import Pybind11Extension
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("SANITIZE", "") not in ("", "0")
@@ -119,7 +120,22 @@ if have_openssl3():
     _recv.libraries = ["crypto"]
     PYBIND_EXTENSIONS.append(_recv)
 
+
+class ParallelBuildExt(build_ext):
+    """build_ext that compiles the extensions one per CPU unless ``-j`` says otherwise.
+
+    pip and ``python -m build`` never pass ``-j``; serial builds made every CI
+    round trip (one per interpreter) pay the whole compile on one core.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+
 setup(
+    cmdclass={"build_ext": ParallelBuildExt},
     ext_modules=cythonize(
         CYTHON_EXTENSIONS,
         include_path=["src"],
@@ -130,6 +146,8 @@ setup(
         compiler_directives={"language_level": "3", "embedsignature": True,
                              "embedsignature.format": "clinic", "binding": False},
         build_dir="build/cython",  # generated C++ stays out of src/
+        # Processes, forked: spawn (macOS, Windows) would re-run this script.
+        nthreads=(os.cpu_count() or 1) if LINUX else 0,
         gdb_debug=DEBUG,
     )
     + PYBIND_EXTENSIONS,
