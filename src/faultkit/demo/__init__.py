@@ -1,4 +1,5 @@
-"""``faultkit demo``: a replicated key-value service on real processes, faults injected under load, and the proof that no acknowledged write was lost.
+"""``faultkit demo``: a replicated key-value service on real processes, faults under load,
+and the proof that no acknowledged write was lost.
 
 The parts, one purpose each (docs/demo.md walks through them):
 
@@ -92,7 +93,7 @@ class Options:
         from faultkit.demo.common import Layout  # noqa: F401 - cheap import check of the package
         from faultkit.demo.faults import parse_faults
         names = [f"w{i}" for i in range(self.workers)]
-        rack_of = lambda n: f"r{int(n[1:]) * self.racks // self.workers}"  # noqa: E731 - Layout.rack
+        rack_of = lambda n: f"r{int(n[1:]) * self.racks // self.workers}"  # Layout.rack
         self.schedule = parse_faults(self.faults, duration=self.duration, workers=names,
                                      racks=[f"r{i}" for i in range(self.racks)], seed=self.seed, rack_of=rack_of)
         return self
@@ -126,14 +127,14 @@ def run(opts: Options, out=None) -> dict:
             cfg["store"] = f"{opts.store.rstrip('/')}/demo-{run_id}"
             so: dict = {"lease_duration": 3.0}
             if opts.s3_endpoint:
-                so["endpoint"] = opts.s3_endpoint.rstrip("/")
-                so["config"] = {"allow_http": "true"} if opts.s3_endpoint.startswith("http:") else {}
+                so["endpoint"] = opts.s3_endpoint.rstrip("/")  # credentials: the usual AWS_* variables
             cfg["store_options"] = so
         config_path = os.path.join(tmp, "config.json")
         with open(config_path, "w") as f:
             json.dump(cfg, f)
         sup = Supervisor(config_path, tmp)
-        result = asyncio.run(_main(opts, layout, cfg, sup, out or rep.Progress(sys.stderr if opts.json else sys.stdout)))
+        progress = out or rep.Progress(sys.stderr if opts.json else sys.stdout)
+        result = asyncio.run(_main(opts, layout, cfg, sup, progress))
     finally:
         if sup is not None:
             leftover = sup.reap_all(grace=0.0)
@@ -173,7 +174,8 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
         membership = fk.StaticMembership(layout.members())
     node = fk.Node("front", key=bytes.fromhex(cfg["key"]), membership=membership,
                    bind=f"127.0.0.1:{layout.udp['front']}", domain=layout.path("front"),
-                   interval=opts.interval, detector=make_detector(opts.detector, opts.interval))
+                   interval=opts.interval, detector=make_detector(opts.detector, opts.interval),
+                   hold_restarted=True)
     await node.start()
     # The demo's time scale is seconds, not minutes: an ejected worker gets
     # trial traffic after 2 s (Envoy's default: 30 s), and a rack isolated
@@ -203,7 +205,8 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
                 break
             dead = [w for w in layout.names if sup.procs[w].poll() is not None]
             if dead:
-                raise RuntimeError(f"worker(s) {dead} exited at start: see their logs (--keep)")
+                tail = sup.log_tail(dead[0])
+                raise RuntimeError(f"worker(s) {dead} exited at start; {dead[0]}'s log ends:\n{tail}")
             await asyncio.sleep(0.1)
         else:
             raise RuntimeError(f"the cluster did not come up within 60 s: {node.view()}")
@@ -297,6 +300,9 @@ def main(opts: Options) -> int:
     except KeyboardInterrupt:
         print("faultkit demo: interrupted; every worker process was killed", file=sys.stderr)
         return 130
+    except (RuntimeError, OSError) as e:
+        print(f"faultkit demo: {e}", file=sys.stderr)
+        return 1
     if opts.json:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:

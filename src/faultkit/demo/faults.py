@@ -1,4 +1,5 @@
-"""The fault schedule and the process supervisor: starts, kills, pauses, restarts and finally reaps every worker process."""
+"""The fault schedule and the process supervisor: starts, kills, pauses, restarts and finally
+reaps every worker process."""
 from __future__ import annotations
 
 import asyncio
@@ -161,6 +162,16 @@ class Supervisor:
         while p.poll() is None and time.monotonic() < end:
             await asyncio.sleep(0.01)
         return p.poll()
+
+    def log_tail(self, name: str, size: int = 1500) -> str:
+        """The end of worker ``name``'s log (its stderr)."""
+        try:
+            with open(os.path.join(self.log_dir, f"{name}.log"), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - size))
+                return f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return f"(no log: {e})"
 
     def running(self) -> list:
         return [p.pid for p in self.all if p.poll() is None]

@@ -1,4 +1,5 @@
-"""The front end: routes each key's writes to its replicas in three racks and its reads to an in-sync replica, through a breaker per worker, retries within a deadline and hedged reads.
+"""The front end: routes each key's writes to its replicas in three racks and its reads to an
+in-sync replica, through a breaker per worker, retries within a deadline and hedged reads.
 
 Correctness (docs/demo.md): every write gets a version from one counter;
 workers keep the highest version per key.  A write is acknowledged once
@@ -71,18 +72,21 @@ class Router:
         self._versions = itertools.count(1)
         self.behind: dict = {}       # (worker, partition) -> lowest version it may lack
         self.gen: dict = {}          # (worker, partition) -> misses recorded so far
-        self.held: set = set()       # restarted workers not yet caught up (also held in the Node's cluster)
+        self.held: set = set()       # workers not (yet, or again after a restart) ready: no reads
         self.incarnation: dict = {}  # worker -> incarnation its answers carry
         self.syncing: set = set()    # (worker, partition) with a sync request in flight
+        self.recoveries: list = []   # (t, worker, what its status said) when a restarted worker is released
         self.stats = dict.fromkeys(("rpc", "rpc_failed", "syncs", "sync_failed", "hedges"), 0)
         node.add_listener(self._on_event)
+        for w in layout.names:   # no reads until a worker said it is ready (its first status)
+            self._hold(w, "not heard yet")
 
     # ---- what the Node and the answers tell us ------------------------------
     def _on_event(self, ev: fk.Event) -> None:
         if ev.name not in self.conns:
             return
         self.signal(self.clock(), ev.name, f"node {ev.new}")
-        if ev.new == "restarted":
+        if ev.new == "restarted":  # the Node (hold_restarted=True) holds it already
             self._hold(ev.name, "Node: higher incarnation")
 
     def _hold(self, w: str, why: str) -> None:
@@ -90,7 +94,7 @@ class Router:
         if w not in self.held:
             self.held.add(w)
             try:
-                self.node.cluster.hold(w)
+                self.node.hold(w)
             except KeyError:  # etcd membership: not a member right now
                 pass
 
@@ -156,14 +160,19 @@ class Router:
             self.signal(self.clock(), w, "ejected")
 
     # ---- writes ----------------------------------------------------------------
-    async def put(self, key: str, val: Any) -> int:
+    def new_version(self) -> int:
+        """The next write version (one counter: versions order all writes)."""
+        return next(self._versions)
+
+    async def put(self, key: str, val: Any, *, version: Optional[int] = None) -> int:
         """Store ``key = val`` on its replicas; returns the version once acknowledged.
 
-        ``WriteFailed`` (with the version) if WRITE_QUORUM replicas could not
-        journal it within WRITE_DEADLINE: not acknowledged, may or may not
-        be visible later."""
+        ``version`` (default: :meth:`new_version`) lets the caller know it
+        before the write goes out.  ``WriteFailed`` (with the version) if
+        WRITE_QUORUM replicas could not journal it within WRITE_DEADLINE: not
+        acknowledged, may or may not be visible later."""
         p = partition_of(key)
-        ver = next(self._versions)
+        ver = self.new_version() if version is None else version
         msg = {"op": "put", "p": p, "k": key, "ver": ver, "val": val}
         try:
             await self.write_retry.call(self._put_all, p, ver, msg)
@@ -273,10 +282,11 @@ class Router:
         if st.get("ready") and w in self.held:
             self.held.discard(w)
             try:
-                self.node.cluster.release(w)
+                self.node.release(w)
             except KeyError:
                 pass
             self.signal(self.clock(), w, "released")
+            self.recoveries.append((self.clock(), w, {k: st.get(k) for k in ("recovered", "synced")}))
 
     async def status(self, w: str, timeout: float = 1.0) -> Optional[dict]:
         try:

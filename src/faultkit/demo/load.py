@@ -1,4 +1,5 @@
-"""The load generator: writes and reads keys at a bounded rate, remembers every acknowledged write, and checks each read and the final read-back against them."""
+"""The load generator: writes and reads keys at a bounded rate, remembers every acknowledged
+write, and checks each read and the final read-back against them."""
 from __future__ import annotations
 
 import asyncio
@@ -84,8 +85,11 @@ class Load:
             t = asyncio.ensure_future(coro)
             tasks.add(t)
             t.add_done_callback(tasks.discard)
-        if tasks:
+        if tasks:  # bounded: what is still running after 5 s is cancelled (not acknowledged)
             await asyncio.wait(tasks, timeout=5.0)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def write(self, key: str) -> None:
         self.inflight += 1
@@ -93,13 +97,13 @@ class Load:
         self._seq += 1
         val = f"{key}/{self._seq}"
         t = self.clock()
+        ver = self.router.new_version()
+        self.attempted[(key, ver)] = val  # before it goes out: it may land even if never acknowledged
         try:
-            ver = await self.router.put(key, val)
-        except WriteFailed as e:
-            self.attempted[(key, e.version)] = val
+            await self.router.put(key, val, version=ver)
+        except WriteFailed:
             self._bucket(t).write_errors += 1
         else:
-            self.attempted[(key, ver)] = val
             if ver > self.acked.get(key, (0,))[0]:
                 self.acked[key] = (ver, val)
             s = self._bucket(t)

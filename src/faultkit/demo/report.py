@@ -1,4 +1,5 @@
-"""What the demo shows: the live progress line, the final timeline and tables, the JSON report and the plot."""
+"""What the demo shows: the live progress line, the final timeline and tables, the JSON report
+and the plot."""
 from __future__ import annotations
 
 import sys
@@ -56,6 +57,10 @@ def _pct(xs: list, q: float) -> Optional[float]:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def _dash(x: Any) -> Any:
+    return "-" if x is None else x
+
+
 def _ms(x: Optional[float]) -> Optional[float]:
     return None if x is None else round(1000 * x, 2)
 
@@ -63,7 +68,7 @@ def _ms(x: Optional[float]) -> Optional[float]:
 def build(opts: Any, layout: Any, node: Any, router: Any, load: Any, faults: list, timeline: list,
           t0: float, verdict: dict, audit: dict, settled: float) -> dict:
     """The machine-readable report (``--json``); :func:`text` and :func:`plot` read it."""
-    rel = lambda t: None if t is None else round(t - t0, 3)  # noqa: E731
+    rel = lambda t: None if t is None else round(t - t0, 3)
     series = [{"t": i, "writes": s.writes, "write_errors": s.write_errors, "reads": s.reads,
                "read_errors": s.read_errors, "stale_reads": s.stale,
                "p50_ms": _ms(_pct(s.lat, 0.5)), "p99_ms": _ms(_pct(s.lat, 0.99))}
@@ -72,9 +77,11 @@ def build(opts: Any, layout: Any, node: Any, router: Any, load: Any, faults: lis
     for f in faults:
         d = detection(f)
         first_by: dict = {}
-        for t, w, what in f.signals:
+        for t, _w, what in f.signals:
             first_by.setdefault(what, round(t - f.injected, 3))
-        fl.append({"kind": f.kind, "what": KINDS[f.kind], "target": f.target, "workers": f.workers,
+        rec = [r for t, w, r in router.recoveries if w in f.workers and t >= f.injected
+               and (f.routable is None or t <= f.routable + 0.5)]
+        fl.append({"recovered": rec, "kind": f.kind, "what": KINDS[f.kind], "target": f.target, "workers": f.workers,
                    "at": rel(f.injected), "restarted_at": rel(f.restarted),
                    "detected_at": rel(d[0]) if d else None,
                    "detection_s": round(d[0] - f.injected, 3) if d else None,
@@ -95,7 +102,7 @@ def build(opts: Any, layout: Any, node: Any, router: Any, load: Any, faults: lis
                        "stale_reads": sum(s.stale for s in rows),
                        "ops_per_s": round(sum(s.writes + s.reads for s in rows) / span, 1),
                        "p50_ms": _ms(_pct(lat, 0.5)), "p99_ms": _ms(_pct(lat, 0.99))})
-    total = lambda k: sum(getattr(s, k) for s in load.seconds)  # noqa: E731
+    total = lambda k: sum(getattr(s, k) for s in load.seconds)
     return {
         "acknowledged_writes": total("writes"),
         "keys_with_acknowledged_writes": len(load.acked),
@@ -125,13 +132,18 @@ def text(r: dict) -> str:
         out.append(f"  {name:<13}{f['at']:>7.2f}  {det:<22}{after:>7}  {f['keys_moved']:>10}  {back:>14}")
         sig = ", ".join(f"{k} +{v:.2f}" for k, v in sorted(f["signals"].items(), key=lambda kv: kv[1]))
         out.append(f"  {'':<13}{'':>7}  signals: {sig or '-'}")
+        for rec in f.get("recovered", []):
+            r_, s_ = rec.get("recovered") or {}, rec.get("synced") or {}
+            out.append(f"  {'':<13}{'':>7}  restarted with checkpoint {r_.get('checkpoint')} + {r_.get('records')} "
+                       f"journal records ({r_.get('keys')} keys), then pulled {s_.get('pulled')} newer entries "
+                       f"from its peers")
     out += ["", "Phases:",
             f"  {'phase':<14}{'from':>6}{'to':>6}{'ops/s':>8}{'writes':>8}{'failed':>7}{'reads':>8}{'failed':>7}"
             f"{'stale':>6}{'p50 ms':>8}{'p99 ms':>8}"]
     for p in r["phases"]:
         out.append(f"  {p['phase']:<14}{p['from_s']:>6.1f}{p['to_s']:>6.1f}{p['ops_per_s']:>8.1f}{p['writes']:>8}"
                    f"{p['write_errors']:>7}{p['reads']:>8}{p['read_errors']:>7}{p['stale_reads']:>6}"
-                   f"{p['p50_ms'] if p['p50_ms'] is not None else '-':>8}{p['p99_ms'] if p['p99_ms'] is not None else '-':>8}")
+                   f"{_dash(p['p50_ms']):>8}{_dash(p['p99_ms']):>8}")
     a = r["audit"]["replicas_holding_each_acknowledged_write"]
     out += ["", f"acknowledged writes: {r['acknowledged_writes']} ({r['keys_with_acknowledged_writes']} keys); "
             f"failed writes (never acknowledged): {r['failed_writes']}; reads: {r['reads']} "
@@ -173,7 +185,8 @@ def plot(r: dict, path: str) -> None:
         ax1.annotate(f"{f['kind']} {f['target']}", (f["at"], 1.0), xycoords=("data", "axes fraction"),
                      fontsize=8, rotation=0, va="bottom", ha="left")
     fig.suptitle(f"faultkit demo: {r['acknowledged_writes']} acknowledged writes, "
-                 f"lost acknowledged writes: {r['lost_acknowledged_writes']}", fontsize=10)
+                 f"lost acknowledged writes: {r['lost_acknowledged_writes']}\n"
+                 "dashed: a fault injected; shaded: until its workers were routable and in sync again", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,4 +1,5 @@
-"""One worker process: a ``faultkit.Node`` plus a TCP key-value server whose writes are journaled before they are acknowledged.
+"""One worker process: a ``faultkit.Node`` plus a TCP key-value server whose writes are
+journaled before they are acknowledged.
 
 Run by the demo's supervisor as ``python -m faultkit.demo.worker NAME CONFIG.json``.
 State: per partition ``{key: [version, value]}``, last writer wins by version.
@@ -149,7 +150,7 @@ class Worker:
         none of whose peers answers within a few tries is left to the front
         end, which knows from its own records what this worker missed."""
         todo = self.layout.partitions_of(self.name)
-        for attempt in range(5):
+        for _ in range(5):
             left = []
             for p in todo:
                 peers = [("127.0.0.1", self.layout.tcp[w]) for w in self.layout.placement(p) if w != self.name]
