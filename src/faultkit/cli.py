@@ -35,7 +35,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     opts = Options(workers=args.workers, racks=args.racks, duration=args.duration, rate=args.rate,
                    faults=args.faults, detector=args.detector, interval=args.interval,
                    membership=args.membership, store=args.store, s3_endpoint=args.s3_endpoint,
-                   keys=args.keys, seed=args.seed, json=args.json, plot=args.plot, keep=args.keep)
+                   keys=args.keys, seed=args.seed, json=args.json, plot=args.plot, keep=args.keep,
+                   unsafe=args.unsafe)
     try:
         opts.check()
     except (TypeError, ValueError) as e:
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report instead of the tables")
     p.add_argument("--plot", metavar="FILE.png", help="draw throughput and latency with the faults (matplotlib)")
     p.add_argument("--keep", action="store_true", help="keep the data directory and worker logs")
+    p.add_argument("--unsafe", action="store_true",
+                   help="acknowledge writes before journaling them and skip every catch-up: shows what the "
+                        "read-back catches (lost writes, exit status 1)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("tour", help="tour the library's API with real calls")

@@ -37,6 +37,7 @@ def check_report(r, *, min_acked):
     fast = next(f for f in rep["faults"] if f["kind"] == "fast")
     assert "node restarted" in fast["signals"] or "reply incarnation" in fast["signals"], fast
     assert rep["leftover_processes"] == []
+    assert rep["unexpected_exits"] == []      # no worker crashed: every exit was a fault's
     pids = [pid for ps in rep["worker_pids"].values() for pid in ps]
     assert len(pids) >= 6 + 2 + 1 + 1 + 1    # 6 first lives, 2 rack restarts, kill, fast, stop
     for pid in pids:                         # every worker process is gone (none is our child now)
@@ -118,3 +119,15 @@ def test_fault_schedule_default_none_and_explicit():
     assert [(f.kind, f.at, f.target) for f in e] == [("kill", 2.0, "w0"), ("pause", 9.0, "w5")]
     with pytest.raises(ValueError, match="too close"):
         parse_faults("default", duration=12, **kw)
+
+
+@pytest.mark.slow
+def test_unsafe_demo_loses_writes_and_says_so():
+    """The check is not vacuous: with --unsafe (acknowledged from memory, no catch-up, no
+    record of missed writes, no hold) restarts lose acknowledged writes, the read-back
+    counts them and the exit status is 1."""
+    r = run_demo("--unsafe", "--duration", "16", "--faults", "fast@5:w1,kill@10:w3")
+    assert r.returncode == 1, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert rep["lost_acknowledged_writes"] > 0 and len(rep["lost_keys"]) > 0
+    assert rep["leftover_processes"] == []

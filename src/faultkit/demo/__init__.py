@@ -39,6 +39,10 @@ class Options:
     Defaults: 6 workers in 3 racks, 30 s of load at 300 operations a
     second, the default fault schedule, phi-accrual detection over 0.2 s
     heartbeats, static membership and local checkpoints (no server).
+    ``unsafe`` turns off what the demo's correctness rests on (workers
+    acknowledge before journaling and serve reads without catching up; the
+    front end keeps no record of missed writes and holds no restarted
+    worker): the read-back then finds lost writes, and the exit status is 1.
     """
 
     workers: int = 6
@@ -56,6 +60,7 @@ class Options:
     json: bool = False
     plot: Optional[str] = None
     keep: bool = False
+    unsafe: bool = False
 
     def check(self) -> "Options":
         """ValueError/TypeError naming the first bad option."""
@@ -73,6 +78,8 @@ class Options:
         number("interval", self.interval, 0.05, 5.0)
         integer("keys", self.keys, 1, 1_000_000)
         integer("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.unsafe, bool):
+            raise TypeError(f"unsafe must be a bool, got {self.unsafe!r}")
         if self.detector not in ("phi", "timeout"):
             raise ValueError(f"--detector must be 'phi' or 'timeout', got {self.detector!r}")
         if self.membership is not None and not _ETCD.match(self.membership):
@@ -117,7 +124,8 @@ def run(opts: Options, out=None) -> dict:
         from faultkit.demo.common import Layout
         layout = Layout(opts.workers, opts.racks)
         cfg = {"layout": layout.to_json(), "dir": tmp, "key": secrets.token_hex(32), "interval": opts.interval,
-               "detector": opts.detector, "checkpoint_every": 2.0, "etcd": None, "store": None}
+               "detector": opts.detector, "checkpoint_every": 2.0, "etcd": None, "store": None,
+               "unsafe": opts.unsafe}
         if opts.membership:
             m = _ETCD.match(opts.membership)
             cfg.update(etcd=f"http://{m['host']}:{m['port']}", etcd_prefix=f"/faultkit-demo/{secrets.token_hex(4)}/",
@@ -175,7 +183,7 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
     node = fk.Node("front", key=bytes.fromhex(cfg["key"]), membership=membership,
                    bind=f"127.0.0.1:{layout.udp['front']}", domain=layout.path("front"),
                    interval=opts.interval, detector=make_detector(opts.detector, opts.interval),
-                   hold_restarted=True)
+                   hold_restarted=not opts.unsafe)
     await node.start()
     # The demo's time scale is seconds, not minutes: an ejected worker gets
     # trial traffic after 2 s (Envoy's default: 30 s), and a rack isolated
@@ -189,7 +197,7 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
             for w in d.services:
                 signal(clock(), w, "isolated" if d.action == "isolate" else f"rack {d.action}d")
         node.cluster.policy.add_listener(isolated)
-    router = Router(layout, node, signal=signal)
+    router = Router(layout, node, signal=signal, unsafe=opts.unsafe)
     sync_task = asyncio.ensure_future(router.sync_loop())
     try:
         # Up: every worker answers and has caught up, and the Node hears everyone.
@@ -241,6 +249,8 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
                         and (f.kind == "pause" or all(router.incarnation.get(w) != f.inc_before.get(w)
                                                       for w in f.workers)):
                     f.routable = now
+            for w in sup.check():
+                signal(now, w, "exited unexpectedly, restarted")
             if now - last_print >= progress.every:
                 last_print = now
                 progress.line(rep.progress_text(now - t0, load, router, faults))
@@ -257,6 +267,8 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
         while clock() < end and not all(router.in_sync(w) for w in layout.names):
             await asyncio.sleep(0.1)
             now = clock()
+            for w in sup.check():
+                signal(now, w, "exited unexpectedly, restarted")
             for f in faults:
                 if f.routable is None and f.restarted is not None and all(router.in_sync(w) for w in f.workers):
                     f.routable = now
@@ -264,6 +276,8 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
         verdict = await load.verify()
         audit = await _audit(router, layout, load)
         result = rep.build(opts, layout, node, router, load, faults, timeline, t0, verdict, audit, settled)
+        result["unexpected_exits"] = [{"at": round(t - t0, 3), "worker": w, "status": st, "log_tail": tail}
+                                      for t, w, st, tail in sup.unexpected]
         return result
     finally:
         sync_task.cancel()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -30,8 +31,33 @@ def partition_of(key: str) -> int:
     return fk.hash64(key) % PARTITIONS
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that is free now (TCP or UDP)."""
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here
+
+
+def free_port(kind: int = socket.SOCK_STREAM, rng: Optional[random.Random] = None) -> int:
+    """A port on 127.0.0.1 that is free now (TCP or UDP), below the ephemeral range.
+
+    A worker listens on the same ports across restarts.  A port from the
+    ephemeral range could be taken, while its worker is down, as the source
+    port of some outgoing connection (a catch-up request is one), and the
+    restarted worker could not bind it; below that range only a listener
+    takes a port."""
+    rng = rng or random.Random()
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(200):
+            port = rng.randrange(10000, low)
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -53,12 +79,23 @@ class Layout:
 
     def __post_init__(self) -> None:
         if not self.udp:
-            self.udp = {n: free_port(socket.SOCK_DGRAM) for n in self.names + ["front"]}
-            self.tcp = {n: free_port() for n in self.names}
+            taken: set = set()
+            for n in self.names + ["front"]:
+                self.udp[n] = self._pick(socket.SOCK_DGRAM, taken)
+            for n in self.names:
+                self.tcp[n] = self._pick(socket.SOCK_STREAM, taken)
         self.domains = fk.FailureDomains()
         for n in self.names:
             self.domains.assign(n, self.path(n))
         self._placement = [self.domains.place(f"p{p}", REPLICAS, spread="rack") for p in range(PARTITIONS)]
+
+    @staticmethod
+    def _pick(kind: int, taken: set) -> int:
+        while True:
+            port = free_port(kind)
+            if port not in taken:
+                taken.add(port)
+                return port
 
     @property
     def names(self) -> list:

@@ -116,6 +116,8 @@ class Supervisor:
         self.pids: dict = {}           # worker -> every PID it had
         self.all: list = []            # every Popen, to reap
         self.leftover: list = []
+        self.down: set = set()         # workers a fault took down on purpose, until their restart
+        self.unexpected: list = []     # (monotonic time, worker, exit status, end of its log)
 
     def _popen(self, name: str, standby: bool) -> subprocess.Popen:
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
@@ -162,6 +164,17 @@ class Supervisor:
         while p.poll() is None and time.monotonic() < end:
             await asyncio.sleep(0.01)
         return p.poll()
+
+    def check(self) -> list:
+        """Restart every worker that exited when no fault took it down (and record it in
+        ``unexpected``: a crash is a finding, not a fault of the schedule); the restarted."""
+        out = []
+        for name, p in list(self.procs.items()):
+            if name not in self.down and p.poll() is not None:
+                self.unexpected.append((time.monotonic(), name, p.returncode, self.log_tail(name, 600)))
+                self.start(name)
+                out.append(name)
+        return out
 
     def log_tail(self, name: str, size: int = 1500) -> str:
         """The end of worker ``name``'s log (its stderr)."""
@@ -223,6 +236,8 @@ async def inject(fault: Fault, sup: Supervisor, t0: float, *, before: Callable[[
     await asyncio.sleep(max(0.0, t0 + fault.at - clock()))
     before(fault)
     fault.injected = clock()
+    if fault.kind != "pause":
+        sup.down.update(fault.workers)
     if fault.kind in ("kill", "rack", "fast"):
         for w in fault.workers:
             sup.signal(w, signal.SIGKILL)
@@ -230,6 +245,7 @@ async def inject(fault: Fault, sup: Supervisor, t0: float, *, before: Callable[[
             await sup.wait_exit(w)
         if fault.kind == "fast":
             sup.promote_spare(fault.target)
+            sup.down.difference_update(fault.workers)
             fault.restarted = clock()
             return
     elif fault.kind == "pause":
@@ -243,6 +259,7 @@ async def inject(fault: Fault, sup: Supervisor, t0: float, *, before: Callable[[
     else:
         for w in fault.workers:
             sup.start(w)
+        sup.down.difference_update(fault.workers)
     fault.restarted = clock()
 
 

@@ -50,8 +50,9 @@ class Router:
     """
 
     def __init__(self, layout: Layout, node: fk.Node, *, signal: Callable[[float, str, str], Any],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 unsafe: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.layout = layout
+        self.unsafe = unsafe  # --unsafe: no record of missed writes, no hold: what goes wrong without them
         self.node = node
         self.signal = signal
         self.clock = clock
@@ -79,7 +80,8 @@ class Router:
         self.stats = dict.fromkeys(("rpc", "rpc_failed", "syncs", "sync_failed", "hedges"), 0)
         node.add_listener(self._on_event)
         for w in layout.names:   # no reads until a worker said it is ready (its first status)
-            self._hold(w, "not heard yet")
+            if not unsafe:
+                self._hold(w, "not heard yet")
 
     # ---- what the Node and the answers tell us ------------------------------
     def _on_event(self, ev: fk.Event) -> None:
@@ -91,7 +93,7 @@ class Router:
 
     def _hold(self, w: str, why: str) -> None:
         """A restarted worker: no reads until it says its startup catch-up is done."""
-        if w not in self.held:
+        if w not in self.held and not self.unsafe:
             self.held.add(w)
             try:
                 self.node.hold(w)
@@ -190,7 +192,7 @@ class Router:
         # this version is behind for the partition, so no read goes there
         # until it has caught up.
         for w in replicas:
-            if w not in confirmed:
+            if w not in confirmed and not self.unsafe:
                 self._mark_behind(w, p, ver)
 
     async def _put_one(self, w: str, msg: dict) -> bool:

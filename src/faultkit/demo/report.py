@@ -115,7 +115,8 @@ def build(opts: Any, layout: Any, node: Any, router: Any, load: Any, faults: lis
         "timeline": [[rel(t), w, what] for t, w, what in timeline],
         "settle_s": round(settled, 2), "router": dict(router.stats, hedge_delay_ms=_ms(router.hedge.current_delay())),
         "options": {k: getattr(opts, k) for k in ("workers", "racks", "duration", "rate", "faults", "detector",
-                                                  "interval", "membership", "store", "keys", "seed")},
+                                                  "interval", "membership", "store", "keys", "seed",
+                                                  "unsafe")},
         "detection_bound_s": round(node.detection_bound, 3),
     }
 
@@ -151,6 +152,8 @@ def text(r: dict) -> str:
             f"read back: {r['read_back']['last_acknowledged']} keys at their last acknowledged write, "
             f"{r['read_back']['newer_unacknowledged']} at a later unacknowledged one; replicas holding each: "
             + ", ".join(f"{k}: {v}" for k, v in sorted(a.items(), key=lambda kv: -int(kv[0]))),
+            *[f"UNEXPECTED: {u['worker']} exited with status {u['status']} at {u['at']:.2f} s (restarted); "
+              f"its log ends: {u['log_tail'][-300:]!r}" for u in r.get("unexpected_exits", [])],
             f"wall time {r.get('wall_seconds', 0):.1f} s; worker processes left running: "
             f"{len(r.get('leftover_processes', []))}",
             f"lost acknowledged writes: {r['lost_acknowledged_writes']}"]
