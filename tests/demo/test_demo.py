@@ -131,3 +131,45 @@ def test_unsafe_demo_loses_writes_and_says_so():
     rep = json.loads(r.stdout)
     assert rep["lost_acknowledged_writes"] > 0 and len(rep["lost_keys"]) > 0
     assert rep["leftover_processes"] == []
+
+
+def _children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid and b"faultkit.demo.worker" in cmd:
+                out.append(int(d))
+    return out
+
+
+def test_ctrl_c_kills_every_worker():
+    import signal
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    p = subprocess.Popen([sys.executable, "-m", "faultkit", "demo", "--duration", "20", "--faults", "none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "cluster up" not in line and time.monotonic() < deadline:   # event-driven: its own report
+            line = p.stdout.readline()
+            assert line or p.poll() is None, p.stderr.read()
+        kids = _children(p.pid)
+        assert len(kids) == 6
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "interrupted; every worker process was killed" in err
+    for pid in kids:
+        assert not os.path.exists(f"/proc/{pid}"), pid

@@ -226,16 +226,16 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
         keys_in = [0] * PARTITIONS
         for k in load.keys:
             keys_in[partition_of(k)] += 1
-        t0 = clock()
-        load_task = asyncio.ensure_future(load.run(opts.duration))
+        prev = router.primaries()
+
         def before(f: Any) -> None:  # the incarnations a restart must replace
             f.inc_before = {w: router.incarnation.get(w) for w in f.workers}
-        fault_tasks = [asyncio.ensure_future(inject(f, sup, t0, before=before)) for f in faults]
-        prev = router.primaries()
-        last_print = 0.0
-        while not load_task.done():
-            await asyncio.sleep(0.1)
-            now = clock()
+
+        def watch(now: float) -> None:
+            """Every 0.1 s: keys whose first read replica moved off a faulty worker, faults
+            whose workers are back (restarted if they were killed, in sync, routable),
+            and workers that exited without a fault (restarted, reported)."""
+            nonlocal prev
             cur = router.primaries()
             for p, (a, b) in enumerate(zip(prev, cur)):
                 if a is not None and a != b:
@@ -251,6 +251,15 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
                     f.routable = now
             for w in sup.check():
                 signal(now, w, "exited unexpectedly, restarted")
+
+        t0 = clock()
+        load_task = asyncio.ensure_future(load.run(opts.duration))
+        fault_tasks = [asyncio.ensure_future(inject(f, sup, t0, before=before)) for f in faults]
+        last_print = 0.0
+        while not load_task.done():
+            await asyncio.sleep(0.1)
+            now = clock()
+            watch(now)
             if now - last_print >= progress.every:
                 last_print = now
                 progress.line(rep.progress_text(now - t0, load, router, faults))
@@ -264,14 +273,10 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
         progress.done()
         # Settle: every worker up, caught up and routable (bounded), then read everything back.
         end = clock() + 20.0
-        while clock() < end and not all(router.in_sync(w) for w in layout.names):
+        while clock() < end and not (all(router.in_sync(w) for w in layout.names)
+                                     and all(f.routable is not None for f in faults)):
             await asyncio.sleep(0.1)
-            now = clock()
-            for w in sup.check():
-                signal(now, w, "exited unexpectedly, restarted")
-            for f in faults:
-                if f.routable is None and f.restarted is not None and all(router.in_sync(w) for w in f.workers):
-                    f.routable = now
+            watch(clock())
         settled = clock() - (t0 + opts.duration)
         verdict = await load.verify()
         audit = await _audit(router, layout, load)
