@@ -1,5 +1,6 @@
-"""The ``faultkit`` command: ``faultkit demo`` tours the library with real calls
-(the tour itself lives in :mod:`faultkit.demo`);
+"""The ``faultkit`` command: ``faultkit demo`` runs a replicated service on real
+processes under faults (:mod:`faultkit.demo`); ``faultkit tour`` tours the API with
+real calls (:mod:`faultkit.tour`);
 ``faultkit bench`` measures faultkit against the peer libraries (:mod:`faultkit.bench`);
 ``faultkit monitor`` / ``faultkit beat`` receive / send heartbeats over UDP.
 
@@ -19,12 +20,29 @@ import faultkit as fk
 PILLARS = ("hash", "balance", "detect", "contain", "recover")  # faultkit.bench.PILLARS, without importing it
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_tour(args: argparse.Namespace) -> int:
     """A short tour of what faultkit does, every line computed by a real call."""
-    from faultkit.demo import tour
+    from faultkit.tour import tour
 
     tour(print, keys=args.keys)
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A replicated key-value service on real processes, faults under load, and the read-back."""
+    from faultkit.demo import Options, main
+
+    opts = Options(workers=args.workers, racks=args.racks, duration=args.duration, rate=args.rate,
+                   faults=args.faults, detector=args.detector, interval=args.interval,
+                   membership=args.membership, store=args.store, s3_endpoint=args.s3_endpoint,
+                   keys=args.keys, seed=args.seed, json=args.json, plot=args.plot, keep=args.keep,
+                   unsafe=args.unsafe)
+    try:
+        opts.check()
+    except (TypeError, ValueError) as e:
+        print(f"faultkit demo: {e}", file=sys.stderr)
+        return 2
+    return main(opts)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -191,10 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"faultkit {fk.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="tour the library with real calls")
+    p = sub.add_parser("demo", help="a replicated service on real processes, faults under load, "
+                                    "and the proof that nothing acknowledged is lost")
+    p.add_argument("--workers", type=int, default=6, help="worker processes (default 6)")
+    p.add_argument("--racks", type=int, default=3, help="racks they are spread over (default 3, at least 3)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    p.add_argument("--rate", type=float, default=300.0, help="operations a second, half writes (default 300)")
+    p.add_argument("--faults", default="default",
+                   help="'default', 'none', or KIND@SECONDS[:TARGET],... with KIND kill, rack, pause, fast, stop "
+                        "(e.g. kill@3:w1,rack@8:r2)")
+    p.add_argument("--detector", default="phi", help="phi (default) or timeout")
+    p.add_argument("--interval", type=float, default=0.2, help="heartbeat interval, seconds (default 0.2)")
+    p.add_argument("--membership", default=None, metavar="etcd://HOST:PORT",
+                   help="membership through etcd instead of the static list")
+    p.add_argument("--store", default=None, metavar="s3://BUCKET/PREFIX",
+                   help="checkpoints in an S3 bucket instead of local disk (journals stay local)")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL", help="an S3-compatible server's URL")
+    p.add_argument("--keys", type=int, default=1000, help="distinct keys the load uses (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the load and of fault targets (default 0)")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of the tables")
+    p.add_argument("--plot", metavar="FILE.png", help="draw throughput and latency with the faults (matplotlib)")
+    p.add_argument("--keep", action="store_true", help="keep the data directory and worker logs")
+    p.add_argument("--unsafe", action="store_true",
+                   help="acknowledge writes before journaling them and skip every catch-up: shows what the "
+                        "read-back catches (lost writes, exit status 1)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("tour", help="tour the library's API with real calls")
     p.add_argument("--keys", type=_positive_int, default=1_000_000,
                    help="keys for the bulk examples (default 1,000,000)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_tour)
 
     p = sub.add_parser("bench", help="faultkit against the peer libraries, one table of ratios")
     p.add_argument("--quick", action="store_true", help="small sizes and 3 rounds (about a minute)")

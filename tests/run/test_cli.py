@@ -11,15 +11,15 @@ def run(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_demo_runs_and_prints_real_hashes():
-    r = run("demo", "--keys", "1000")
+def test_tour_runs_and_prints_real_hashes():
+    r = run("tour", "--keys", "1000")
     assert r.returncode == 0, r.stderr
     assert f"{fk.hash64('user:42'):#018x}" in r.stdout
     assert "1,000 distinct values" in r.stdout
 
 
 def test_bad_arguments_exit_2_with_a_message():
-    r = run("demo", "--keys", "-5")
+    r = run("tour", "--keys", "-5")
     assert r.returncode == 2 and "must be positive, got -5" in r.stderr
     r = run("nosuch")
     assert r.returncode == 2 and "invalid choice" in r.stderr
@@ -30,16 +30,16 @@ def test_bench_without_directory_is_a_clean_error(tmp_path, capsys):
     assert "no benchmark directory" in capsys.readouterr().err
 
 
-def test_demo_tours_the_detectors():
-    r = run("demo", "--keys", "1000")
+def test_tour_tours_the_detectors():
+    r = run("tour", "--keys", "1000")
     assert r.returncode == 0, r.stderr
     assert "db-1 alive -> suspect at t=2" in r.stdout
     assert "db-1 dead -> alive at t=6 (its heartbeat)" in r.stdout
     assert "phi(n1, t=23.523) = 8.000" in r.stdout
 
 
-def test_demo_tours_recover():
-    r = run("demo", "--keys", "1000")
+def test_tour_tours_recover():
+    r = run("tour", "--keys", "1000")
     assert r.returncode == 0, r.stderr
     assert "recover() fell back to step 1; weights equal to save #1: True" in r.stdout
     assert "skipping checkpoint <dir>/ckpt-000000000002.fkc" in r.stdout

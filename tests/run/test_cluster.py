@@ -237,7 +237,7 @@ def test_lookups_in_threads_during_ticks_see_only_cluster_nodes():
 
 
 def test_demo_story_reports_what_the_library_computed():
-    from faultkit.demo import cluster_story
+    from faultkit.tour import cluster_story
 
     lines = []
     cluster_story(lines.append, keys=20_000)

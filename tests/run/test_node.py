@@ -230,3 +230,45 @@ def test_watchers_quorum_routes_around_a_crashed_node_and_ignores_one_bad_observ
             await nodes[n].stop()
 
     asyncio.run(main())
+
+
+# ---- holding a restarted member out of routing -------------------------------
+def test_hold_restarted_keeps_a_fast_restart_out_of_routing_until_released():
+    """b restarts within a heartbeat or two (never seen dead): a Node with
+    hold_restarted holds it out of routing at the restarted event, until release()."""
+    with pytest.raises(TypeError, match="hold_restarted must be a bool"):
+        fk.Node("a", key=KEY, hold_restarted=1)
+
+    async def main():
+        members = _members(3, "h")
+        a = fk.Node("h0", key=KEY, membership=members, interval=0.05, hold_restarted=True)
+        c = fk.Node("h2", key=KEY, membership=members, interval=0.05)   # the default: no hold
+        b = fk.Node("h1", key=KEY, membership=members, interval=0.05)
+        seen = []
+        a.add_listener(lambda ev: seen.append((ev.new, a.cluster.why_unroutable(ev.name))))
+        for n in (a, b, c):
+            await n.start()
+        try:
+            await _until(lambda: a.view()["h1"] == "alive" and c.view()["h1"] == "alive", what="h1 alive")
+            await b.stop(leave=False)                     # a crash, as far as the peers can tell
+            await asyncio.sleep(0.01)                     # the socket closes on the next loop turn
+            b = fk.Node("h1", key=KEY, membership=members, interval=0.05, incarnation=b.incarnation + 1)
+            await b.start()
+            await _until(lambda: ("restarted", ["held"]) in seen, what="h1 restarted and held")
+            assert "dead" not in [e for e, _ in seen]
+            assert a.held == ["h1"] and "h1" not in a.routable()
+            assert all(a.route(f"k{i}") != "h1" for i in range(200))
+            await _until(lambda: "h1" in c.routable(), what="c routes to h1")   # c does not hold
+            a.release("h1")
+            assert a.held == [] and "h1" in a.routable()
+            a.hold("h2")
+            assert a.cluster.why_unroutable("h2") == ["held"]
+            a.release("h2")
+            with pytest.raises(KeyError):
+                a.hold("nobody")
+            with pytest.raises(KeyError):
+                a.release("nobody")
+        finally:
+            for n in (a, b, c):
+                await n.stop()
+    asyncio.run(main())

@@ -201,7 +201,7 @@ class Node:
     ``Node(name, *, key, bind=None, membership=None, domain=None,
     advertise=None, interval=1.0, tick=None, detector=None, full_mesh=64,
     watchers=3, join_timeout=None, incarnation=None, avoid_suspect=False,
-    clock=time.monotonic)``
+    hold_restarted=False, clock=time.monotonic)``
 
     - ``name``: this member's name (1..255 bytes, no whitespace or ``/``).
     - ``key``: the shared HMAC key (>= 16 bytes) every member signs with.
@@ -229,6 +229,10 @@ class Node:
     - ``incarnation``: default the start time in milliseconds, so a restarted
       process outranks its previous life.
     - ``avoid_suspect``: route around suspect members too (the Cluster's).
+    - ``hold_restarted``: keep a member that restarted (a ``"restarted"``
+      event: it lost its memory, however fast it came back) out of routing
+      until :meth:`release` - e.g. until it has caught up on what it missed
+      (default False).  :meth:`hold` holds a member by hand.
     - ``clock``: monotonic seconds for the detector and events.
 
     ``await node.start()``, then :meth:`route`, :meth:`replicas`,
@@ -242,7 +246,7 @@ class Node:
                  detector: Any = None, full_mesh: int = DEFAULT_FULL_MESH,
                  watchers: int = DEFAULT_WATCHERS, join_timeout: Optional[float] = None,
                  incarnation: Optional[int] = None, avoid_suspect: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 hold_restarted: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = check_name(name)
         self.key = _check_key(key)
         if membership is None:
@@ -282,6 +286,9 @@ class Node:
         self.join_timeout = (_finite_pos("join_timeout", join_timeout) if join_timeout is not None
                              else 2 * self.detection_bound)
         self.avoid_suspect = bool(avoid_suspect)
+        if not isinstance(hold_restarted, bool):
+            raise TypeError(f"hold_restarted must be a bool, got {hold_restarted!r}")
+        self.hold_restarted = hold_restarted
         self._encoder = HeartbeatSender(name, ("127.0.0.1", 0), self.interval, key=self.key,
                                         incarnation=incarnation)
         self.incarnation = self._encoder.incarnation
@@ -684,6 +691,8 @@ class Node:
             return
         old = self._view.get(n, JOINING)
         self._left_inc.pop(n, None)
+        if self.hold_restarted and self.cluster is not None and n in self.cluster:
+            self.cluster.hold(n)  # before the event: a listener sees it held already
         self._emit(Event(n, old, RESTARTED, now))
         self._view[n] = ALIVE
         self._verdicts.set(n, ALIVE, now)
@@ -816,6 +825,28 @@ class Node:
         seconds: outlier ejection (:meth:`faultkit.Cluster.report`) routes around
         a member that fails requests before its heartbeats stop."""
         return self._cluster().report(member, ok, latency)
+
+    def hold(self, member: str) -> None:
+        """Keep ``member`` out of routing until :meth:`release` (e.g. while it catches up);
+        KeyError if it is not a member."""
+        c = self._cluster()
+        if member not in c:
+            raise KeyError(member)
+        c.hold(member)
+
+    def release(self, member: str) -> None:
+        """Route to ``member`` again after :meth:`hold` or a ``hold_restarted`` hold
+        (routing still avoids it while it is dead, left, isolated or ejected);
+        KeyError if it is not a member."""
+        c = self._cluster()
+        if member not in c:
+            raise KeyError(member)
+        c.release(member)
+
+    @property
+    def held(self) -> list:
+        """The members held out of routing (:meth:`hold`, ``hold_restarted``), sorted."""
+        return sorted(self._cluster().held)
 
     def view(self) -> dict:
         """``{member: state}`` as this Node sees it: ``"joining"`` (not heard yet),

@@ -1,4 +1,4 @@
-"""``faultkit demo``: the tour, each section a function printing results of real calls.
+"""``faultkit tour``: the API tour, each section a function printing results of real calls.
 
 :func:`tour` runs them all: :func:`cluster_story` (the pillars together), then
 one section per pillar (``hashing_tour``, ``detect_tour``, ``balance_tour``,
@@ -29,7 +29,7 @@ def cluster_story(out: Out = print, *, keys: int = 100_000, seed: int = 7) -> No
     zones, racks, hosts = 3, 4, 5
     paths = {f"svc-{z}{r}{h}": f"eu/az{z}/r{r}/h{h}"
              for z in range(zones) for r in range(racks) for h in range(hosts)}
-    with tempfile.TemporaryDirectory(prefix="faultkit-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="faultkit-tour-") as tmp:
         clock = lambda: 0.0
         detector = fk.PhiAccrualDetector(suspect_threshold=3.0, clock=clock)
         cluster = fk.Cluster(paths, detector=detector, clock=clock,
@@ -306,7 +306,7 @@ def recover_tour(out: Out = print, *, keys: int = 1_000_000) -> None:
 
     out("\nrecover (durable checkpoints in a temporary directory)")
     n = max(keys, 1000)
-    with tempfile.TemporaryDirectory(prefix="faultkit-demo-") as d:
+    with tempfile.TemporaryDirectory(prefix="faultkit-tour-") as d:
         ck = fk.Checkpointer(d, retain=3)
         weights = np.arange(n, dtype=np.float64)
         users = [{"id": i, "name": f"user{i}"} for i in range(1000)]
