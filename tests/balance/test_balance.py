@@ -424,6 +424,8 @@ def test_maglev_lookup_table_survives_a_gc_callback_that_changes_it():
     # lookup_table() wraps the table's entries in a memoryview (an allocation
     # that can run a collection); a gc.callbacks entry that adds a node there
     # replaces the table, which the copy must not read after it is freed.
+    # The collection may fire before the call instead (a tracer allocates
+    # too): the copy is then the new table; either way one whole table.
     import gc
     m = fk.Maglev([f"n{i}" for i in range(20)])
     want = m.lookup_table()
@@ -443,7 +445,9 @@ def test_maglev_lookup_table_survives_a_gc_callback_that_changes_it():
         gc.set_threshold(*old)
         gc.callbacks.remove(callback)
     assert fired and len(m) == 21
-    assert (got == want).all()
+    new = fk.Maglev(m.nodes).lookup_table()
+    assert (got == want).all() or (got == new).all(), "lookup_table() mixed two tables"
+    assert not (want == new).all()  # the change is visible, so the check above can fail
 
 
 class _Yielding(str):
