@@ -61,6 +61,18 @@ class Output:
                 return float(m.group(1))
 
 
+def stop(p):
+    """SIGCONT, then SIGTERM (a run under coverage saves the child's data), SIGKILL if it lingers."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGCONT)
+        p.terminate()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    p.wait(timeout=10)
+
+
 def spawn(*args):
     return subprocess.Popen([sys.executable, "-m", "faultkit", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1)
@@ -126,9 +138,7 @@ def test_monitor_sees_a_stopped_sender_suspected_dead_and_back(tmp_path):
         assert mon.poll() is None, mon.stderr.read()
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
+            stop(p)
             for f in (p.stdout, p.stderr):
                 f.close()
 
@@ -176,8 +186,6 @@ def test_fast_restart_is_reported_restarted_and_a_stop_is_reported_left(tmp_path
         assert mon.poll() is None
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
+            stop(p)
             for f in (p.stdout, p.stderr):
                 f.close()
