@@ -166,3 +166,54 @@ def test_failed_states_choose_what_counts_and_graceful_states_never_do():
     for bad, exc in (((), ValueError), (("left",), ValueError), ("dead", TypeError)):
         with pytest.raises(exc, match="failed_states"):
             IsolationPolicy(d, failed_states=bad)
+
+
+# ---- mutants that survived the suite once (issue #21); each test names the one it kills
+
+def test_failures_exactly_window_apart_are_within_the_window():
+    """Kills: the isolation window's boundary moved to exclude exactly ``window`` seconds
+    (``<= self.window`` -> ``<`` in ``_correlated``, either comparison)."""
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0)
+    policy.on_event(Event("r0h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r0h1", "alive", "dead", 110.0))   # exactly window later
+    assert d.isolated == ["eu/az0/r0"]
+    policy.on_event(Event("r1h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r1h1", "alive", "dead", 110.0 + 1e-9))  # just past it
+    assert d.isolated == ["eu/az0/r0"]
+
+    # The span extends to every failure up to exactly window after its first: a refused
+    # isolation (over the cap) keeps the failures, so the third one joins the span.
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, max_isolated_fraction=0.2)
+    policy.on_event(Event("r0h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r0h1", "alive", "dead", 104.0))
+    policy.on_event(Event("r0h2", "alive", "dead", 110.0))
+    assert [x.reason.split(":")[0] for x in policy.refusals] == [
+        "2 services failed within 10 s", "3 services failed within 10 s"]
+
+
+def test_alive_events_leave_domains_the_policy_did_not_isolate_alone():
+    """Kills: an *alive* event starting (or restarting) the hold of a domain the policy did
+    not isolate (the ``domain in self._mine`` / ``self._mine[domain] is None`` guards of
+    ``on_event``), which would restore an operator's isolation or delay a due restore."""
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, hold=5.0)
+    d.isolate("eu/az0/r1")                     # an operator's isolation, not the policy's
+    policy.on_event(Event("r1h0", "alive", "dead", 0.0))
+    policy.on_event(Event("r1h0", "dead", "alive", 1.0))
+    policy.on_event(Event("r2h0", "joining", "alive", 1.0))  # a domain nobody isolated
+    assert policy.isolated == [] and policy.tick(100.0) == []
+    assert d.isolated == ["eu/az0/r1"] and [x.action for x in policy.decisions] == []
+
+    # A domain the policy isolated, healthy since 1.0: a later alive event (a member that
+    # was never down rejoining) must not push its restore from 11.0 to later.
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, hold=10.0)
+    for s in ("r3h0", "r3h1"):
+        policy.on_event(Event(s, "alive", "dead", 0.0))
+    for s in ("r3h0", "r3h1"):
+        policy.on_event(Event(s, "dead", "alive", 1.0))
+    policy.on_event(Event("r3h2", "alive", "restarted", 5.0))
+    assert policy.tick(10.9) == []
+    assert [x.action for x in policy.tick(11.0)] == ["restore"] and d.isolated == []
