@@ -246,3 +246,18 @@ def test_demo_story_reports_what_the_library_computed():
     assert "all of them from rack eu/az1/r2: True" in text
     assert "keeps >= 2 reachable replicas" in text
     assert "bit-exact: True" in text
+
+
+def test_add_node_rolls_back_the_domains_when_the_balancer_refuses_it():
+    """Kills: ``Cluster.add_node`` no longer rolling back the domains when it fails (the
+    ``self._domains.remove(node)`` after a failed ``balancer.add``): the node would stay
+    assigned, so it could be neither added again nor placed around."""
+    c = timeout_cluster(rack_nodes())
+    before = (sorted(c.domains.services), c.domains.members("eu/z0/r0"), c.nodes)
+    for weight, error, match in ((-1.0, ValueError, "-1"), ("heavy", TypeError, "str")):
+        with pytest.raises(error, match=match):
+            c.add_node("new", "eu/z0/r0/h9", weight=weight)
+        assert "new" not in c.domains and "new" not in c and "new" not in c.detector
+        assert (sorted(c.domains.services), c.domains.members("eu/z0/r0"), c.nodes) == before
+    c.add_node("new", "eu/z0/r0/h9", weight=2.0)   # the path is free again
+    assert "new" in c and c.domains.domain_of("new", "rack") == "eu/z0/r0"
