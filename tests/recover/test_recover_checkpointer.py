@@ -346,3 +346,21 @@ def test_list_and_latest_tolerate_a_checkpoint_pruned_while_they_read(tmp_path):
     finally:
         _PrunedWhileListing.victim = "ckpt-000000000001.fkc"
     assert not [n for n in os.listdir(tmp_path) if n.startswith("ckpt-")]  # both really went
+
+
+def test_an_incremental_checkpoint_whose_base_is_damaged_or_gone_is_refused(tmp_path):
+    arr = _chain(tmp_path)
+    base = tmp_path / "ckpt-000000000001.fkc"
+    good = base.read_bytes()
+    base.write_bytes(good[: len(good) // 2])        # torn
+    ck = fk.Checkpointer(tmp_path)
+    with pytest.raises(fk.CorruptCheckpointError, match="base checkpoint ckpt-000000000001.fkc is corrupt: "):
+        ck.load(2)
+    with fk.Checkpointer(tmp_path, chunk_size=4096, track_writes=False) as w:  # resumes no chain on it
+        assert not w.save({"gen": 3, "arr": arr}, incremental=True).incremental
+    base.unlink()
+    with pytest.raises(fk.CorruptCheckpointError, match="base checkpoint ckpt-000000000001.fkc is missing"):
+        ck.load(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact_equal({"gen": 3, "arr": arr}, ck.recover())   # 3 is full: recovery never needs 1

@@ -261,3 +261,34 @@ def test_add_node_rolls_back_the_domains_when_the_balancer_refuses_it():
         assert (sorted(c.domains.services), c.domains.members("eu/z0/r0"), c.nodes) == before
     c.add_node("new", "eu/z0/r0/h9", weight=2.0)   # the path is free again
     assert "new" in c and c.domains.domain_of("new", "rack") == "eu/z0/r0"
+
+
+def test_heartbeat_many_is_heartbeat_in_order_and_all_or_nothing():
+    nodes = rack_nodes()
+    bulk, one = timeout_cluster(nodes), timeout_cluster(nodes)
+    names = sorted(nodes)
+    rng = np.random.default_rng(5)
+    for t in range(1, 12):
+        # A random subset at random times, some nodes twice (the later one counts: in order).
+        picked = list(rng.choice(names, size=10))
+        times = np.sort(rng.uniform(t - 1, t, size=10))
+        bulk.heartbeat_many(picked, times)
+        for n, at in zip(picked, times):
+            one.heartbeat(n, float(at))
+        def strip(events):  # all but `wall` (when the scan ran, by the wall clock)
+            return [(e.name, e.old, e.new, e.at, e.incarnation) for e in events]
+
+        assert strip(bulk.tick(float(t))) == strip(one.tick(float(t)))
+        assert {n: bulk.state(n) for n in names} == {n: one.state(n) for n in names}
+        assert list(owners(bulk)) == list(owners(one))
+    before = {n: (bulk.state(n), bulk.detector.last_heartbeat(n)) for n in names}
+    for args, error, match in (
+        ((["n000", "nope"], [20.0, 20.0]), KeyError, "nope"),
+        ((["n000", "n001"], [20.0]), ValueError, "ids has 2 entries but times has 1"),
+        ((["n000"], [float("nan")]), ValueError, r"times\[0\] = nan .*nothing was recorded"),
+        ((["n000"], [[20.0]]), TypeError, "times must be a 1-D float array, not 2-D"),
+        (((n for n in ["n000"]), [20.0]), TypeError, "generator"),
+    ):
+        with pytest.raises(error, match=match):
+            bulk.heartbeat_many(*args)
+        assert {n: (bulk.state(n), bulk.detector.last_heartbeat(n)) for n in names} == before
