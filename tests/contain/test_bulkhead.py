@@ -193,12 +193,17 @@ def test_an_async_waiter_gets_a_slot_released_by_a_thread():
     assert bh.in_flight == 0
 
 
-@pytest.mark.parametrize("args, error", [
-    ((0,), ValueError), ((-1,), ValueError), ((2.0,), TypeError), ((True,), TypeError),
-    ((1, -0.5), ValueError), ((1, float("nan")), ValueError), ((1, "1"), TypeError),
+@pytest.mark.parametrize("args, error, match", [
+    ((0,), ValueError, r"max_concurrent must be >= 1, got 0"),
+    ((-1,), ValueError, r"max_concurrent must be >= 1, got -1"),
+    ((2.0,), TypeError, r"max_concurrent must be an int, not float"),
+    ((True,), TypeError, r"max_concurrent must be an int, not bool"),
+    ((1, -0.5), ValueError, r"max_wait must be >= 0 seconds \(or math\.inf\), got -0\.5"),
+    ((1, float("nan")), ValueError, r"max_wait must be >= 0 seconds \(or math\.inf\), got nan"),
+    ((1, "1"), TypeError, r"max_wait must be a number, not str"),
 ])
-def test_bad_arguments(args, error):
-    with pytest.raises(error):
+def test_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
         Bulkhead(*args)
 
 
@@ -206,7 +211,7 @@ def test_release_without_acquire_and_bad_decoration():
     bh = Bulkhead(2)
     with pytest.raises(RuntimeError, match="without a matching acquire"):
         bh.release()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"the bulkhead decorates callables, not int"):
         bh(3)
     with pytest.raises(ZeroDivisionError):
         bh.call(lambda: 1 / 0)

@@ -130,22 +130,28 @@ def test_manual_isolation_and_unknown_services():
     assert sorted(policy.isolate("eu/az0/r0")) == ["r0h0", "r0h1", "r0h2", "r0h3"]
     assert policy.isolated == ["eu/az0/r0"]
     assert [x.action for x in policy.tick(105.0)] == ["restore"]
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"unknown domain 'eu/az9'"):
         policy.isolate("eu/az9")
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"level": "shelf"}, ValueError), ({"min_failed": 0}, ValueError),
-    ({"min_failed": 1.5}, TypeError), ({"window": -1}, ValueError),
-    ({"window": float("inf")}, ValueError), ({"restore_share": 0}, ValueError),
-    ({"restore_share": 1.1}, ValueError), ({"hold": -1}, ValueError),
-    ({"max_isolated_fraction": 0}, ValueError), ({"max_isolated_fraction": 2}, ValueError),
-    ({"max_isolated_fraction": "half"}, TypeError), ({"clock": None}, TypeError),
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"level": "shelf"}, ValueError, r"unknown level 'shelf'; levels are \('region', 'zone', 'rack', 'host'\)"),
+    ({"min_failed": 0}, ValueError, r"min_failed must be >= 1, got 0"),
+    ({"min_failed": 1.5}, TypeError, r"min_failed must be an int, not float"),
+    ({"window": -1}, ValueError, r"window must be a finite number of seconds >= 0, got -1\.0"),
+    ({"window": float("inf")}, ValueError, r"window must be a finite number of seconds >= 0, got inf"),
+    ({"restore_share": 0}, ValueError, r"restore_share must be in \(0, 1\], got 0\.0"),
+    ({"restore_share": 1.1}, ValueError, r"restore_share must be in \(0, 1\], got 1\.1"),
+    ({"hold": -1}, ValueError, r"hold must be a finite number of seconds >= 0, got -1\.0"),
+    ({"max_isolated_fraction": 0}, ValueError, r"max_isolated_fraction must be in \(0, 1\], got 0\.0"),
+    ({"max_isolated_fraction": 2}, ValueError, r"max_isolated_fraction must be in \(0, 1\], got 2\.0"),
+    ({"max_isolated_fraction": "half"}, TypeError, r"max_isolated_fraction must be a number, not str"),
+    ({"clock": None}, TypeError, r"clock must be callable, not NoneType"),
 ])
-def test_bad_arguments(kwargs, error):
-    with pytest.raises(error):
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         IsolationPolicy(fleet(), **kwargs)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"domains must be a FailureDomains, not str"):
         IsolationPolicy("domains")
 
 

@@ -43,12 +43,17 @@ def test_the_tag_is_hmac_sha256_of_the_body():
 
 
 def test_encode_rejects_out_of_range_fields():
-    for beats in ([], [("", 1, 1, 0.0)], [("a", -1, 1, 0.0)], [("a", 2**63, 1, 0.0)],
-                  [("a", 1, 1, math.nan)], [("é" * 200, 1, 1, 0.0)],
-                  [(f"n{i:03d}" * 10, 1, i, 0.0) for i in range(60)]):
-        with pytest.raises(ValueError):
+    for beats, match in (
+            ([], r"a packet carries 1\.\.255 heartbeats, got 0"),
+            ([("", 1, 1, 0.0)], r"name '' must be 1\.\.255 bytes of UTF-8"),
+            ([("a", -1, 1, 0.0)], r"incarnation -1 / sequence 1 out of range"),
+            ([("a", 2**63, 1, 0.0)], r"incarnation 9223372036854775808 / sequence 1 out of range"),
+            ([("a", 1, 1, math.nan)], r"send time must be finite, got nan"),
+            ([("é" * 200, 1, 1, 0.0)], r"name 'é{200}' must be 1\.\.255 bytes of UTF-8"),
+            ([(f"n{i:03d}" * 10, 1, i, 0.0) for i in range(60)], r"packet of 3936 bytes exceeds 1400")):
+        with pytest.raises(ValueError, match=match):
             encode_packet(KEY, beats)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"key must be at least 16 bytes, got 5"):
         encode_packet(b"short", [("a", 1, 1, 0.0)])
 
 
@@ -198,12 +203,15 @@ def test_key_file_and_addresses(tmp_path):
         load_key(k)
     assert parse_address("127.0.0.1:7946") == ("127.0.0.1", 7946)
     assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("nohost", ":80", "h:x", "h:70000"):
-        with pytest.raises(ValueError):
+    for bad, match in (("nohost", "address must be host:port, got 'nohost'"),
+                       (":80", "address must be host:port, got ':80'"),
+                       ("h:x", "port must be an integer in 'h:x'"),
+                       ("h:70000", r"port must be in \[0, 65535\], got 70000")):
+        with pytest.raises(ValueError, match=match):
             parse_address(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"interval must be a finite number of seconds > 0, got 0"):
         HeartbeatSender("a", "127.0.0.1:1", 0, key=KEY)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"detector must be a faultkit detector, not object"):
         HeartbeatReceiver(object(), "127.0.0.1:0", key=KEY)
 
 

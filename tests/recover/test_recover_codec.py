@@ -112,13 +112,13 @@ def test_register_type_round_trips_and_is_the_only_code_run():
 
 
 def test_register_type_validates():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"cls must be a class, got 'notaclass'"):
         register_type("notaclass", str, str)
     with pytest.raises(ValueError, match="natively"):
         register_type(dict, dict, dict)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"to_state and from_state must be callable"):
         register_type(Point, 1, 2)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"name must be a non-empty str, got ''"):
         register_type(Point, str, str, name="")
 
 
