@@ -364,3 +364,24 @@ def test_an_incremental_checkpoint_whose_base_is_damaged_or_gone_is_refused(tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         exact_equal({"gen": 3, "arr": arr}, ck.recover())   # 3 is full: recovery never needs 1
+
+
+def test_more_bad_arguments_and_a_closed_checkpointer(tmp_path):
+    with pytest.raises(TypeError, match="retain must be an int, got '3'"):
+        fk.Checkpointer(tmp_path, retain="3")
+    with pytest.raises(TypeError, match="max_size must be an int, got 1.5"):
+        fk.Checkpointer(tmp_path, max_size=1.5)
+    with pytest.raises(TypeError, match="journal must be a faultkit Journal, got object"):
+        fk.Checkpointer(tmp_path, journal=object())
+    ck = fk.Checkpointer(tmp_path)
+    assert repr(ck) == f"Checkpointer({ck.store!r}, retain=3, full_every=8)"
+    ck.save([1])
+    with pytest.raises(TypeError, match="journal must be a faultkit Journal, got list"):
+        ck.recover_with([])
+    with fk.Journal(tmp_path / "wal") as j:
+        with pytest.raises(TypeError, match="apply must be callable, got 3"):
+            ck.recover_with(j, apply=3)
+    ck.close()
+    with pytest.raises(ValueError, match="Checkpointer is closed"):
+        ck.save([2])
+    assert fk.Checkpointer(tmp_path).recover() == [1]  # the failed save wrote nothing
