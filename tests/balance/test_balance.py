@@ -83,7 +83,7 @@ def test_jump_bad_input():
         fk.jump_hash(1.5, 3)
     with pytest.raises(TypeError, match="1-D"):
         fk.jump_hash(np.zeros(3, dtype=np.float64), 3)
-    with pytest.raises(OverflowError):
+    with pytest.raises(OverflowError, match=r"int key 18446744073709551616 is outside the 64-bit range \[-2\*\*63, 2\*\*64 - 1\]"):
         fk.jump_hash(2**64, 3)
 
 
@@ -262,7 +262,7 @@ def test_contract_failover(make):
         b.get("k")
     with pytest.raises(fk.NoLiveNodeError):
         b.get_many(keys)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"node 'missing' is not on the ring"):
         b.mark_down("missing")
     b.set_alive(np.ones(20, dtype=bool))
     assert (b.get_many(keys) == before).all()
@@ -279,7 +279,7 @@ def test_contract_membership(make):
         b.add("node-1")
     with pytest.raises(ValueError, match="weight"):
         b.add("z", float("nan"))
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"node 'node-0' is not on the ring"):
         b.remove("node-0")
     e = make([])
     with pytest.raises(fk.EmptyRingError):
@@ -424,6 +424,8 @@ def test_maglev_lookup_table_survives_a_gc_callback_that_changes_it():
     # lookup_table() wraps the table's entries in a memoryview (an allocation
     # that can run a collection); a gc.callbacks entry that adds a node there
     # replaces the table, which the copy must not read after it is freed.
+    # The collection may fire before the call instead (a tracer allocates
+    # too): the copy is then the new table; either way one whole table.
     import gc
     m = fk.Maglev([f"n{i}" for i in range(20)])
     want = m.lookup_table()
@@ -443,7 +445,9 @@ def test_maglev_lookup_table_survives_a_gc_callback_that_changes_it():
         gc.set_threshold(*old)
         gc.callbacks.remove(callback)
     assert fired and len(m) == 21
-    assert (got == want).all()
+    new = fk.Maglev(m.nodes).lookup_table()
+    assert (got == want).all() or (got == new).all(), "lookup_table() mixed two tables"
+    assert not (want == new).all()  # the change is visible, so the check above can fail
 
 
 class _Yielding(str):

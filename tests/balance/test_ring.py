@@ -331,7 +331,7 @@ def test_bad_input():
         ring.get_many(["a", None])
     with pytest.raises(TypeError, match="uint64"):
         ring.get_many(np.zeros(3, dtype=np.int64))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"keys must be a list, tuple or numpy uint64 array, not str"):
         ring.get_many("abc")
     with pytest.raises(ValueError, match="length"):
         ring.get_many(["a"], out=np.zeros(2, dtype=np.int32))
@@ -339,10 +339,10 @@ def test_bad_input():
         ring.remove("zz")
     with pytest.raises(KeyError, match="'zz'"):
         ring.mark_down("zz")
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"node 'zz' is not on the ring"):
         ring.mark_down_many(["a", "zz"])
     assert ring.is_up("a")  # all-or-nothing
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'node \[\] is not on the ring'"):
         ring.is_up([])
     with pytest.raises(ValueError, match="3 entries for 2"):
         ring.set_alive(np.ones(3, dtype=bool))
@@ -362,9 +362,9 @@ def test_bad_input():
         fk.HashRing(["a"], weights=[1e12])
     with pytest.raises(TypeError, match="n must be"):
         ring.get_n("k", 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"n must be in \[0, 2\] \(live nodes\), got -1"):
         ring.get_n("k", -1)
-    with pytest.raises(OverflowError):
+    with pytest.raises(OverflowError, match=r"int key 18446744073709551616 is outside the 64-bit range \[-2\*\*63, 2\*\*64 - 1\]"):
         ring.get(2**64)
 
 
@@ -447,7 +447,10 @@ def test_a_change_from_inside_a_change_is_refused_not_deadlocked(change):
 def test_points_reads_one_snapshot_even_if_a_gc_callback_changes_the_ring():
     # points() allocates its arrays after taking the snapshot's size: a
     # collection there (gc.callbacks, finalizers) can change the ring and
-    # drop that snapshot, which points() must still be holding.
+    # drop that snapshot, which points() must still be holding.  Where the
+    # collection fires depends on every allocation before it (a tracer such as
+    # coverage's allocates too), so the result may be the ring before the
+    # change or after it, never a mix of the two.
     import gc
     ring = fk.HashRing([f"n{i}" for i in range(50)])
     want_points, want_owners = fk.HashRing(ring.nodes).points()
@@ -467,4 +470,7 @@ def test_points_reads_one_snapshot_even_if_a_gc_callback_changes_the_ring():
         gc.set_threshold(*old)
         gc.callbacks.remove(callback)
     assert fired and len(ring) == 150
-    assert (pts == want_points).all() and (own == want_owners).all()
+    new_points, new_owners = fk.HashRing(ring.nodes).points()
+    old = (pts.shape == want_points.shape and (pts == want_points).all() and (own == want_owners).all())
+    new = (pts.shape == new_points.shape and (pts == new_points).all() and (own == new_owners).all())
+    assert old or new, "points() mixed two versions of the ring"

@@ -56,7 +56,7 @@ def test_a_long_request_and_bad_input():
     assert sorted(got) == list(range(80))
     with pytest.raises(ValueError, match="n must be"):
         table.choose("k", -1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"key must be str, bytes-like or int, not float"):
         table.choose(1.5, 2)
     with pytest.raises(ValueError, match="offsets"):
         SpreadTable([1], [0, 3], [1, 2], ["a", "b"])

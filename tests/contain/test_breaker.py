@@ -328,26 +328,36 @@ def test_listener_errors_are_logged_not_raised(caplog):
         assert outcome(b, boom) == "failed"
     assert seen == [("closed", "open")] and "listener" in caplog.text
     b.remove_listener(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"<function .*\.bad at 0x[0-9a-f]+> is not a listener of this breaker"):
         b.remove_listener(bad)
     b.reset()
     assert b.state == "closed" and seen[-1] == ("open", "closed")
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"failure_rate": 0}, ValueError), ({"failure_rate": 1.5}, ValueError),
-    ({"failure_rate": float("nan")}, ValueError), ({"failure_rate": "0.5"}, TypeError),
-    ({"slow_call_rate": 0.0}, ValueError), ({"minimum_calls": 0}, ValueError),
-    ({"minimum_calls": 2.0}, TypeError), ({"window_size": 0}, ValueError),
-    ({"window_size": 2**40}, ValueError), ({"window_type": "sliding"}, ValueError),
-    ({"slow_call_duration": 0}, ValueError), ({"slow_call_duration": -1}, ValueError),
-    ({"reset_timeout": -1}, ValueError), ({"reset_timeout": float("inf")}, ValueError),
-    ({"half_open_calls": 0}, ValueError), ({"half_open_calls": True}, TypeError),
-    ({"exclude": (ValueError, 3)}, TypeError), ({"exclude": 3}, TypeError),
-    ({"fallback": 3}, TypeError), ({"clock": 3}, TypeError),
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"failure_rate": 0}, ValueError, r"failure_rate must be in \(0, 1\], got 0$"),
+    ({"failure_rate": 1.5}, ValueError, r"failure_rate must be in \(0, 1\], got 1\.5"),
+    ({"failure_rate": float("nan")}, ValueError, r"failure_rate must be in \(0, 1\], got nan"),
+    ({"failure_rate": "0.5"}, TypeError, r"failure_rate must be a number, not str"),
+    ({"slow_call_rate": 0.0}, ValueError, r"slow_call_rate must be in \(0, 1\], got 0\.0"),
+    ({"minimum_calls": 0}, ValueError, r"minimum_calls must be in \[1, \d+\], got 0"),
+    ({"minimum_calls": 2.0}, TypeError, r"minimum_calls must be an int, not float"),
+    ({"window_size": 0}, ValueError, r"window_size must be in \[1, 16777216\], got 0"),
+    ({"window_size": 2**40}, ValueError, r"window_size must be in \[1, 16777216\], got 1099511627776"),
+    ({"window_type": "sliding"}, ValueError, r"window_type must be \"count\" or \"time\", got 'sliding'"),
+    ({"slow_call_duration": 0}, ValueError, r"slow_call_duration must be > 0 or None, got 0"),
+    ({"slow_call_duration": -1}, ValueError, r"slow_call_duration must be > 0 or None, got -1"),
+    ({"reset_timeout": -1}, ValueError, r"reset_timeout must be a finite number >= 0, got -1"),
+    ({"reset_timeout": float("inf")}, ValueError, r"reset_timeout must be a finite number >= 0, got inf"),
+    ({"half_open_calls": 0}, ValueError, r"half_open_calls must be in \[1, 1073741824\], got 0"),
+    ({"half_open_calls": True}, TypeError, r"half_open_calls must be an int, not bool"),
+    ({"exclude": (ValueError, 3)}, TypeError, r"exclude must hold exception classes, got 3"),
+    ({"exclude": 3}, TypeError, r"exclude must be an exception class or an iterable of them, not int"),
+    ({"fallback": 3}, TypeError, r"fallback must be callable or None, not int"),
+    ({"clock": 3}, TypeError, r"clock must be callable, not int"),
 ])
-def test_bad_arguments(kwargs, error):
-    with pytest.raises(error):
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         CircuitBreaker(**kwargs)
 
 
@@ -357,11 +367,11 @@ def test_bad_calls_and_clock():
         b.call(ok)
     with pytest.raises(TypeError, match="missing the function"):
         CircuitBreaker().call()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"the breaker decorates callables, not int"):
         CircuitBreaker()(3)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"the clock's value must be a number, not str"):
         CircuitBreaker(clock=lambda: "now").open()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"descriptor 'call' for 'faultkit\.contain\._breaker\.CircuitBreaker' objects"):
         CircuitBreaker.call(3, ok)
 
 

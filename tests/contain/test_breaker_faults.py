@@ -206,7 +206,7 @@ def test_lifetime_counters_survive_reset():
     assert [outcome(b, ok), outcome(b, ok)] == ["refused", "refused"]
     clock.t += 1
     outcome(b, ok)                   # half-open trial closes it
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'x'"):
         b.call(lambda: {}["x"])      # excluded: ignored
     b.reset()                        # closed already: not a transition
     assert b.metrics()["not_permitted"] == 0

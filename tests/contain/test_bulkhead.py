@@ -193,12 +193,17 @@ def test_an_async_waiter_gets_a_slot_released_by_a_thread():
     assert bh.in_flight == 0
 
 
-@pytest.mark.parametrize("args, error", [
-    ((0,), ValueError), ((-1,), ValueError), ((2.0,), TypeError), ((True,), TypeError),
-    ((1, -0.5), ValueError), ((1, float("nan")), ValueError), ((1, "1"), TypeError),
+@pytest.mark.parametrize("args, error, match", [
+    ((0,), ValueError, r"max_concurrent must be >= 1, got 0"),
+    ((-1,), ValueError, r"max_concurrent must be >= 1, got -1"),
+    ((2.0,), TypeError, r"max_concurrent must be an int, not float"),
+    ((True,), TypeError, r"max_concurrent must be an int, not bool"),
+    ((1, -0.5), ValueError, r"max_wait must be >= 0 seconds \(or math\.inf\), got -0\.5"),
+    ((1, float("nan")), ValueError, r"max_wait must be >= 0 seconds \(or math\.inf\), got nan"),
+    ((1, "1"), TypeError, r"max_wait must be a number, not str"),
 ])
-def test_bad_arguments(args, error):
-    with pytest.raises(error):
+def test_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
         Bulkhead(*args)
 
 
@@ -206,8 +211,106 @@ def test_release_without_acquire_and_bad_decoration():
     bh = Bulkhead(2)
     with pytest.raises(RuntimeError, match="without a matching acquire"):
         bh.release()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"the bulkhead decorates callables, not int"):
         bh(3)
     with pytest.raises(ZeroDivisionError):
         bh.call(lambda: 1 / 0)
     assert bh.in_flight == 0
+
+
+# ---- cancellation paths (issue #21): a waiter that leaves never takes a slot with it
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_when_queued(bh, *, release_first):
+    """A SIGALRM handler that, once the main thread is queued in ``bh.acquire()``, raises
+    _Interrupted there (as Ctrl-C would), after handing it the slot if ``release_first``."""
+    import signal
+
+    def handler(signum, frame):
+        if bh.waiting == 0:                  # not blocked yet: look again shortly
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        if release_first:
+            bh.release()                     # the slot moves to the blocked thread ...
+        raise _Interrupted                   # ... which is interrupted before it wakes
+
+    return handler
+
+
+@pytest.mark.parametrize("release_first", [False, True])
+def test_a_thread_interrupted_while_waiting_leaves_no_slot_behind(release_first):
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    bh = Bulkhead(1, max_wait=math.inf)
+    go, held = threading.Event(), threading.Event()
+
+    def holder():
+        bh.acquire()
+        held.set()
+        go.wait(30)
+        if not release_first:
+            bh.release()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(30)
+    old = signal.signal(signal.SIGALRM, _interrupt_when_queued(bh, release_first=release_first))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        with pytest.raises(_Interrupted):
+            bh.acquire()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        go.set()
+        t.join(30)
+    # Interrupted while waiting: the waiter is abandoned, the holder's slot goes back to the
+    # pool.  Interrupted just after the slot was handed over: it is passed on, not kept.
+    assert bh.in_flight == 0 and bh.waiting == 0 and bh.available == 1
+    with bh:
+        assert bh.in_flight == 1
+
+
+def test_a_task_cancelled_as_its_slot_arrives_passes_the_slot_on():
+    bh = Bulkhead(1, max_wait=math.inf)
+
+    async def main():
+        await bh.acquire_async()
+        first = asyncio.ensure_future(bh.acquire_async())
+        second = asyncio.ensure_future(bh.acquire_async())
+        while bh.waiting < 2:
+            await asyncio.sleep(0)
+        bh.release()          # the slot moves to `first` ...
+        first.cancel()        # ... cancelled before it could run: it goes on to `second`
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await second
+        assert bh.in_flight == 1 and bh.waiting == 0
+        bh.release()
+
+    asyncio.run(main())
+    assert bh.in_flight == 0
+
+
+def test_a_waiter_whose_loop_closed_does_not_keep_the_slot():
+    bh = Bulkhead(1, max_wait=math.inf)
+    bh.acquire()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(bh.acquire_async())
+    loop.run_until_complete(asyncio.sleep(0))   # the task runs until it waits
+    assert bh.waiting == 1
+    loop.close()                                # gone without cancelling its task
+    bh.release()                                # cannot hand over: back to the pool
+    assert bh.in_flight == 0 and bh.available == 1
+    with bh:                                    # someone else holds the slot now ...
+        task.get_coro().close()                 # ... when the orphan is finally closed:
+        assert bh.in_flight == 1                # it must not give back a slot it never had
+    assert bh.in_flight == 0
+    assert repr(bh) == "Bulkhead(max_concurrent=1, max_wait=inf, in_flight=0)"
+    assert (bh.max_concurrent, bh.max_wait) == (1, math.inf)
+    task._log_destroy_pending = False           # closed by hand above: nothing pending

@@ -44,11 +44,17 @@ def test_reassign_moves_and_strict_refuses():
     assert "z0r0h1" not in d and len(d) == 3
 
 
-@pytest.mark.parametrize("path", ["", "eu//r1/h1", "/eu/az1/r1", "eu/az1/r1/h1/",
-                                  "eu/az1/r1", "eu/az1/r1/h1/x"])
-def test_malformed_paths(path):
+@pytest.mark.parametrize("path, match", [
+    ("", "domain path '' has an empty segment"),
+    ("eu//r1/h1", "domain path 'eu//r1/h1' has an empty segment"),
+    ("/eu/az1/r1", "domain path '/eu/az1/r1' has an empty segment"),
+    ("eu/az1/r1/h1/", "domain path 'eu/az1/r1/h1/' has an empty segment"),
+    ("eu/az1/r1", r"service path 'eu/az1/r1' has 3 levels; it needs 4 \(region/zone/rack/host\)"),
+    ("eu/az1/r1/h1/x", r"domain path 'eu/az1/r1/h1/x' has 5 levels; at most 4 \(region/zone/rack/host\)"),
+])
+def test_malformed_paths(path, match):
     d = FailureDomains()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=match):
         d.assign("s", path)
 
 
@@ -64,21 +70,21 @@ def test_bad_input_names_the_bad_value():
         d.isolate("eu//r0")
     with pytest.raises(ValueError, match="unknown level 'shelf'"):
         d.domain_of("z0r0h0", "shelf")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"a domain path must be a str, not int"):
         d.assign("s", 3)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"unhashable type: 'list'"):
         d.assign(["unhashable"], "eu/az0/r0/h0")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"levels must name at least one level"):
         FailureDomains(levels=())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"level names must be distinct, got \('a', 'a'\)"):
         FailureDomains(levels=("a", "a"))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"levels must be a sequence of level names, not a str"):
         FailureDomains(levels="rack")
     with pytest.raises(TypeError, match="a balancer needs .nodes"):
         d.attach(object())
     with pytest.raises(ValueError, match="cannot place 2 replicas in distinct zone domains"):
         d.place("k", 2, spread="zone")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"n must be an int, not float"):
         d.place("k", 1.0)
     d.assign(("a", "tuple"), "eu/az0/r0/h1")
     with pytest.raises(TypeError, match="must be str, bytes or int, not tuple"):
@@ -126,7 +132,7 @@ def test_isolation_reaches_the_ring_and_moves_only_that_domains_keys():
     d.attach(late)
     assert late.alive_mask().sum() == 40
     d.detach(late)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"HashRing\(60 nodes, 9600 points, 20 down\) is not attached"):
         d.detach(late)
 
 
@@ -239,7 +245,7 @@ def test_place_returns_distinct_domains_or_value_error(cells, n, key):
         d.assign(f"{z}.{r}.{h}", f"eu/z{z}/r{r}/h{h}")
     racks = len(d.domains("rack"))
     if n > racks:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"cannot place {n} replicas in distinct rack domains: there are {racks}$"):
             d.place(key, n)
         return
     placed = d.place(key, n)

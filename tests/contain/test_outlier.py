@@ -128,12 +128,18 @@ def test_hosts_and_bad_arguments():
         od.report("a", True, -1.0)
     with pytest.raises(ValueError, match="latency"):
         od.report("a", True, math.nan)
-    for kw, exc in ((dict(consecutive_errors=0), ValueError), (dict(consecutive_errors=2.0), TypeError),
-                    (dict(interval=0), ValueError), (dict(base_ejection_time=-1), ValueError),
-                    (dict(max_ejection_time=10.0), ValueError), (dict(max_ejection_percent=101), ValueError),
-                    (dict(success_rate_minimum_hosts=0), ValueError),
-                    (dict(success_rate_stdev_factor="x"), TypeError), (dict(clock=1), TypeError)):
-        with pytest.raises(exc):
+    for kw, exc, match in (
+            (dict(consecutive_errors=0), ValueError, r"consecutive_errors must be >= 1, got 0"),
+            (dict(consecutive_errors=2.0), TypeError, r"consecutive_errors must be an int, not float"),
+            (dict(interval=0), ValueError, r"interval must be > 0 and finite, got 0"),
+            (dict(base_ejection_time=-1), ValueError, r"base_ejection_time must be > 0 and finite, got -1"),
+            (dict(max_ejection_time=10.0), ValueError,
+             r"max_ejection_time \(10\.0\) must be >= base_ejection_time \(30\.0\)"),
+            (dict(max_ejection_percent=101), ValueError, r"max_ejection_percent must be in \[0, 100\], got 101"),
+            (dict(success_rate_minimum_hosts=0), ValueError, r"success_rate_minimum_hosts must be >= 1, got 0"),
+            (dict(success_rate_stdev_factor="x"), TypeError, r"success_rate_stdev_factor must be a number, not str"),
+            (dict(clock=1), TypeError, r"clock must be callable, not int")):
+        with pytest.raises(exc, match=match):
             OutlierDetector(**kw)
     assert math.isinf(OutlierDetector(max_ejection_time=math.inf).max_ejection_time)
     for _ in range(5):

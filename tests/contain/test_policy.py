@@ -130,22 +130,28 @@ def test_manual_isolation_and_unknown_services():
     assert sorted(policy.isolate("eu/az0/r0")) == ["r0h0", "r0h1", "r0h2", "r0h3"]
     assert policy.isolated == ["eu/az0/r0"]
     assert [x.action for x in policy.tick(105.0)] == ["restore"]
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"unknown domain 'eu/az9'"):
         policy.isolate("eu/az9")
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"level": "shelf"}, ValueError), ({"min_failed": 0}, ValueError),
-    ({"min_failed": 1.5}, TypeError), ({"window": -1}, ValueError),
-    ({"window": float("inf")}, ValueError), ({"restore_share": 0}, ValueError),
-    ({"restore_share": 1.1}, ValueError), ({"hold": -1}, ValueError),
-    ({"max_isolated_fraction": 0}, ValueError), ({"max_isolated_fraction": 2}, ValueError),
-    ({"max_isolated_fraction": "half"}, TypeError), ({"clock": None}, TypeError),
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"level": "shelf"}, ValueError, r"unknown level 'shelf'; levels are \('region', 'zone', 'rack', 'host'\)"),
+    ({"min_failed": 0}, ValueError, r"min_failed must be >= 1, got 0"),
+    ({"min_failed": 1.5}, TypeError, r"min_failed must be an int, not float"),
+    ({"window": -1}, ValueError, r"window must be a finite number of seconds >= 0, got -1\.0"),
+    ({"window": float("inf")}, ValueError, r"window must be a finite number of seconds >= 0, got inf"),
+    ({"restore_share": 0}, ValueError, r"restore_share must be in \(0, 1\], got 0\.0"),
+    ({"restore_share": 1.1}, ValueError, r"restore_share must be in \(0, 1\], got 1\.1"),
+    ({"hold": -1}, ValueError, r"hold must be a finite number of seconds >= 0, got -1\.0"),
+    ({"max_isolated_fraction": 0}, ValueError, r"max_isolated_fraction must be in \(0, 1\], got 0\.0"),
+    ({"max_isolated_fraction": 2}, ValueError, r"max_isolated_fraction must be in \(0, 1\], got 2\.0"),
+    ({"max_isolated_fraction": "half"}, TypeError, r"max_isolated_fraction must be a number, not str"),
+    ({"clock": None}, TypeError, r"clock must be callable, not NoneType"),
 ])
-def test_bad_arguments(kwargs, error):
-    with pytest.raises(error):
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         IsolationPolicy(fleet(), **kwargs)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"domains must be a FailureDomains, not str"):
         IsolationPolicy("domains")
 
 
@@ -166,3 +172,54 @@ def test_failed_states_choose_what_counts_and_graceful_states_never_do():
     for bad, exc in (((), ValueError), (("left",), ValueError), ("dead", TypeError)):
         with pytest.raises(exc, match="failed_states"):
             IsolationPolicy(d, failed_states=bad)
+
+
+# ---- mutants that survived the suite once (issue #21); each test names the one it kills
+
+def test_failures_exactly_window_apart_are_within_the_window():
+    """Kills: the isolation window's boundary moved to exclude exactly ``window`` seconds
+    (``<= self.window`` -> ``<`` in ``_correlated``, either comparison)."""
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0)
+    policy.on_event(Event("r0h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r0h1", "alive", "dead", 110.0))   # exactly window later
+    assert d.isolated == ["eu/az0/r0"]
+    policy.on_event(Event("r1h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r1h1", "alive", "dead", 110.0 + 1e-9))  # just past it
+    assert d.isolated == ["eu/az0/r0"]
+
+    # The span extends to every failure up to exactly window after its first: a refused
+    # isolation (over the cap) keeps the failures, so the third one joins the span.
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, max_isolated_fraction=0.2)
+    policy.on_event(Event("r0h0", "alive", "dead", 100.0))
+    policy.on_event(Event("r0h1", "alive", "dead", 104.0))
+    policy.on_event(Event("r0h2", "alive", "dead", 110.0))
+    assert [x.reason.split(":")[0] for x in policy.refusals] == [
+        "2 services failed within 10 s", "3 services failed within 10 s"]
+
+
+def test_alive_events_leave_domains_the_policy_did_not_isolate_alone():
+    """Kills: an *alive* event starting (or restarting) the hold of a domain the policy did
+    not isolate (the ``domain in self._mine`` / ``self._mine[domain] is None`` guards of
+    ``on_event``), which would restore an operator's isolation or delay a due restore."""
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, hold=5.0)
+    d.isolate("eu/az0/r1")                     # an operator's isolation, not the policy's
+    policy.on_event(Event("r1h0", "alive", "dead", 0.0))
+    policy.on_event(Event("r1h0", "dead", "alive", 1.0))
+    policy.on_event(Event("r2h0", "joining", "alive", 1.0))  # a domain nobody isolated
+    assert policy.isolated == [] and policy.tick(100.0) == []
+    assert d.isolated == ["eu/az0/r1"] and [x.action for x in policy.decisions] == []
+
+    # A domain the policy isolated, healthy since 1.0: a later alive event (a member that
+    # was never down rejoining) must not push its restore from 11.0 to later.
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, hold=10.0)
+    for s in ("r3h0", "r3h1"):
+        policy.on_event(Event(s, "alive", "dead", 0.0))
+    for s in ("r3h0", "r3h1"):
+        policy.on_event(Event(s, "dead", "alive", 1.0))
+    policy.on_event(Event("r3h2", "alive", "restarted", 5.0))
+    assert policy.tick(10.9) == []
+    assert [x.action for x in policy.tick(11.0)] == ["restore"] and d.isolated == []

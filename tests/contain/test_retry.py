@@ -87,7 +87,7 @@ def test_jitter_follows_its_formula(jitter):
 def test_retry_on_and_result_predicate():
     c = clock_with_sleeps()
     r = Retry(3, retry_on=(ConnectionError,), clock=c, sleep=c.sleep)
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'attempt 1'"):
         r.call(Flaky(1, exc=KeyError))        # not retryable: raised at once
     r2 = Retry(4, retry_if_result=lambda v: v is None, clock=c, sleep=c.sleep)
     values = iter([None, None, 7])

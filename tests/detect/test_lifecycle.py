@@ -126,7 +126,7 @@ def test_leave_is_left_at_once_and_late_heartbeats_of_that_life_are_ignored(make
     assert [(e.old, e.new, e.old_incarnation, e.incarnation) for e in evs] == [("left", "restarted", 3, 4)]
     # the old life's leave, delayed, cannot take the new life out
     assert det.leave("a", 3, now=102.0) is False and det.state("a") == "alive"
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'nobody'"):
         det.leave("nobody")
     with pytest.raises(ValueError, match="incarnation"):
         det.leave("a", -1)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from faultkit.detect import PhiAccrualDetector, TimeoutDetector
 from faultkit.transport import (
-    MAX_PACKET, Beat, HeartbeatReceiver, HeartbeatSender, decode_packet, encode_packet,
-    load_key, parse_address,
+    HAVE_NATIVE, MAX_PACKET, Beat, HeartbeatReceiver, HeartbeatSender, PacketError, decode_packet,
+    encode_packet, load_key, parse_address,
 )
 
 KEY = bytes(range(32))
@@ -43,12 +43,17 @@ def test_the_tag_is_hmac_sha256_of_the_body():
 
 
 def test_encode_rejects_out_of_range_fields():
-    for beats in ([], [("", 1, 1, 0.0)], [("a", -1, 1, 0.0)], [("a", 2**63, 1, 0.0)],
-                  [("a", 1, 1, math.nan)], [("é" * 200, 1, 1, 0.0)],
-                  [(f"n{i:03d}" * 10, 1, i, 0.0) for i in range(60)]):
-        with pytest.raises(ValueError):
+    for beats, match in (
+            ([], r"a packet carries 1\.\.255 heartbeats, got 0"),
+            ([("", 1, 1, 0.0)], r"name '' must be 1\.\.255 bytes of UTF-8"),
+            ([("a", -1, 1, 0.0)], r"incarnation -1 / sequence 1 out of range"),
+            ([("a", 2**63, 1, 0.0)], r"incarnation 9223372036854775808 / sequence 1 out of range"),
+            ([("a", 1, 1, math.nan)], r"send time must be finite, got nan"),
+            ([("é" * 200, 1, 1, 0.0)], r"name 'é{200}' must be 1\.\.255 bytes of UTF-8"),
+            ([(f"n{i:03d}" * 10, 1, i, 0.0) for i in range(60)], r"packet of 3936 bytes exceeds 1400")):
+        with pytest.raises(ValueError, match=match):
             encode_packet(KEY, beats)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"key must be at least 16 bytes, got 5"):
         encode_packet(b"short", [("a", 1, 1, 0.0)])
 
 
@@ -198,12 +203,15 @@ def test_key_file_and_addresses(tmp_path):
         load_key(k)
     assert parse_address("127.0.0.1:7946") == ("127.0.0.1", 7946)
     assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("nohost", ":80", "h:x", "h:70000"):
-        with pytest.raises(ValueError):
+    for bad, match in (("nohost", "address must be host:port, got 'nohost'"),
+                       (":80", "address must be host:port, got ':80'"),
+                       ("h:x", "port must be an integer in 'h:x'"),
+                       ("h:70000", r"port must be in \[0, 65535\], got 70000")):
+        with pytest.raises(ValueError, match=match):
             parse_address(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"interval must be a finite number of seconds > 0, got 0"):
         HeartbeatSender("a", "127.0.0.1:1", 0, key=KEY)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"detector must be a faultkit detector, not object"):
         HeartbeatReceiver(object(), "127.0.0.1:0", key=KEY)
 
 
@@ -321,3 +329,70 @@ def test_sender_stop_sends_a_signed_leave_and_close_can_too():
     assert rx.stats["leaves"] == 3 and rx.stats["unauthenticated"] == 0
     with pytest.raises(ValueError, match="repeats"):
         asyncio.run(HeartbeatSender("a", "127.0.0.1:9", key=KEY).stop(repeats=0))
+
+
+# ---- signed but malformed (issue #21): a valid HMAC never makes a bad body acceptable
+
+def _signed(body):
+    return body + hmac.new(KEY, body, hashlib.sha256).digest()
+
+
+_E = struct.pack(">QQd", 1, 1, 0.0)
+SIGNED_MALFORMED = [
+    ("a count larger than the entries", b"FK\x01\x03\x01a" + _E),
+    ("a count smaller than the entries", b"FK\x01\x01" + (b"\x01a" + _E) * 2),
+    ("a count of zero", b"FK\x01\x00\x01a" + _E),
+    ("an empty name", b"FK\x01\x01\x00a" + _E),
+    ("a name running past the end", b"FK\x01\x01\xff" + b"a" + _E),
+    ("a name that is not UTF-8", b"FK\x01\x01\x01\xff" + _E),
+    ("a NaN send time", b"FK\x01\x01\x01a" + struct.pack(">QQd", 1, 1, math.nan)),
+    ("an infinite send time", b"FK\x01\x01\x01a" + struct.pack(">QQd", 1, 1, -math.inf)),
+    ("a trailing byte", b"FK\x01\x01\x01a" + _E + b"\x00"),
+    ("another version", b"FK\x02\x01\x01a" + _E),
+    ("another magic", b"KF\x01\x01\x01a" + _E),
+]
+
+
+@pytest.mark.parametrize("what, body", SIGNED_MALFORMED, ids=[w for w, _ in SIGNED_MALFORMED])
+def test_a_signed_malformed_body_is_refused_by_the_decoder(what, body):
+    with pytest.raises(PacketError, match="^malformed: ") as e:
+        decode_packet(KEY, _signed(body))
+    assert e.value.reason == "malformed"
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not HAVE_NATIVE, reason="this build has no native receive path"))])
+def test_signed_malformed_packets_over_udp_are_dropped_and_counted_and_the_receiver_goes_on(native):
+    import socket
+
+    async def main():
+        det = TimeoutDetector(5.0)
+        async with HeartbeatReceiver(det, "127.0.0.1:0", key=KEY, auto_add=True, native=native) as rx:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for _, body in SIGNED_MALFORMED:
+                    s.sendto(_signed(body), rx.address)
+                s.sendto(encode_packet(KEY, [("good", 1, 1, 0.0)]), rx.address)  # sent last
+                for _ in range(1000):  # bounded wait for the good one, processed after the rest
+                    if rx.stats["heartbeats"] >= 1:
+                        break
+                    await asyncio.sleep(0.01)
+        return det, rx
+
+    det, rx = asyncio.run(main())
+    assert list(det.names) == ["good"] and rx.stats["heartbeats"] == 1 and rx.stats["packets"] == 1
+    assert rx.stats["malformed"] == len(SIGNED_MALFORMED)
+
+
+@given(st.binary(max_size=120))
+@settings(max_examples=300, deadline=None)
+def test_handle_never_raises_on_any_signed_body(body):
+    det, rx = receiver()
+    before = dict(rx.stats)
+    got = rx.handle(_signed(b"FK\x01" + body), now=1.0)
+    changed = {k: rx.stats[k] - before.get(k, 0) for k in rx.stats if rx.stats[k] != before.get(k, 0)}
+    try:
+        beats = decode_packet(KEY, _signed(b"FK\x01" + body))
+    except PacketError as e:
+        assert got == 0 and changed == {e.reason: 1} and list(det.names) == []
+    else:
+        assert changed["packets"] == 1 and got == changed.get("heartbeats", 0) <= len(beats)

@@ -45,11 +45,11 @@ def test_save_recover_list_load(tmp_path):
 def test_arguments_are_validated(tmp_path):
     with pytest.raises(ValueError, match="retain must be >= 1, got 0"):
         fk.Checkpointer(tmp_path, retain=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"path must be a directory path or a Store, got int"):
         fk.Checkpointer(42)
     with pytest.raises(ValueError, match="chunk_size"):
         fk.Checkpointer(tmp_path, chunk_size=1000)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"id must be an int, got '1'"):
         fk.Checkpointer(tmp_path).load("1")
 
 
@@ -201,7 +201,7 @@ def test_local_store_put_atomic_leaves_no_temp_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
     assert store.put_atomic("x", lambda f: f.write(b"abc")) == 3
     assert bytes(store.get("x")) == b"abc" and bytes(store.get("x", mmap=True)) == b"abc"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"bad object name '\.\./escape': letters, digits, '\.', '_', '-' only, not starting"):
         store.put_atomic("../escape", lambda f: None)
 
 
@@ -264,3 +264,124 @@ def test_readers_recover_while_a_writer_saves_and_prunes(tmp_path):
     t.join()
     ck.close()
     assert seen == sorted(seen) and len(seen) > 1 and reader.recover()["n"] == 399
+
+
+# ---- mutants that survived the suite once (issue #21); each test names the one it kills
+
+def _chain(path, chunk_size=4096):
+    """Checkpoint 1 (full) and 2 (incremental, reusing 1's unchanged chunks) in path."""
+    arr = np.arange(64 * 1024, dtype="<f8")   # 512 KiB: 128 chunks of 4 KiB
+    with fk.Checkpointer(path, chunk_size=chunk_size, track_writes=False) as ck:
+        ck.save({"gen": 1, "arr": arr})
+        arr[:10] = -1.0
+        info = ck.save({"gen": 2, "arr": arr}, incremental=True)
+    assert info.incremental
+    return arr
+
+
+def test_an_incremental_checkpoint_refuses_a_base_that_is_not_its_own(tmp_path):
+    """Kills: recovery of an incremental checkpoint no longer checking its base's checksum
+    (``rl.checksum != rsum`` dropped in ``Checkpointer._load``): a *valid* checkpoint 1
+    from elsewhere, put in place of the one checkpoint 2 was built on, must be refused as
+    2's base, even with verify=False, whose reads would otherwise mix the two files."""
+    arr = _chain(tmp_path / "a")
+    with fk.Checkpointer(tmp_path / "b", chunk_size=4096, track_writes=False) as other:
+        other.save({"gen": "foreign", "arr": np.zeros(64 * 1024, dtype="<f8")})
+    os.replace(tmp_path / "b" / "ckpt-000000000001.fkc", tmp_path / "a" / "ckpt-000000000001.fkc")
+    ck = fk.Checkpointer(tmp_path / "a", chunk_size=4096)
+    for verify in (True, False):
+        with pytest.raises(fk.CorruptCheckpointError, match="base checkpoint ckpt-000000000001.fkc is not the one referenced"):
+            ck.load(2, verify=verify)
+    with pytest.warns(fk.CheckpointWarning, match="ckpt-000000000002.fkc.*not the one referenced"):
+        state = ck.recover()
+    assert state["gen"] == "foreign"  # 1 is valid on its own: the fallback, never a mix
+    # A writer resuming the chain after a restart does not build on the foreign base either.
+    with fk.Checkpointer(tmp_path / "a", chunk_size=4096, track_writes=False) as w:
+        assert not w.save({"gen": 3, "arr": arr}, incremental=True).incremental
+    exact_equal({"gen": 3, "arr": arr}, fk.Checkpointer(tmp_path / "a").load(3))
+
+
+def test_max_size_refuses_a_larger_file_and_accepts_one_of_exactly_that_size(tmp_path):
+    """Kills: ``max_size`` no longer refused (the size check in ``Checkpointer._load``
+    dropped, or moved off by one)."""
+    with fk.Checkpointer(tmp_path) as ck:
+        size = ck.save(state_of(3)).size
+    small = fk.Checkpointer(tmp_path, max_size=size - 1)
+    with pytest.raises(fk.CorruptCheckpointError, match=f"^{size} bytes exceeds max_size={size - 1}$"):
+        small.load(1)
+    with pytest.raises(fk.CorruptCheckpointError, match=f"{size} bytes exceeds max_size"):
+        small.load(1, mmap=True)
+    with pytest.warns(fk.CheckpointWarning, match=f"ckpt-000000000001.fkc.*{size} bytes exceeds max_size={size - 1}"):
+        with pytest.raises(fk.NoCheckpointError, match="1 corrupt skipped"):
+            small.recover()
+    exact_equal(state_of(3), fk.Checkpointer(tmp_path, max_size=size).load(1))
+    with pytest.raises(ValueError, match="max_size must be >= 1, got 0"):
+        fk.Checkpointer(tmp_path, max_size=0)
+
+
+class _PrunedWhileListing(LocalStore):
+    """A real directory whose listing is followed, before the reader gets to it, by another
+    process's retention deleting checkpoint ``victim`` (done here, on the real file)."""
+
+    victim = "ckpt-000000000001.fkc"
+
+    def list(self):
+        names = super().list()
+        if self.victim in names and os.path.exists(os.path.join(self.path, self.victim)):
+            os.unlink(os.path.join(self.path, self.victim))
+        return names
+
+
+def test_list_and_latest_tolerate_a_checkpoint_pruned_while_they_read(tmp_path):
+    """Kills: ``list()`` (and ``latest()``) no longer tolerating a checkpoint pruned between
+    the directory listing and the read (``OSError`` dropped from what they skip)."""
+    with fk.Checkpointer(tmp_path) as ck:
+        for n in (1, 2):
+            ck.save(state_of(n))
+    store = _PrunedWhileListing(tmp_path)
+    assert [i.id for i in fk.Checkpointer(store).list()] == [2]
+    _PrunedWhileListing.victim = "ckpt-000000000002.fkc"
+    try:
+        assert fk.Checkpointer(_PrunedWhileListing(tmp_path)).latest() is None
+    finally:
+        _PrunedWhileListing.victim = "ckpt-000000000001.fkc"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("ckpt-")]  # both really went
+
+
+def test_an_incremental_checkpoint_whose_base_is_damaged_or_gone_is_refused(tmp_path):
+    arr = _chain(tmp_path)
+    base = tmp_path / "ckpt-000000000001.fkc"
+    good = base.read_bytes()
+    base.write_bytes(good[: len(good) // 2])        # torn
+    ck = fk.Checkpointer(tmp_path)
+    with pytest.raises(fk.CorruptCheckpointError, match="base checkpoint ckpt-000000000001.fkc is corrupt: "):
+        ck.load(2)
+    with fk.Checkpointer(tmp_path, chunk_size=4096, track_writes=False) as w:  # resumes no chain on it
+        assert not w.save({"gen": 3, "arr": arr}, incremental=True).incremental
+    base.unlink()
+    with pytest.raises(fk.CorruptCheckpointError, match="base checkpoint ckpt-000000000001.fkc is missing"):
+        ck.load(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact_equal({"gen": 3, "arr": arr}, ck.recover())   # 3 is full: recovery never needs 1
+
+
+def test_more_bad_arguments_and_a_closed_checkpointer(tmp_path):
+    with pytest.raises(TypeError, match="retain must be an int, got '3'"):
+        fk.Checkpointer(tmp_path, retain="3")
+    with pytest.raises(TypeError, match="max_size must be an int, got 1.5"):
+        fk.Checkpointer(tmp_path, max_size=1.5)
+    with pytest.raises(TypeError, match="journal must be a faultkit Journal, got object"):
+        fk.Checkpointer(tmp_path, journal=object())
+    ck = fk.Checkpointer(tmp_path)
+    assert repr(ck) == f"Checkpointer({ck.store!r}, retain=3, full_every=8)"
+    ck.save([1])
+    with pytest.raises(TypeError, match="journal must be a faultkit Journal, got list"):
+        ck.recover_with([])
+    with fk.Journal(tmp_path / "wal") as j:
+        with pytest.raises(TypeError, match="apply must be callable, got 3"):
+            ck.recover_with(j, apply=3)
+    ck.close()
+    with pytest.raises(ValueError, match="Checkpointer is closed"):
+        ck.save([2])
+    assert fk.Checkpointer(tmp_path).recover() == [1]  # the failed save wrote nothing

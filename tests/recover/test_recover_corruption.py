@@ -126,7 +126,8 @@ def test_all_corrupt_raises_no_checkpoint(pristine, tmp_path):
 
 # ---- decoder fuzzing: only CorruptCheckpointError, never a crash or another error
 
-SEED_BLOBS = [dumps(OLD), dumps([1, 2.5, "x", b"y", {"k": (None, True)}, {1, 2}]), dumps(np.arange(10))]
+SEED_STATES = [OLD, [1, 2.5, "x", b"y", {"k": (None, True)}, {1, 2}], np.arange(10)]
+SEED_BLOBS = [dumps(s) for s in SEED_STATES]
 
 
 @given(st.binary(max_size=600))
@@ -138,7 +139,9 @@ def test_fuzz_random_bytes(data):
 
 @st.composite
 def mutated(draw):
-    blob = bytearray(draw(st.sampled_from(SEED_BLOBS)))
+    """(seed index, a seed blob after 1-8 random set/insert/delete edits)."""
+    i = draw(st.integers(0, len(SEED_BLOBS) - 1))
+    blob = bytearray(SEED_BLOBS[i])
     for _ in range(draw(st.integers(1, 8))):
         op = draw(st.sampled_from(["set", "insert", "delete"]))
         pos = draw(st.integers(0, len(blob) - 1))
@@ -148,26 +151,33 @@ def mutated(draw):
             blob[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         elif len(blob) > 1:
             del blob[pos:pos + draw(st.integers(1, 8))]
-    return bytes(blob)
+    return i, bytes(blob)
 
 
 @given(mutated())
 @settings(max_examples=300, deadline=None)
-def test_fuzz_mutated_blobs(data):
+def test_fuzz_mutated_blobs(case):
+    """Every byte is checksummed: a load that succeeds means the edits cancelled out."""
+    i, data = case
     try:
-        loads(data)
+        got = loads(data)
     except fk.CorruptCheckpointError:
-        pass
+        return
+    assert data == SEED_BLOBS[i], "an edited file loaded"
+    exact_equal(SEED_STATES[i], got)
 
 
 @st.composite
 def resealed(draw):
-    """A mutated tree framed with valid checksums: exercises the tree decoder itself."""
+    """A mutated tree framed with valid checksums: exercises the tree decoder itself.
+
+    Returns (original state, original tree, mutated tree, framed file)."""
     from faultkit.recover import codec
 
     state = draw(states)
     enc = codec.encode(state)
-    tree = bytearray(enc.tree_bytes())
+    original = enc.tree_bytes()
+    tree = bytearray(original)
     for _ in range(draw(st.integers(1, 4))):
         pos = draw(st.integers(0, max(len(tree) - 1, 0)))
         if tree:
@@ -175,16 +185,44 @@ def resealed(draw):
         if draw(st.booleans()):
             del tree[pos:]
     blobs = [bytes(draw(st.binary(max_size=64))) for _ in range(enc.blob_count)]
-    return frame(codec.encode_meta({"meta": None}).tree_bytes(), bytes(tree), blobs, chunk_size=4096)
+    blob = frame(codec.encode_meta({"meta": None}).tree_bytes(), bytes(tree), blobs, chunk_size=4096)
+    return state, original, bytes(tree), blobs, blob
+
+
+def _has_set(value) -> bool:
+    if isinstance(value, (set, frozenset)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_set(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_set(k) or _has_set(v) for k, v in value.items())
+    return False
 
 
 @given(resealed())
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_fuzz_tree_decoder_behind_valid_checksums(blob):
+def test_fuzz_tree_decoder_behind_valid_checksums(case):
+    """What the decoder accepts is exactly what the tree describes (docs/FORMAT.md: the
+    encoding is canonical, so the decoder is the encoder's inverse): an unchanged tree gives
+    the original state back; a changed one that decodes re-encodes to the same tree bytes
+    (sets aside, whose item order is the set's own; NaN keys make no two sets equal), and
+    survives a round trip unchanged."""
+    from faultkit.recover import codec
+
+    state, original, tree, blobs, blob = case
     try:
-        loads(blob)
+        got = loads(blob)
     except fk.CorruptCheckpointError:
-        pass
+        return
+    if tree == original and not codec.encode(state).blob_count:
+        exact_equal(state, got)
+    again = codec.encode(got)
+    back = loads(dumps(got))
+    if not _has_set(got):  # compared as encoded bytes: NaN keys are equal to nothing
+        assert codec.encode(back).tree_bytes() == again.tree_bytes()
+        if not again.blob_count:
+            assert again.tree_bytes() == tree, "a non-canonical tree was accepted"
+    assert len(dumps(back)) == len(dumps(got))
 
 
 @given(states)

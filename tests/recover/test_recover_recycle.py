@@ -199,3 +199,56 @@ def test_with_fsync_the_spare_is_durably_renamed_before_it_is_overwritten(tmp_pa
     store.put_atomic("b", lambda f: (events.append("write"), f.write(b"2" * 10))[1])
     assert events == ["dir fsync", "write", "dir fsync"]  # before the first byte, and the commit's
     assert names(tmp_path) == ["b"] and bytes(store.get("b")) == b"2" * 10
+
+
+# ---- foreign entries under the spare's name, and a really full disk (issue #21)
+
+def test_a_directory_named_like_the_spare_or_a_temp_file_is_left_alone(tmp_path):
+    # Not a spare this store made: never renamed, opened or removed, and saves go on.
+    (tmp_path / ".spare").mkdir()
+    (tmp_path / ".spare" / "keep").write_bytes(b"k")
+    temp_dir = tmp_path / ".ckpt-000000000009.fkc.tmp-1-abcd1234"
+    temp_dir.mkdir()
+    with fk.Checkpointer(tmp_path, retain=1) as ck:   # cleanup() skips the temp-named directory
+        for n in range(3):
+            ck.save([n] * 100)   # retention cannot turn a checkpoint into the spare either
+        assert ck.recover() == [2] * 100
+    assert names(tmp_path) == [".ckpt-000000000009.fkc.tmp-1-abcd1234", ".lock", ".spare",
+                               "ckpt-000000000003.fkc"]
+    assert (tmp_path / ".spare" / "keep").read_bytes() == b"k"
+
+
+def test_a_symlink_named_like_the_spare_is_never_written_through(tmp_path):
+    # Before the fix, the first save renamed the link, opened it (following it) and wrote
+    # the checkpoint over the link's target.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious" * 100)
+    d = tmp_path / "ck"
+    d.mkdir()
+    os.symlink(victim, d / ".spare")
+    with fk.Checkpointer(d, retain=1) as ck:
+        for n in range(3):
+            ck.save([n] * 100)
+    assert victim.read_bytes() == b"precious" * 100
+    for n in os.listdir(d):
+        assert not os.path.islink(d / n) or n == ".spare", n
+    assert fk.Checkpointer(d).recover() == [2] * 100
+
+
+def test_a_really_full_disk_fails_the_save_and_keeps_the_previous_checkpoint(tmp_path):
+    # A 1 MiB tmpfs: the first save fits, a 2 MiB one hits ENOSPC in the kernel.
+    from recover_util import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as d:
+        for recycle in (True, False):
+            ck = fk.Checkpointer(d / f"r{recycle}", retain=1, recycle=recycle)
+            ck.save({"n": 1, "a": np.full(1000, 1, dtype=np.uint8)})
+            with pytest.raises(OSError) as e:
+                ck.save({"n": 2, "a": np.zeros(2 << 20, dtype=np.uint8)})
+            assert e.value.errno == errno.ENOSPC
+            assert names(d / f"r{recycle}") == [".lock", "ckpt-000000000001.fkc"]  # no temp left
+            exact_equal({"n": 1, "a": np.full(1000, 1, dtype=np.uint8)}, ck.recover())
+            info = ck.save({"n": 3, "a": np.full(1000, 3, dtype=np.uint8)})  # room again: saves go on
+            assert info.id == 2   # the failed save committed nothing, not even its id
+            exact_equal({"n": 3, "a": np.full(1000, 3, dtype=np.uint8)}, fk.Checkpointer(d / f"r{recycle}").recover())
+            ck.close()

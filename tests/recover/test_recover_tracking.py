@@ -354,7 +354,7 @@ def test_interleaved_async_full_and_failed_saves_stay_exact(tmp_path):
         exact_equal({"a": a}, ck.recover())
         # a save that fails after the scan must not lose the writes it scanned
         a[6 * CHUNK + MID] = 6
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match=r"state\['bad'\]: unsupported type; register it with faultkit\.register_type \(type"):
             ck.save({"a": a, "bad": object()}, incremental=True)  # fails in encode: nothing scanned
         real = ck.store.put_atomic
 
@@ -410,7 +410,7 @@ def test_tracker_contract():
     a[-1] = 2
     assert t.collect(p, a.nbytes, 8 * PAGE) == bytes([1, 0, 0, 0, 0, 0, 0, 1])
     assert t.collect(p, a.nbytes, 8 * PAGE) == bytes(8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"chunk_size must be > 0"):
         t.collect(p, a.nbytes, 0)
     with pytest.raises(OSError) as e:
         t.collect(p + PAGE, 10, PAGE)  # not an armed range

@@ -126,7 +126,7 @@ def test_add_and_remove_node_move_about_one_nth_of_the_keys():
     c.remove_node("n20")
     assert (owners(c) == before).all()
     assert "n20" not in c and len(c) == 20
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'n20'"):
         c.remove_node("n20")
 
 
@@ -161,7 +161,7 @@ def test_listeners_get_every_event():
     c.add_listener(seen.append)
     beat_all(c, 0.0)
     assert c.tick(6.0) == seen and {(e.name, e.new) for e in seen} >= {("a", "dead"), ("b", "dead")}
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"listener must be callable, not int"):
         c.add_listener(3)
 
 
@@ -184,7 +184,7 @@ def test_save_and_recover_through_the_checkpointer(tmp_path):
 
 
 def test_bad_input():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"nodes must be a collection of node names, not a single str"):
         Cluster("abc")
     with pytest.raises(ValueError, match="twice"):
         Cluster(["a", "a"])
@@ -202,12 +202,12 @@ def test_bad_input():
         Cluster(["a"], domains=d, balancer=ring)
     with pytest.raises(ValueError, match="domains"):
         Cluster(["a"], policy=fk.IsolationPolicy(d))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown level 'nosuch'; levels are \('region', 'zone', 'rack', 'host'\)"):
         Cluster({"a": "eu/z/r/h"}, spread="nosuch")
     c = Cluster(["a"])
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'zz'"):
         c.state("zz")
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"'zz'"):
         c.is_routable("zz")
     with pytest.raises(RuntimeError, match="domains"):
         c.placement("k", 1)
@@ -246,3 +246,49 @@ def test_demo_story_reports_what_the_library_computed():
     assert "all of them from rack eu/az1/r2: True" in text
     assert "keeps >= 2 reachable replicas" in text
     assert "bit-exact: True" in text
+
+
+def test_add_node_rolls_back_the_domains_when_the_balancer_refuses_it():
+    """Kills: ``Cluster.add_node`` no longer rolling back the domains when it fails (the
+    ``self._domains.remove(node)`` after a failed ``balancer.add``): the node would stay
+    assigned, so it could be neither added again nor placed around."""
+    c = timeout_cluster(rack_nodes())
+    before = (sorted(c.domains.services), c.domains.members("eu/z0/r0"), c.nodes)
+    for weight, error, match in ((-1.0, ValueError, "-1"), ("heavy", TypeError, "str")):
+        with pytest.raises(error, match=match):
+            c.add_node("new", "eu/z0/r0/h9", weight=weight)
+        assert "new" not in c.domains and "new" not in c and "new" not in c.detector
+        assert (sorted(c.domains.services), c.domains.members("eu/z0/r0"), c.nodes) == before
+    c.add_node("new", "eu/z0/r0/h9", weight=2.0)   # the path is free again
+    assert "new" in c and c.domains.domain_of("new", "rack") == "eu/z0/r0"
+
+
+def test_heartbeat_many_is_heartbeat_in_order_and_all_or_nothing():
+    nodes = rack_nodes()
+    bulk, one = timeout_cluster(nodes), timeout_cluster(nodes)
+    names = sorted(nodes)
+    rng = np.random.default_rng(5)
+    for t in range(1, 12):
+        # A random subset at random times, some nodes twice (the later one counts: in order).
+        picked = list(rng.choice(names, size=10))
+        times = np.sort(rng.uniform(t - 1, t, size=10))
+        bulk.heartbeat_many(picked, times)
+        for n, at in zip(picked, times):
+            one.heartbeat(n, float(at))
+        def strip(events):  # all but `wall` (when the scan ran, by the wall clock)
+            return [(e.name, e.old, e.new, e.at, e.incarnation) for e in events]
+
+        assert strip(bulk.tick(float(t))) == strip(one.tick(float(t)))
+        assert {n: bulk.state(n) for n in names} == {n: one.state(n) for n in names}
+        assert list(owners(bulk)) == list(owners(one))
+    before = {n: (bulk.state(n), bulk.detector.last_heartbeat(n)) for n in names}
+    for args, error, match in (
+        ((["n000", "nope"], [20.0, 20.0]), KeyError, "nope"),
+        ((["n000", "n001"], [20.0]), ValueError, "ids has 2 entries but times has 1"),
+        ((["n000"], [float("nan")]), ValueError, r"times\[0\] = nan .*nothing was recorded"),
+        ((["n000"], [[20.0]]), TypeError, "times must be a 1-D float array, not 2-D"),
+        (((n for n in ["n000"]), [20.0]), TypeError, "generator"),
+    ):
+        with pytest.raises(error, match=match):
+            bulk.heartbeat_many(*args)
+        assert {n: (bulk.state(n), bulk.detector.last_heartbeat(n)) for n in names} == before

@@ -89,3 +89,31 @@ def crash_state(n):
         "blob": bytes([n % 256]) * 70_000,
         "tree": [{"i": i, "s": str(n), "f": n / 3} for i in range(n % 50)],
     }
+
+
+def mounted_tmpfs(path, size: str):
+    """Context manager: a fresh tmpfs of ``size`` (e.g. "1m") mounted on directory ``path``
+    (a real file system that fills up: ENOSPC), unmounted on exit.  Skips the test when not
+    root or when mount is refused (a container without CAP_SYS_ADMIN)."""
+    import contextlib
+    import os
+    import subprocess
+    import uuid
+
+    import pytest
+
+    @contextlib.contextmanager
+    def cm():
+        if os.geteuid() != 0:
+            pytest.skip(f"mounting a {size} tmpfs needs root")
+        os.makedirs(path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", f"fk-{uuid.uuid4().hex[:8]}", str(path)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"mount refused: {r.stderr.strip()}")
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+    return cm()

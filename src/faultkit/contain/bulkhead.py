@@ -213,6 +213,8 @@ class Bulkhead:
             try:
                 waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
             except RuntimeError:  # its loop has closed: nobody will take the slot
+                with self._lock:  # nor give it back when its coroutine is closed
+                    waiter.state = _ABANDONED
                 self.release()
 
     # -- ways to use it -----------------------------------------------------

@@ -201,15 +201,25 @@ class LocalStore(Store):
         return [n for n in os.listdir(self.path) if _NAME.match(n)]
 
     def _take_spare(self, tmp: str) -> Optional[int]:
-        """The spare, renamed to ``tmp`` and open for writing at offset 0; None if there is none or it is in use."""
+        """The spare, renamed to ``tmp`` and open for writing at offset 0; None if there is none or it is in use.
+
+        Only a regular file is a spare: a directory or a symlink under the name was not made
+        by this store and is left alone (writing through a symlink would overwrite its target).
+        """
+        spare = os.path.join(self.path, _SPARE)
         try:
-            os.rename(os.path.join(self.path, _SPARE), tmp)
+            if not stat.S_ISREG(os.lstat(spare).st_mode):
+                return None
+            os.rename(spare, tmp)
         except OSError:
             return None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
-            self._unlink(tmp)
+            try:
+                self._unlink(tmp)
+            except OSError:  # swapped for a directory since the lstat: left for cleanup to skip
+                pass
             return None
         try:
             # A write lease is refused (EAGAIN) while any other open file
