@@ -39,6 +39,7 @@ import tenacity
 
 import faultkit as fk
 from faultkit.contain import FailureDomains
+from conftest import BULK
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "support"))
 from breaker_model import PlainBreaker
@@ -471,7 +472,20 @@ def test_isolate_and_restore_rack(benchmark, fleet):
     def run():
         domains.isolate(rack)
         domains.restore(rack)
-    benchmark(run)
+    benchmark.pedantic(run, **BULK)
+    assert ring.alive_mask().all()
+
+
+@pytest.mark.benchmark(group=G_ISOLATE)
+def test_mark_down_and_up_rack(benchmark, fleet):
+    """The baseline a user would reach for: the ring's own bulk mark down/up of the rack."""
+    services, domains, ring = fleet
+    members = domains.members(domains.domain_of(services[0], "rack"))
+
+    def run():
+        ring.mark_down_many(members)
+        ring.mark_up_many(members)
+    benchmark.pedantic(run, **BULK)
     assert ring.alive_mask().all()
 
 
@@ -479,7 +493,7 @@ def test_isolate_and_restore_rack(benchmark, fleet):
 def test_rebuild_ring_without_rack(benchmark, fleet):
     services, domains, ring = fleet
     rest = services[RACK:]
-    rebuilt = benchmark.pedantic(fk.HashRing, args=(rest,), rounds=3, iterations=1)
+    rebuilt = benchmark.pedantic(fk.HashRing, args=(rest,), **BULK)
     assert len(rebuilt) == N_SERVICES - RACK
 
 
@@ -487,5 +501,5 @@ def test_rebuild_ring_without_rack(benchmark, fleet):
 def test_place_many(benchmark, fleet, keys_1m):
     _, domains, _ = fleet
     keys = keys_1m[:10_000]
-    placed = benchmark.pedantic(domains.place_many, args=(keys, 3), rounds=3, iterations=1)
+    placed = benchmark.pedantic(domains.place_many, args=(keys, 3), **BULK)
     assert len(placed) == len(keys)

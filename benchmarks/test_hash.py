@@ -9,6 +9,7 @@ import pytest
 import xxhash
 
 import faultkit as fk
+from conftest import BULK
 
 xxh3 = xxhash.xxh3_64_intdigest
 
@@ -55,10 +56,10 @@ def test_builtin_hash(benchmark, keys_small):
 
 @pytest.mark.benchmark(group="hash: 1M str keys, bulk")
 def test_faultkit_hash64_many(benchmark, keys_1m):
-    out = benchmark(fk.hash64_many, keys_1m)
+    out = benchmark.pedantic(fk.hash64_many, (keys_1m,), **BULK)
     assert out.shape == (len(keys_1m),)
 
 
 @pytest.mark.benchmark(group="hash: 1M str keys, bulk")
 def test_xxhash_python_loop(benchmark, keys_1m):
-    benchmark.pedantic(lambda: [xxh3(k.encode()) for k in keys_1m], rounds=3, iterations=1)
+    benchmark.pedantic(lambda: [xxh3(k.encode()) for k in keys_1m], **BULK)
