@@ -264,9 +264,9 @@ def test_hold_restarted_keeps_a_fast_restart_out_of_routing_until_released():
             a.hold("h2")
             assert a.cluster.why_unroutable("h2") == ["held"]
             a.release("h2")
-            with pytest.raises(KeyError):
+            with pytest.raises(KeyError, match="'nobody' is not a member"):
                 a.hold("nobody")
-            with pytest.raises(KeyError):
+            with pytest.raises(KeyError, match="'nobody' is not a member"):
                 a.release("nobody")
         finally:
             for n in (a, b, c):

@@ -831,7 +831,7 @@ class Node:
         KeyError if it is not a member."""
         c = self._cluster()
         if member not in c:
-            raise KeyError(member)
+            raise KeyError(f"{member!r} is not a member of node {self.name!r}'s cluster")
         c.hold(member)
 
     def release(self, member: str) -> None:
@@ -840,7 +840,7 @@ class Node:
         KeyError if it is not a member."""
         c = self._cluster()
         if member not in c:
-            raise KeyError(member)
+            raise KeyError(f"{member!r} is not a member of node {self.name!r}'s cluster")
         c.release(member)
 
     @property
