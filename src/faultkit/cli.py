@@ -10,10 +10,12 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import subprocess
 import sys
 import time
+from typing import List, Optional
 
 import faultkit as fk
 
@@ -59,12 +61,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     progress(f"faultkit bench: scale {scale:g}, {rounds} rounds a side, pillars {', '.join(args.only)}")
     try:
-        rows = bench.run(scale=scale, rounds=rounds, pillars=args.only, progress=progress)
+        rows = bench.run(scale=scale, rounds=rounds, pillars=args.only, progress=progress,
+                         repeat=args.repeat)
     except ValueError as e:
         print(f"faultkit bench: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(bench.to_json(rows, scale=scale, rounds=rounds))
+        print(bench.to_json(rows, scale=scale, rounds=rounds, repeat=args.repeat,
+                            loadavg=_loadavg()))
     else:
         print(bench.format_table(rows))
     if args.plot:
@@ -75,6 +79,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
         progress(f"faultkit bench: plot written to {args.plot}")
     return 0
+
+
+def _loadavg() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages, or None where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _bench_pytest(args: argparse.Namespace) -> int:
@@ -245,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_positive_float, default=None,
                    help="data sizes relative to the full run (default 1, --quick 0.1)")
     p.add_argument("--rounds", type=_positive_int, default=None, help="rounds a side (default 7, --quick 3)")
+    p.add_argument("--repeat", type=_positive_int, default=1,
+                   help="run everything K times; report medians and the run-to-run spread (default 1)")
     p.add_argument("--only", nargs="+", default=list(PILLARS), choices=PILLARS, metavar="PILLAR",
                    help=f"pillars to run (default all: {' '.join(PILLARS)})")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")

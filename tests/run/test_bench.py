@@ -40,6 +40,8 @@ def test_compare_rejects_bad_arguments(kwargs, match):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(scale=0), "scale must be a number in"),
     (dict(pillars=["detect", "gossip"]), r"unknown pillar\(s\) \['gossip'\]"),
+    (dict(repeat=0), "repeat must be an int >= 1, got 0"),
+    (dict(repeat=True), "repeat must be an int >= 1, got True"),
 ])
 def test_run_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -68,3 +70,32 @@ def test_quick_bench_from_the_installed_package_prints_json_and_a_plot(tmp_path)
     assert any(r["peer"].startswith("msgspec") and r["gc"] == "charged" for r in rows)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "recover: decode vs" in proc.stderr  # progress while it runs
+
+
+def test_repeat_reports_medians_and_the_spread_between_runs():
+    rows = bench.run(scale=0.003, rounds=1, pillars=["hash"], repeat=3)
+    assert rows
+    for r in rows:
+        assert r.runs == 3 and len(r.ratio_runs) == 3
+        assert r.ratio == sorted(r.ratio_runs)[1]                      # the median run
+        assert r.spread == pytest.approx(max(r.ratio_runs) / min(r.ratio_runs))
+
+
+def test_headlines_compare_flags_a_ratio_outside_the_recorded_spread():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "tools" / "headlines.py"
+    if not path.exists():
+        pytest.skip("tools/ is not in this tree (an installed wheel's test run)")
+    spec = importlib.util.spec_from_file_location("headlines", path)
+    headlines = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(headlines)
+    row = dict(pillar="p", case="c", peer="x", gc="natural", ratio=10.0, spread=1.2)
+    recorded = {"rows": [row, dict(row, peer="y")]}
+    later = {"rows": [dict(row, ratio=11.9), dict(row, peer="y", ratio=12.1)]}
+    lines, outside = headlines.compare(recorded, later)
+    assert outside == 1
+    assert lines[0].startswith("within") and lines[1].startswith("OUTSIDE")
+    lines, outside = headlines.compare(recorded, {"rows": [dict(row, ratio=8.4)]})
+    assert outside == 1 and lines[1].startswith("missing")

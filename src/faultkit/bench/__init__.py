@@ -16,7 +16,7 @@ import platform
 import textwrap
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from faultkit.bench.cases import PILLARS, Case, all_cases
@@ -27,7 +27,12 @@ __all__ = ["Row", "run", "format_table", "to_json", "plot", "PILLARS"]
 
 @dataclass
 class Row:
-    """One comparison: times in seconds per call; ``ratio`` = peer / faultkit (minima)."""
+    """One comparison: times in seconds per call; ``ratio`` = peer / faultkit (minima).
+
+    With ``runs`` > 1 (``run(repeat=...)``) the times and ratios are medians over the
+    repeated runs, ``ratio_runs`` holds each run's ratio, and ``spread`` is the max/min
+    of those (run-to-run variation); with one run, ``spread`` is the max/min of the
+    per-round ratios."""
 
     pillar: str
     case: str
@@ -40,6 +45,8 @@ class Row:
     ratio_median: float
     spread: float
     rounds: int
+    runs: int = 1
+    ratio_runs: List[float] = field(default_factory=list)
 
 
 def _ratio_spread(ours: List[float], theirs: List[float]) -> float:
@@ -48,8 +55,20 @@ def _ratio_spread(ours: List[float], theirs: List[float]) -> float:
 
 
 def run(*, scale: float = 1.0, rounds: int = 7, pillars: Sequence[str] = PILLARS,
-        progress: Optional[Callable[[str], Any]] = None) -> List[Row]:
-    """Run every case of ``pillars`` at ``scale`` (1.0: full sizes) with ``rounds`` rounds a side."""
+        progress: Optional[Callable[[str], Any]] = None, repeat: int = 1) -> List[Row]:
+    """Run every case of ``pillars`` at ``scale`` (1.0: full sizes) with ``rounds`` rounds a side.
+
+    ``repeat`` > 1 runs the whole set that many times (each from fresh objects) and reports
+    each row's medians over the runs, with the run-to-run spread (:class:`Row`)."""
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
+    if repeat > 1:
+        say = progress or (lambda text: None)
+        runs = []
+        for i in range(repeat):
+            say(f"run {i + 1} of {repeat}")
+            runs.append(run(scale=scale, rounds=rounds, pillars=pillars, progress=progress))
+        return _combine(runs)
     if not (isinstance(scale, (int, float)) and 0 < scale <= 10):
         raise ValueError(f"scale must be a number in (0, 10], got {scale!r}")
     unknown = [p for p in pillars if p not in PILLARS]
@@ -84,6 +103,29 @@ def _run_case(case: Case, rounds: int, say: Callable[[str], Any]) -> List[Row]:
             say(f"  {case.pillar}: {case.name} vs {label} [gc {mode}]: {row.ratio:.2f}x "
                 f"({_fmt(a.best)} vs {_fmt(b.best)}, {time.perf_counter() - t0:.1f} s)")
     return rows
+
+
+def _median(xs: Sequence[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else 0.5 * (ys[n // 2 - 1] + ys[n // 2])
+
+
+def _combine(runs: Sequence[List[Row]]) -> List[Row]:
+    """One row per comparison present in every run: medians, and the spread over the runs."""
+    keyed = [{(r.pillar, r.case, r.peer, r.gc): r for r in rows} for rows in runs]
+    out = []
+    for r in runs[0]:
+        key = (r.pillar, r.case, r.peer, r.gc)
+        same = [k[key] for k in keyed if key in k]
+        if len(same) != len(runs):
+            continue
+        ratios = [x.ratio for x in same]
+        out.append(replace(r, faultkit_s=_median([x.faultkit_s for x in same]),
+                           peer_s=_median([x.peer_s for x in same]), ratio=_median(ratios),
+                           ratio_median=_median([x.ratio_median for x in same]),
+                           spread=max(ratios) / min(ratios), runs=len(same), ratio_runs=ratios))
+    return out
 
 
 def _fmt(seconds: float) -> str:
