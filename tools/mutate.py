@@ -9,8 +9,9 @@ Each mutant changes one operator or constant of the module (a comparison's
 direction or strictness, ``and``/``or``, a dropped ``not``, ``+``/``-``, a
 number off by one, ``True``/``False``, a returned value dropped),
 the module's tests run against it (stopping at the first failure), and the
-mutant is *killed* if they fail.  The file is restored after every mutant,
-whatever happens.  Survivors are printed with their line, to be read: each is
+mutant is *killed* if they fail (or *caught by timeout* if they hang).  The file is
+mutated in place and restored after every mutant, whatever happens: run it in a
+scratch worktree, never in the tree you are editing.  Survivors are printed with their line, to be read: each is
 either a missing test or an equivalent mutant (one no test could tell apart),
 and docs/mutation.md lists the equivalent ones with the reason.
 """
@@ -19,8 +20,10 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import json
 import os
 import pathlib
+import random
 import subprocess
 import sys
 import time
@@ -30,9 +33,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 PRESETS = {
     "policies": [
-        ("src/faultkit/contain/policy.py", ["tests/contain/test_policy.py", "tests/run/test_cluster.py"]),
-        ("src/faultkit/cluster.py", ["tests/run/test_cluster.py"]),
-        ("src/faultkit/recover/checkpointer.py", ["tests/recover"]),
+        ("src/faultkit/contain/policy.py", ["tests/contain/test_policy.py", "tests/contain/test_domains.py",
+                                            "tests/run/test_cluster.py"]),
+        ("src/faultkit/cluster.py", ["tests/run/test_cluster.py", "tests/run/test_cluster_lifecycle.py"]),
+        ("src/faultkit/recover/checkpointer.py", ["tests/recover/test_recover_checkpointer.py",
+                                                  "tests/recover/test_recover_hardening.py",
+                                                  "tests/recover/test_recover_recycle.py"]),
+    ],
+    "contain": [
+        ("src/faultkit/contain/outlier.py", ["tests/contain/test_outlier.py", "tests/run/test_cluster.py"]),
+        ("src/faultkit/contain/hedge.py", ["tests/contain/test_hedge_stack.py"]),
+        ("src/faultkit/contain/bulkhead.py", ["tests/contain/test_bulkhead.py"]),
+        ("src/faultkit/contain/timelimit.py", ["tests/contain/test_hedge_stack.py"]),
+        ("src/faultkit/balance/bounded.py", ["tests/balance"]),
     ],
 }
 
@@ -81,37 +94,45 @@ def _mutations(node: ast.AST):
         yield "return value -> return None", lambda n: setattr(n, "value", None)
 
 
-def run_one(module: pathlib.Path, tests: List[str], timeout: float) -> bool:
-    """Whether the tests fail (the mutant is killed)."""
+def run_one(module: pathlib.Path, tests: List[str], timeout: float) -> str:
+    """``"killed"`` if the tests fail, ``"timeout"`` if they hang, ``"survived"`` if they pass."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONDONTWRITEBYTECODE="1")
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                                "-m", "not slow", *tests], cwd=ROOT, env=env, capture_output=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
-        return True  # a mutant that hangs the tests is caught by them
-    return proc.returncode != 0
+        return "timeout"  # a mutant that hangs the tests is caught by them (counted apart)
+    return "killed" if proc.returncode != 0 else "survived"
 
 
-def mutate(module: str, tests: List[str], *, timeout: float, limit: int = 0) -> Tuple[int, int, list]:
+def mutate(module: str, tests: List[str], *, timeout: float, limit: int = 0,
+           sample: int = 0, seed: int = 0) -> dict:
+    """Run every mutant of ``module`` (or a seeded sample of ``sample``) against ``tests``.
+
+    Mutates the file in place and restores it whatever happens: run it in a scratch
+    worktree (``git worktree add``), never in the tree you are editing."""
     path = ROOT / module
     original = path.read_text()
-    killed = total = 0
-    survivors = []
+    todo = list(mutants(original))
+    if sample and sample < len(todo):
+        todo = sorted(random.Random(seed).sample(todo, sample))
+    if limit:
+        todo = todo[:limit]
+    result = {"module": module, "tests": tests, "mutants": len(todo), "killed": 0, "timeout": 0,
+              "survivors": []}
     try:
-        for line, desc, src in mutants(original):
-            if limit and total >= limit:
-                break
+        for line, desc, src in todo:
             path.write_text(src)
-            total += 1
-            if run_one(path, tests, timeout):
-                killed += 1
-            else:
-                survivors.append((line, desc))
+            verdict = run_one(path, tests, timeout)
+            if verdict == "survived":
+                result["survivors"].append({"line": line, "mutation": desc})
                 print(f"  survived: {module}:{line}: {desc}", flush=True)
+            else:
+                result[verdict] += 1
     finally:
         path.write_text(original)
-    return killed, total, survivors
+    return result
 
 
 def main(argv=None) -> int:
@@ -121,18 +142,27 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS))
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's test run")
     ap.add_argument("--limit", type=int, default=0, help="at most this many mutants per module (0: all)")
+    ap.add_argument("--sample", type=int, default=0, help="a seeded random sample of this many per module")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=pathlib.Path, help="write the results (survivors included) here")
     args = ap.parse_args(argv)
     jobs = PRESETS[args.preset] if args.preset else [(args.module, args.tests)]
     if not jobs or not jobs[0][0]:
         ap.error("give a module and its tests, or --preset")
-    grand_k = grand_t = 0
+    results = []
     for module, tests in jobs:
         t0 = time.monotonic()
-        k, t, _ = mutate(module, tests, timeout=args.timeout, limit=args.limit)
-        grand_k += k
-        grand_t += t
-        print(f"{module}: {k}/{t} killed ({k / max(t, 1):.0%}) in {time.monotonic() - t0:.0f} s", flush=True)
-    print(f"total: {grand_k}/{grand_t} killed ({grand_k / max(grand_t, 1):.0%})")
+        r = mutate(module, tests, timeout=args.timeout, limit=args.limit, sample=args.sample, seed=args.seed)
+        r["seconds"] = round(time.monotonic() - t0, 1)
+        results.append(r)
+        caught = r["killed"] + r["timeout"]
+        print(f"{module}: {caught}/{r['mutants']} caught ({caught / max(r['mutants'], 1):.0%}; "
+              f"{r['timeout']} by timeout) in {r['seconds']:.0f} s", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    caught = sum(r["killed"] + r["timeout"] for r in results)
+    total = sum(r["mutants"] for r in results)
+    print(f"total: {caught}/{total} caught ({caught / max(total, 1):.0%})")
     return 0
 
 
