@@ -10,6 +10,7 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import subprocess
@@ -132,6 +133,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(text, flush=True)
 
     def report(ev: "fk.Event") -> None:
+        if args.json:
+            from faultkit.observe import record
+            say(json.dumps(record("monitor", ev), sort_keys=True))
+            return
         line = f"{ev.at:.3f} {ev.name} {ev.old} -> {ev.new}"
         if ev.new == "restarted":
             line += f" (incarnation {ev.old_incarnation} -> {ev.incarnation})"
@@ -145,12 +150,24 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                                      on_join=lambda n: say(f"{time.monotonic():.3f} {n} joined"))
         host, port = await receiver.start()
         say(f"listening on {host}:{port} ({det!r})")
+        server = None
+        if args.metrics is not None:
+            from faultkit.observe import Registry
+            from faultkit.observe.prometheus import serve
+
+            reg = Registry()
+            reg.add(det, "monitor")
+            reg.add(receiver, "monitor")
+            server, mport = serve(reg, args.metrics, args.metrics_addr)
+            say(f"metrics on http://{args.metrics_addr}:{mport}/metrics")
         try:
             while True:
                 await asyncio.sleep(args.scan_interval)
                 det.scan()
         finally:
             receiver.close()
+            if server is not None:
+                server.shutdown()
 
     try:
         asyncio.run(run())
@@ -213,6 +230,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {text}")
     return value
 
 
@@ -290,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-skew", type=_positive_float, default=None,
                    help="drop heartbeats sent more than this many seconds from this host's "
                         "wall clock (bounds replays; needs synced clocks; default off)")
+    p.add_argument("--json", action="store_true",
+                   help="print each event as one JSON object (wall and monotonic time) per line")
+    p.add_argument("--metrics", type=_port, default=None, metavar="PORT",
+                   help="also serve Prometheus metrics on PORT (0: any free port; needs "
+                        "faultkit[prometheus])")
+    p.add_argument("--metrics-addr", default="127.0.0.1",
+                   help="address for --metrics (default 127.0.0.1)")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("beat", help="send heartbeats over UDP")

@@ -175,6 +175,12 @@ class Checkpointer:
         self.track_writes = track_writes
         self._tracking = tracking.Tracking(self.chunk_size) if track_writes else None
         self._last_write: dict = {}  # the codec's figures for the last save (bytes hashed, written)
+        #: Counters since construction, read by faultkit.observe: ``saves``, ``save_failures``,
+        #: ``bytes_written`` (file bytes of committed saves), ``save_seconds`` (total time in
+        #: committing saves), ``recoveries``, ``recover_fallbacks`` (checkpoints skipped as
+        #: corrupt or unreadable on the way to a valid one).
+        self.stats = {"saves": 0, "save_failures": 0, "bytes_written": 0, "save_seconds": 0.0,
+                      "recoveries": 0, "recover_fallbacks": 0}
         self._mutex = threading.RLock()
         self._lock: Optional[StoreLock] = None
         self._next_id: Optional[int] = None
@@ -310,6 +316,20 @@ class Checkpointer:
 
     def _commit(self, enc, t: float, meta: Any, incremental: bool, track: bool = False,
                 lsn: Optional[int] = None) -> CheckpointInfo:
+        t0 = time.perf_counter()
+        try:
+            info = self._commit_locked(enc, t, meta, incremental, track, lsn)
+        except BaseException:
+            self.stats["save_failures"] += 1
+            raise
+        st = self.stats
+        st["saves"] += 1
+        st["bytes_written"] += info.size
+        st["save_seconds"] += time.perf_counter() - t0
+        return info
+
+    def _commit_locked(self, enc, t: float, meta: Any, incremental: bool, track: bool,
+                       lsn: Optional[int]) -> CheckpointInfo:
         with self._mutex:
             self._check_open()
             self._start_writing()
@@ -477,6 +497,8 @@ class Checkpointer:
                 try:
                     state, ci = self._load(cid, mmap=mmap, verify=verify, info=True)
                     self.last_recovered = ci
+                    self.stats["recoveries"] += 1
+                    self.stats["recover_fallbacks"] += skipped
                     return (cid, state, ci) if info else (cid, state)
                 except StoreError:
                     raise  # the store is unreachable: not a reason to fall back to an older state

@@ -1,0 +1,324 @@
+"""One metrics model for every pillar, read when scraped, so the hot paths pay nothing.
+
+A :class:`Registry` holds the objects a service wants to see (breakers,
+bulkheads, detectors, heartbeat receivers, clusters, nodes, checkpointers,
+journals), each under a name.  :meth:`Registry.collect` reads their counters
+and states at that moment (counters the native cores already keep, such as a
+breaker's lifetime counts, are read, not duplicated) and returns
+:class:`Metric` families named and labelled as Prometheus expects
+(``faultkit_breaker_calls_total{name,outcome}``; units in the name).  The
+exporters in :mod:`faultkit.observe.prometheus` and
+:mod:`faultkit.observe.otel` only translate these families.
+
+Transitions of detectors, clusters and nodes are counted by a listener the
+registry adds (the objects' own listener mechanism); every other figure is read
+from the object.  docs/observe.md lists every metric.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+__all__ = ["Metric", "Registry"]
+
+#: Per-member gauges (phi, silence) are exported for at most this many members of one
+#: detector by default: one time series per member does not scale to arrays of 100k.
+PER_MEMBER_LIMIT = 1000
+
+
+@dataclass
+class Metric:
+    """One metric family: ``name`` (full Prometheus name, counters end in ``_total``),
+    ``kind`` (``"counter"`` or ``"gauge"``), ``help``, ``labels`` (label names) and
+    ``samples``: ``[(label values, value)]``."""
+
+    name: str
+    kind: str
+    help: str
+    labels: Tuple[str, ...]
+    samples: List[Tuple[Tuple[str, ...], float]] = field(default_factory=list)
+
+
+# (name, kind, help, labels) of every family; the adapters fill samples by name.
+_FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    # detect
+    "faultkit_detector_members": ("gauge", "Members of a detector, by state.", ("name", "state")),
+    "faultkit_detector_transitions_total": (
+        "counter", "State changes a detector reported, by the new state.", ("name", "state")),
+    "faultkit_detector_phi": ("gauge", "Phi (suspicion) of each member, phi-accrual detectors.",
+                              ("name", "member")),
+    "faultkit_detector_silence_seconds": ("gauge", "Seconds since each member's last heartbeat.",
+                                          ("name", "member")),
+    "faultkit_heartbeat_datagrams_total": (
+        "counter", "Heartbeat datagrams and entries a receiver handled, by fate "
+        "(accepted, or the reason it was dropped).", ("name", "fate")),
+    # contain
+    "faultkit_breaker_state": ("gauge", "1 for the breaker's current state, 0 for the others.",
+                               ("name", "state")),
+    "faultkit_breaker_calls_total": (
+        "counter", "Calls whose outcome a breaker recorded, by outcome "
+        "(success, failure, ignored; slow calls are also counted under slow).", ("name", "outcome")),
+    "faultkit_breaker_rejections_total": ("counter", "Calls a breaker refused.", ("name",)),
+    "faultkit_breaker_transitions_total": ("counter", "State changes of a breaker.", ("name",)),
+    "faultkit_bulkhead_in_flight": ("gauge", "Calls holding a bulkhead slot.", ("name",)),
+    "faultkit_bulkhead_waiting": ("gauge", "Callers waiting for a bulkhead slot.", ("name",)),
+    "faultkit_bulkhead_capacity": ("gauge", "A bulkhead's max_concurrent.", ("name",)),
+    "faultkit_bulkhead_rejections_total": ("counter", "Calls a bulkhead refused.", ("name",)),
+    "faultkit_cluster_members": ("gauge", "Members of a cluster, by detector state.", ("name", "state")),
+    "faultkit_cluster_routable": ("gauge", "Members a cluster routes to.", ("name",)),
+    "faultkit_cluster_live_fraction": ("gauge", "Routable members / members.", ("name",)),
+    "faultkit_cluster_unroutable": (
+        "gauge", "Members kept out of routing, by reason (dead, left, isolated, ejected, held, ...); "
+        "a member may count under several.", ("name", "reason")),
+    "faultkit_cluster_transitions_total": (
+        "counter", "Events a cluster reported, by the new state.", ("name", "state")),
+    # recover
+    "faultkit_checkpoint_saves_total": ("counter", "Checkpoints committed.", ("name",)),
+    "faultkit_checkpoint_save_failures_total": ("counter", "Saves that raised.", ("name",)),
+    "faultkit_checkpoint_written_bytes_total": ("counter", "File bytes of committed checkpoints.",
+                                                ("name",)),
+    "faultkit_checkpoint_save_seconds_total": ("counter", "Time spent committing checkpoints.",
+                                               ("name",)),
+    "faultkit_checkpoint_recoveries_total": ("counter", "Successful recoveries.", ("name",)),
+    "faultkit_checkpoint_fallbacks_total": (
+        "counter", "Checkpoints skipped as corrupt or unreadable during recovery.", ("name",)),
+    "faultkit_journal_next_lsn": ("gauge", "The LSN the next append gets.", ("name",)),
+    "faultkit_journal_durable_lsn": ("gauge", "The highest LSN known to be on disk.", ("name",)),
+    "faultkit_journal_syncs_total": ("counter", "fsyncs the journal issued.", ("name",)),
+    # run
+    "faultkit_node_peers": ("gauge", "Members of a node's view, by state.", ("name", "state")),
+    "faultkit_node_routable": ("gauge", "Members the node routes to.", ("name",)),
+    "faultkit_node_events_total": ("counter", "Events a node reported, by the new state.",
+                                   ("name", "state")),
+}
+
+
+class _Entry:
+    """One registered object: its adapter, and the transition counts its listener keeps."""
+
+    __slots__ = ("obj", "name", "read", "counts", "unlisten")
+
+    def __init__(self, obj: Any, name: str, read: Callable[["_Entry", dict], None]) -> None:
+        self.obj = obj
+        self.name = name
+        self.read = read
+        self.counts: Counter = Counter()
+        self.unlisten: Optional[Callable[[], None]] = None
+
+
+class Registry:
+    """The objects a service exports metrics for, each under a ``name`` label value.
+
+    ``per_member_limit`` (default 1000): detectors with more members than this export
+    no per-member gauges (phi, silence), only the per-state counts."""
+
+    def __init__(self, *, per_member_limit: int = PER_MEMBER_LIMIT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(per_member_limit, bool) or not isinstance(per_member_limit, int) or per_member_limit < 0:
+            raise ValueError(f"per_member_limit must be an int >= 0, got {per_member_limit!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {type(clock).__name__}")
+        self.per_member_limit = per_member_limit
+        self._clock = clock
+        self._entries: Dict[Tuple[Callable, str], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def add(self, obj: Any, name: str) -> Any:
+        """Export ``obj``'s metrics under ``name``; returns ``obj``.
+
+        ``obj`` is a CircuitBreaker, Bulkhead, TimeoutDetector, PhiAccrualDetector,
+        HeartbeatReceiver, Cluster, Node, Checkpointer or Journal (``TypeError``
+        otherwise).  Objects of different kinds may share a name (a detector and the
+        receiver that feeds it); ``ValueError`` if ``name`` is empty or already used by
+        an object of the same kind."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty str, got {name!r}")
+        read, listen = _adapter(obj)
+        entry = _Entry(obj, name, read)
+        key = (read, name)
+        with self._lock:
+            if key in self._entries:
+                raise ValueError(f"name {name!r} is already registered for a {type(obj).__name__}")
+            self._entries[key] = entry
+        if listen is not None:
+            def count(ev: Any) -> None:
+                entry.counts[ev.new] += 1
+            obj.add_listener(count)
+            remove = getattr(obj, "remove_listener", None)
+            if remove is not None:
+                entry.unlisten = lambda: remove(count)
+        return obj
+
+    def remove(self, obj: Any) -> None:
+        """Stop exporting ``obj``; ``KeyError`` if it is not registered."""
+        with self._lock:
+            key = next((k for k, e in self._entries.items() if e.obj is obj), None)
+            entry = self._entries.pop(key, None) if key is not None else None
+        if entry is None:
+            raise KeyError(f"{type(obj).__name__} object {obj!r} is not registered")
+        if entry.unlisten is not None:
+            try:
+                entry.unlisten()
+            except ValueError:
+                pass
+
+    def names(self) -> List[str]:
+        """The registered names, in registration order (a shared name once)."""
+        with self._lock:
+            return list(dict.fromkeys(name for _, name in self._entries))
+
+    def collect(self) -> List[Metric]:
+        """Every family with at least one sample, read now."""
+        with self._lock:
+            entries = list(self._entries.values())
+        out: Dict[str, list] = {}
+        for e in entries:
+            e.read(e, _Sink(out, e.name, self))
+        return [Metric(n, _FAMILIES[n][0], _FAMILIES[n][1], _FAMILIES[n][2], samples)
+                for n, samples in out.items() if samples]
+
+
+class _Sink:
+    """What an adapter writes to: ``sink(metric, value, *extra label values)``."""
+
+    __slots__ = ("out", "name", "registry")
+
+    def __init__(self, out: Dict[str, list], name: str, registry: Registry) -> None:
+        self.out, self.name, self.registry = out, name, registry
+
+    def __call__(self, metric: str, value: float, *labels: str) -> None:
+        self.out.setdefault(metric, []).append(((self.name, *labels), float(value)))
+
+
+# ------------------------------------------------------------------ adapters
+
+def _adapter(obj: Any) -> Tuple[Callable[[_Entry, Any], None], Optional[str]]:
+    """(reader, "listen" if the registry counts the object's events)."""
+    from faultkit.contain import Bulkhead, CircuitBreaker
+    from faultkit.detect import HeartbeatReceiver, PhiAccrualDetector, TimeoutDetector
+
+    if isinstance(obj, CircuitBreaker):
+        return _read_breaker, None
+    if isinstance(obj, Bulkhead):
+        return _read_bulkhead, None
+    if isinstance(obj, (TimeoutDetector, PhiAccrualDetector)):
+        return _read_detector, "listen"
+    if isinstance(obj, HeartbeatReceiver):
+        return _read_receiver, None
+    kind = type(obj).__name__
+    module = type(obj).__module__
+    if module.startswith("faultkit"):
+        if kind == "Cluster":
+            return _read_cluster, "listen"
+        if kind == "Node":
+            return _read_node, "listen"
+        if kind == "Checkpointer":
+            return _read_checkpointer, None
+        if kind == "Journal":
+            return _read_journal, None
+    raise TypeError(f"faultkit.observe has no metrics for {type(obj).__name__} objects")
+
+
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+
+def _read_breaker(e: _Entry, put: Any) -> None:
+    m = e.obj.metrics()
+    life = m["lifetime"]
+    for s in _BREAKER_STATES:
+        put("faultkit_breaker_state", 1.0 if m["state"] == s else 0.0, s)
+    put("faultkit_breaker_calls_total", life["calls"] - life["failures"], "success")
+    put("faultkit_breaker_calls_total", life["failures"], "failure")
+    put("faultkit_breaker_calls_total", life["ignored"], "ignored")
+    put("faultkit_breaker_calls_total", life["slow"], "slow")
+    put("faultkit_breaker_rejections_total", life["rejections"])
+    put("faultkit_breaker_transitions_total", life["transitions"])
+
+
+def _read_bulkhead(e: _Entry, put: Any) -> None:
+    b = e.obj
+    put("faultkit_bulkhead_in_flight", b.in_flight)
+    put("faultkit_bulkhead_waiting", b.waiting)
+    put("faultkit_bulkhead_capacity", b.max_concurrent)
+    put("faultkit_bulkhead_rejections_total", b.refused)
+
+
+def _read_detector(e: _Entry, put: Any) -> None:
+    det = e.obj
+    names = det.names
+    states = Counter(det.state(n) for n in names)
+    for s, n in sorted(states.items()):
+        put("faultkit_detector_members", n, s)
+    for s, n in sorted(e.counts.items()):
+        put("faultkit_detector_transitions_total", n, s)
+    if len(names) > put.registry.per_member_limit:
+        return
+    now = put.registry._clock()
+    phi = getattr(det, "phi", None)
+    for n in names:
+        last = det.last_heartbeat(n)
+        if last is not None:
+            put("faultkit_detector_silence_seconds", max(0.0, now - last), str(n))
+        if phi is not None and last is not None:
+            put("faultkit_detector_phi", phi(n, now), str(n))
+
+
+def _read_receiver(e: _Entry, put: Any) -> None:
+    for fate, n in sorted(e.obj.stats.items()):
+        put("faultkit_heartbeat_datagrams_total", n, fate)
+
+
+def _read_cluster(e: _Entry, put: Any) -> None:
+    c = e.obj
+    nodes = c.nodes
+    states = Counter(c.state(n) for n in nodes)
+    for s, n in sorted(states.items()):
+        put("faultkit_cluster_members", n, s)
+    unroutable = c.unroutable()
+    routable = len(nodes) - len(unroutable)
+    put("faultkit_cluster_routable", routable)
+    put("faultkit_cluster_live_fraction", routable / len(nodes) if nodes else 0.0)
+    reasons: Counter = Counter()
+    for n in unroutable:
+        reasons.update(c.why_unroutable(n))
+    for r, n in sorted(reasons.items()):
+        put("faultkit_cluster_unroutable", n, r)
+    for s, n in sorted(e.counts.items()):
+        put("faultkit_cluster_transitions_total", n, s)
+
+
+def _read_node(e: _Entry, put: Any) -> None:
+    node = e.obj
+    view = node.view()
+    for s, n in sorted(Counter(view.values()).items()):
+        put("faultkit_node_peers", n, s)
+    put("faultkit_node_routable", len(node.routable()))
+    for s, n in sorted(e.counts.items()):
+        put("faultkit_node_events_total", n, s)
+
+
+def _read_checkpointer(e: _Entry, put: Any) -> None:
+    st = e.obj.stats
+    put("faultkit_checkpoint_saves_total", st["saves"])
+    put("faultkit_checkpoint_save_failures_total", st["save_failures"])
+    put("faultkit_checkpoint_written_bytes_total", st["bytes_written"])
+    put("faultkit_checkpoint_save_seconds_total", st["save_seconds"])
+    put("faultkit_checkpoint_recoveries_total", st["recoveries"])
+    put("faultkit_checkpoint_fallbacks_total", st["recover_fallbacks"])
+
+
+def _read_journal(e: _Entry, put: Any) -> None:
+    j = e.obj
+    put("faultkit_journal_next_lsn", j.next_lsn)
+    put("faultkit_journal_durable_lsn", j.durable_lsn)
+    put("faultkit_journal_syncs_total", j.syncs)
+
+
+def families() -> Iterable[Tuple[str, str, str, Tuple[str, ...]]]:
+    """(name, kind, help, labels) of every metric the model defines (docs/observe.md)."""
+    for n, (kind, help, labels) in _FAMILIES.items():
+        yield n, kind, help, labels
+
