@@ -142,14 +142,30 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             line += f" (incarnation {ev.old_incarnation} -> {ev.incarnation})"
         say(line)
 
-    det.add_listener(report)
+    live = None
+    if not args.json and not args.plain and sys.stdout.isatty():
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from faultkit.observe.live import LiveView
+            live = LiveView(det)
+    if live is None:
+        det.add_listener(report)
+    else:
+        det.add_listener(live.event)
 
     async def run() -> None:
         # The monitor has no member list: every authenticated name is a member.
+        on_join = (lambda n: None) if live else (lambda n: say(f"{time.monotonic():.3f} {n} joined"))
         receiver = HeartbeatReceiver(det, args.bind, key=key, max_skew=args.max_skew, auto_add=True,
-                                     on_join=lambda n: say(f"{time.monotonic():.3f} {n} joined"))
+                                     on_join=on_join)
         host, port = await receiver.start()
-        say(f"listening on {host}:{port} ({det!r})")
+        if live is None:
+            say(f"listening on {host}:{port} ({det!r})")
+        else:
+            live.title = f"faultkit monitor on {host}:{port}"
         server = None
         if args.metrics is not None:
             from faultkit.observe import Registry
@@ -161,9 +177,21 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             server, mport = serve(reg, args.metrics, args.metrics_addr)
             say(f"metrics on http://{args.metrics_addr}:{mport}/metrics")
         try:
-            while True:
-                await asyncio.sleep(args.scan_interval)
-                det.scan()
+            if live is None:
+                while True:
+                    await asyncio.sleep(args.scan_interval)
+                    det.scan()
+            from rich.live import Live
+
+            with Live(live.render(time.monotonic()), auto_refresh=False, screen=False) as view:
+                shown = 0.0
+                while True:
+                    await asyncio.sleep(args.scan_interval)
+                    det.scan()
+                    now = time.monotonic()
+                    if now - shown >= 0.25:  # redraw at most 4 times a second
+                        view.update(live.render(now), refresh=True)
+                        shown = now
         finally:
             receiver.close()
             if server is not None:
@@ -319,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "wall clock (bounds replays; needs synced clocks; default off)")
     p.add_argument("--json", action="store_true",
                    help="print each event as one JSON object (wall and monotonic time) per line")
+    p.add_argument("--plain", action="store_true",
+                   help="print events as lines even on a terminal (default there: a live table, "
+                        "with faultkit[cli])")
     p.add_argument("--metrics", type=_port, default=None, metavar="PORT",
                    help="also serve Prometheus metrics on PORT (0: any free port; needs "
                         "faultkit[prometheus])")

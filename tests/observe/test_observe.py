@@ -313,3 +313,65 @@ def test_docs_list_every_metric():
     text = doc.read_text()
     missing = [n for n, *_ in families() if f"`{n}`" not in text]
     assert not missing, f"docs/observe.md lacks {missing}"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_live_monitor_in_a_real_terminal_shows_a_killed_sender_turn_dead(tmp_path):
+    """`faultkit monitor` in tmux (a real pty: the live table), `faultkit beat` SIGKILLed."""
+    import shutil
+    import socket
+
+    pytest.importorskip("rich")
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed")
+    key = tmp_path / "key"
+    key.write_text(os.urandom(32).hex())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sock = f"fk-test-{os.getpid()}-{port}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    cmd = (f"{sys.executable} -m faultkit monitor --bind 127.0.0.1:{port} --key-file {key} "
+           f"--timeout 1.0 --scan-interval 0.02")
+    tm = [tmux, "-L", sock]
+
+    def screen():
+        return subprocess.run([*tm, "capture-pane", "-p", "-t", "mon"], capture_output=True,
+                              text=True, timeout=10).stdout
+
+    def until(pred, what):
+        end = time.monotonic() + WAIT
+        text = ""
+        while time.monotonic() < end:
+            text = screen()
+            if pred(text):
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"never saw {what}; screen:\n{text}")
+
+    def row(text, member):
+        return next((ln for ln in text.splitlines() if f" {member} " in ln and "│" in ln), "")
+
+    beat = None
+    subprocess.run([*tm, "new-session", "-d", "-s", "mon", "-x", "160", "-y", "40"], check=True,
+                   env=env, timeout=10)
+    try:
+        subprocess.run([*tm, "send-keys", "-t", "mon", f"export PYTHONPATH={env['PYTHONPATH']}; {cmd}",
+                        "Enter"], check=True, timeout=10)
+        until(lambda t: f"faultkit monitor on 127.0.0.1:{port}" in t, "the live table's title")
+        beat = subprocess.Popen([sys.executable, "-m", "faultkit", "beat", "--name", "n1", "--target",
+                                 f"127.0.0.1:{port}", "--key-file", str(key), "--interval", "0.05"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        until(lambda t: "alive" in row(t, "n1"), "n1 alive")
+        beat.send_signal(signal.SIGKILL)
+        beat.wait(timeout=10)
+        text = until(lambda t: "dead" in row(t, "n1"), "n1 dead")
+        assert "n1: suspect -> dead" in text or "n1: alive -> dead" in text  # the event list
+        subprocess.run([*tm, "send-keys", "-t", "mon", "C-c"], timeout=10)
+        until(lambda t: "faultkit monitor on" in t, "the table kept on screen after Ctrl-C")
+    finally:
+        if beat is not None and beat.poll() is None:
+            beat.kill()
+            beat.wait(timeout=10)
+        subprocess.run([*tm, "kill-server"], capture_output=True, timeout=10)
