@@ -15,6 +15,7 @@ import mmap as _mmap
 import os
 import re
 import secrets
+import shutil
 import threading
 import warnings
 from typing import Any, Iterator, List, Optional, Tuple, Union
@@ -39,6 +40,24 @@ _MIN_SEGMENT = 4096
 
 def _segment_name(first_lsn: int) -> str:
     return f"wal-{first_lsn:020d}.fkj"
+
+
+def _check_archive(archive: Any) -> None:
+    if archive is None:
+        return
+    missing = [m for m in ("put_atomic", "get", "list", "delete") if not callable(getattr(archive, m, None))]
+    if missing:
+        raise TypeError(f"archive must be a checkpoint store such as ObjectStore (it lacks {', '.join(missing)}), "
+                        f"got {type(archive).__name__}")
+
+
+def _prune_archive(archive: Any, lsn: int) -> None:
+    """Delete the archived segments whose records all precede ``lsn`` (each has a successor at or before it)."""
+    firsts = sorted(int(m.group(1)) for m in map(_SEGMENT.match, archive.list()) if m)
+    for first, nxt in zip(firsts, firsts[1:]):
+        if nxt > lsn:
+            break
+        archive.delete(_segment_name(first))
 
 
 def _lsn_arg(name: str, value, minimum: int = 0) -> int:
@@ -162,11 +181,21 @@ class Journal:
     ``skip_corrupt=True`` lets opening continue past a damaged last segment
     (with a :class:`JournalWarning`); otherwise it raises
     :class:`CorruptJournalError`.
+
+    ``archive`` (an :class:`~faultkit.recover.objstore.ObjectStore`, or any
+    checkpoint store) keeps closed segments off the machine:
+    :meth:`archive_closed` uploads the segments appends no longer go to, under
+    their own names (``wal-<first LSN>.fkj``), and :meth:`truncate_before`
+    uploads before it deletes anything locally and prunes the archive to the
+    same LSN.  A replacement node with an empty disk gets them back with
+    :meth:`restore` (docs/journal.md, "Archiving to an object store").
     """
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], *, fsync: str = "group",
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES, first_lsn: int = 1, readonly: bool = False,
-                 skip_corrupt: bool = False):
+                 skip_corrupt: bool = False, archive: Any = None):
+        _check_archive(archive)
+        self.archive = archive
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
             raise TypeError(f"path must be a non-empty str or PathLike, got {path!r}")
@@ -577,10 +606,15 @@ class Journal:
         and never the active one.  Call it with a checkpoint's LSN + 1 once
         the checkpoint is durable, or let a ``Checkpointer(journal=...)`` do
         it after each save (it keeps the journal back to its oldest retained
-        checkpoint).
+        checkpoint).  With an ``archive``, every closed segment is uploaded
+        first (a failed upload raises and deletes nothing), and archived
+        segments whose records all precede ``lsn`` are deleted from it too.
         """
         self._check_writable()
         lsn = _lsn_arg("lsn", lsn, 1)
+        if self.archive is not None:
+            self.archive_closed()
+            _prune_archive(self.archive, lsn)
         segs = self._segments()
         active = os.path.basename(self._writer.segment_path)
         removed = False
@@ -597,6 +631,76 @@ class Journal:
             finally:
                 os.close(fd)
         return self.first_lsn
+
+    # ------------------------------------------------------------ archive
+
+    def archive_closed(self) -> List[str]:
+        """Upload every closed segment the ``archive`` does not hold yet; returns their names.
+
+        Closed: every segment but the active one, so each is complete and will
+        not change.  Idempotent (names the archive already holds are skipped;
+        an upload whose commit reply was lost is recognised as ours), and
+        a cut upload is retried by the store or leaves nothing visible
+        (:meth:`ObjectStore.put_atomic <faultkit.recover.objstore.ObjectStore.put_atomic>`
+        commits whole objects only).  ``ValueError`` without an ``archive``."""
+        self._check_writable()
+        if self.archive is None:
+            raise ValueError(f"journal {self.path!r} has no archive: Journal(..., archive=store)")
+        active = os.path.basename(self._writer.segment_path)
+        have = set(self.archive.list())
+        sent = []
+        for _, name in self._segments():
+            if name == active or name in have:
+                continue
+            where = self._where(name)
+
+            def write(f, where=where) -> None:
+                with open(where, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 20)
+            self.archive.put_atomic(name, write)
+            sent.append(name)
+        return sent
+
+    @classmethod
+    def restore(cls, archive: Any, path: Union[str, "os.PathLike[str]"], **options: Any) -> "Journal":
+        """The journal at ``path`` with every archived segment it lacks fetched from ``archive``, opened.
+
+        For a replacement node (an empty or missing ``path``): the archived
+        segments are written to ``path`` (each synced and renamed into place)
+        and the journal opens on them, so :meth:`replay` and
+        ``Checkpointer.recover_with`` see every record up to the end of the
+        last archived segment.  When the old disk survived, only segments
+        it lacks are fetched and its own tail is kept.  ``options`` are
+        :class:`Journal`'s (``archive`` defaults to ``archive``).  A damaged
+        archived segment is reported as the journal reports any damage:
+        :class:`CorruptJournalError` naming the segment and LSN."""
+        _check_archive(archive)
+        if archive is None:
+            raise ValueError("restore needs an archive to fetch segments from")
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        local = set(os.listdir(path))
+        for name in sorted(n for n in archive.list() if _SEGMENT.match(n)):
+            if name in local:
+                continue
+            data = archive.get(name)
+            tmp = os.path.join(path, "." + name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(path, name))
+        dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        options.setdefault("archive", archive)
+        return cls(path, **options)
 
     # ------------------------------------------------------------ lifetime
 
