@@ -60,15 +60,42 @@ def pybind_ext(module, *, sources=()):
     )
 
 
-def have_openssl3():
-    """True if this compiler finds <openssl/hmac.h> of OpenSSL >= 3 and links -lcrypto.
+def _openssl_candidates():
+    """(include_dirs, library_dirs) pairs to try for OpenSSL 3, most specific first.
+
+    FAULTKIT_OPENSSL_INCLUDE / FAULTKIT_OPENSSL_LIB name a non-default install
+    (cibuildwheel sets them for EPEL's openssl3-devel on manylinux_2_28, which
+    puts OpenSSL 3 beside the system's 1.1: /usr/include/openssl3 and
+    /usr/lib64/openssl3); then pkg-config's libcrypto3 (that same package) and
+    libcrypto; then the compiler's default paths.
+    """
+    inc = os.environ.get("FAULTKIT_OPENSSL_INCLUDE", "")
+    lib = os.environ.get("FAULTKIT_OPENSSL_LIB", "")
+    if inc or lib:
+        yield ([inc] if inc else []), ([lib] if lib else [])
+    for mod in ("libcrypto3", "libcrypto"):
+        try:
+            r = subprocess.run(["pkg-config", "--cflags-only-I", "--libs-only-L", mod],
+                               capture_output=True, text=True)
+        except OSError:
+            break
+        if r.returncode == 0:
+            words = r.stdout.split()
+            yield [w[2:] for w in words if w.startswith("-I")], [w[2:] for w in words if w.startswith("-L")]
+    yield [], []
+
+
+def find_openssl3():
+    """(include_dirs, library_dirs) where <openssl/hmac.h> of OpenSSL >= 3 compiles and
+    links with -lcrypto; None if nowhere.
 
     The native heartbeat verifier (detect._recv) needs it; without it that
     module is not built and the receiver keeps its Python path (same wire
-    format, slower).  FAULTKIT_NO_OPENSSL=1 forces that fallback.
+    format, slower; ``faultkit.detect.transport.HAVE_NATIVE`` says which a
+    build has).  FAULTKIT_NO_OPENSSL=1 forces that fallback.
     """
     if os.environ.get("FAULTKIT_NO_OPENSSL", "") not in ("", "0"):
-        return False
+        return None
     test = ("#include <openssl/hmac.h>\n#include <openssl/evp.h>\n"
             "#if OPENSSL_VERSION_NUMBER < 0x30000000L\n#error old\n#endif\n"
             "int main(void) { return EVP_MAC_fetch(0, \"HMAC\", 0) == 0; }\n")
@@ -77,12 +104,16 @@ def have_openssl3():
         src = os.path.join(d, "t.c")
         with open(src, "w") as f:
             f.write(test)
-        try:
-            r = subprocess.run([cc, src, "-o", os.path.join(d, "t"), "-lcrypto"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError:
-            return False
-        return r.returncode == 0
+        for incs, libs in _openssl_candidates():
+            cmd = [cc, *(f"-I{i}" for i in incs), src, "-o", os.path.join(d, "t"),
+                   *(f"-L{x}" for x in libs), "-lcrypto"]
+            try:
+                r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except OSError:
+                return None
+            if r.returncode == 0:
+                return incs, libs
+    return None
 
 
 CYTHON_EXTENSIONS = [
@@ -114,9 +145,12 @@ PYBIND_EXTENSIONS = [
     # Recover: write tracking for incremental checkpoints (Linux >= 6.7)
     pybind_ext("recover._track", sources=["recover/write_tracker.cc"]),
 ]
-if have_openssl3():
+_openssl = find_openssl3()
+if _openssl is not None:
     # Detect: batched heartbeat receive and HMAC verification (libcrypto)
     _recv = pybind_ext("detect._recv", sources=["detect/packet_filter.cc", "detect/hmac_sha256.cc"])
+    _recv.include_dirs = [*_recv.include_dirs, *_openssl[0]]
+    _recv.library_dirs = [*_openssl[1]]
     _recv.libraries = ["crypto"]
     PYBIND_EXTENSIONS.append(_recv)
 

@@ -187,7 +187,10 @@ inline void encode_toc(ByteBuffer& out, const Layout& l) {
 // Parse and validate the framing of a whole file image `buf[0..n)`: magic,
 // version, header and footer checksums, size, TOC checksum and every record's
 // consistency.  Section contents are not hashed here (see verify_chunk).
-inline Layout parse_layout(const uint8_t* buf, size_t n) {
+// `check_padding` false skips only the final zero-padding scan: for a reader
+// that has read the header, footer and TOC but not yet the sections, and
+// parses again with it true once it has.
+inline Layout parse_layout(const uint8_t* buf, size_t n, bool check_padding = true) {
     Layout l;
     if (n < kHeaderSize + kFooterSize)
         throw CodecError("truncated: " + std::to_string(n) +
@@ -313,6 +316,7 @@ inline Layout parse_layout(const uint8_t* buf, size_t n) {
         if (s.stored) runs.emplace_back(s.offset, s.stored);
     }
     std::sort(runs.begin(), runs.end());
+    if (!check_padding) return l;
     uint64_t pos = kHeaderSize;
     runs.emplace_back(l.toc_offset, 0);
     for (const auto& run : runs) {

@@ -156,6 +156,38 @@ def balance_cases(scale: float) -> Iterator[Case]:
     yield Case("balance", "add + remove one node, 1,000 nodes", "incremental vs uhashring", add_remove,
                {"uhashring": ("uhashring", uh_add_remove)})
 
+    # fastring (Rust, PyO3; CPython >= 3.13 only): the same algorithm as fk.HashRing -- XXH3-64
+    # of each key, binary search over sorted XXH3-64 vnode points (its points hash
+    # name + "#" + the vnode index, ours name and index differently, so owners differ but the
+    # work does not).  Equal work: the same 100 nodes, 160 vnodes each (its default is 128),
+    # the same 1,000 keys, node names returned.
+    def fr_ring():
+        ring = _mod("fastring").HashRing(virtual_nodes=160)
+        for node in nodes100:
+            ring.add_node(node)
+        return ring
+
+    def fr_get():
+        get = fr_ring().get_node
+        return lambda: [get(k) for k in keys]
+
+    yield Case("balance", "HashRing.get(str) vs fastring, 100 nodes x 160 vnodes, 1,000 keys",
+               "both XXH3-64 rings, binary search; a Python loop of single calls", ring_get,
+               {"fastring.HashRing.get_node (Rust)": ("fastring", fr_get)})
+
+    def ring_batch():
+        ring = fk.HashRing(nodes100)
+        names = ring.nodes
+        return lambda: [names[i] for i in ring.get_many(keys).tolist()]
+
+    def fr_batch():
+        ring = fr_ring()
+        return lambda: ring.get_node_batch(keys)
+
+    yield Case("balance", "batch of 1,000 str keys -> node names, 100 nodes x 160 vnodes",
+               "get_many (indices) mapped to names vs fastring's get_node_batch", ring_batch,
+               {"fastring.HashRing.get_node_batch (Rust)": ("fastring", fr_batch)})
+
     jkeys = np.random.default_rng(3).integers(0, 2**63, _n(1_000_000, scale), dtype=np.int64).astype(np.uint64)
 
     def jump_array():

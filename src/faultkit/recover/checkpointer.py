@@ -423,10 +423,20 @@ class Checkpointer:
     def _load(self, cid: int, *, mmap: bool, verify: Optional[bool], info: bool = False):
         """The state of checkpoint ``cid``; ``(state, CheckpointInfo)`` if ``info``."""
         name = self._name(cid)
-        buf = self.store.get(name, mmap=mmap)
-        if self.max_size is not None and len(buf) > self.max_size:
-            raise CorruptCheckpointError(f"{len(buf)} bytes exceeds max_size={self.max_size}")
-        layout = _codec.parse(buf)
+        if verify is None:  # the old spelling of the default
+            verify = True
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify must be a bool, got {verify!r}")
+        local_verified = False
+        if not mmap and verify and isinstance(self.store, LocalStore) and type(self.store).get is LocalStore.get:
+            # Read and hash each chunk while it is in cache (one pass), into huge pages.
+            buf, layout = self.store.read_verified(name, max_size=self.max_size)
+            local_verified = True
+        else:
+            buf = self.store.get(name, mmap=mmap)
+            if self.max_size is not None and len(buf) > self.max_size:
+                raise CorruptCheckpointError(f"{len(buf)} bytes exceeds max_size={self.max_size}")
+            layout = _codec.parse(buf)
         if layout.id != cid:
             raise CorruptCheckpointError(f"file holds checkpoint {layout.id}, not {cid} (swapped or renamed file)")
         refs = []
@@ -443,12 +453,9 @@ class Checkpointer:
             if rl.id != rid or rl.checksum != rsum:
                 raise CorruptCheckpointError(f"base checkpoint {rname} is not the one referenced")
             refs.append(rbuf)
-        if verify is None:  # the old spelling of the default
-            verify = True
-        if not isinstance(verify, bool):
-            raise TypeError(f"verify must be a bool, got {verify!r}")
         ci = self._info_of(cid, buf, layout) if info else None
-        state = _codec.read_state(buf, layout, refs, codec.decode_types(), verify=verify)
+        # Chunks in this file were hashed by read_verified; referenced ones are always hashed.
+        state = _codec.read_state(buf, layout, refs, codec.decode_types(), verify=verify and not local_verified)
         return (state, ci) if info else state
 
     def recover(self, *, mmap: bool = False, verify: bool = True, with_info: bool = False) -> Any:

@@ -197,6 +197,23 @@ class LocalStore(Store):
                 got += n
             return buf if got == size else buf[:got]
 
+    def read_verified(self, name: str, *, max_size: Optional[int] = None):
+        """``(buffer, layout)`` of checkpoint file ``name``, every chunk stored in it verified.
+
+        One pass: each chunk is hashed right after it is read, while it is in cache, into a
+        huge-page buffer (see ``_codec.read_verified``).  Raises ``CorruptCheckpointError``
+        if the file is larger than ``max_size`` bytes or fails verification.
+        """
+        from faultkit.errors import CorruptCheckpointError
+        from faultkit.recover import _codec
+
+        _check_name(name)
+        with open(os.path.join(self.path, name), "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            if max_size is not None and size > max_size:
+                raise CorruptCheckpointError(f"{size} bytes exceeds max_size={max_size}")
+            return _codec.read_verified(f.fileno(), size)
+
     def list(self) -> List[str]:
         return [n for n in os.listdir(self.path) if _NAME.match(n)]
 

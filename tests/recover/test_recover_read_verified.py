@@ -1,0 +1,53 @@
+"""The one-pass local read (read, then hash each chunk while in cache) detects what the old two passes did."""
+import os
+
+import numpy as np
+import pytest
+
+import faultkit as fk
+from faultkit.errors import CorruptCheckpointError
+from faultkit.recover import _codec
+
+
+def _save(tmp_path, state):
+    ck = fk.Checkpointer(tmp_path, fsync=False, retain=3)
+    info = ck.save(state)
+    return ck, info.id, os.path.join(tmp_path, ck._name(info.id))
+
+
+def test_read_verified_round_trips_writable_arrays(tmp_path):
+    state = {"a": np.arange(300_000, dtype=np.float32), "b": np.ones((7, 5)), "s": "x"}
+    ck, cid, _ = _save(tmp_path, state)
+    out = ck.load(cid)
+    assert np.array_equal(out["a"], state["a"]) and out["a"].flags.writeable
+    assert np.array_equal(out["b"], state["b"]) and out["s"] == "x"
+
+
+@pytest.mark.parametrize("where", ["blob", "padding", "toc"])
+def test_read_verified_detects_a_flipped_byte(tmp_path, where):
+    n = (1 << 19) + 1  # odd: the blob is followed by alignment padding before the TOC
+    ck, cid, path = _save(tmp_path, {"a": (np.arange(n) % 251).astype(np.uint8)})
+    with open(path, "rb") as f:
+        buf, _ = _codec.read_verified(f.fileno(), os.path.getsize(path))
+    data = bytearray(buf)
+    if where == "blob":
+        pos = len(data) // 2
+    elif where == "padding":
+        pos = bytes(data).find(bytes(range(251)) * 4) + n  # the byte after the blob
+        assert data[pos] == 0
+    else:
+        pos = len(data) - 80  # inside the TOC, before the footer
+    data[pos] ^= 0x10
+    with open(path, "r+b") as f:
+        f.write(data)
+    with pytest.raises(CorruptCheckpointError):
+        ck.load(cid)
+
+
+def test_read_verified_rejects_a_truncated_file(tmp_path):
+    ck, cid, path = _save(tmp_path, {"a": np.arange(1000)})
+    with open(path, "rb") as f:
+        with pytest.raises(CorruptCheckpointError, match="truncated"):
+            _codec.read_verified(f.fileno(), 10)
+    with pytest.raises(ValueError, match="fd must be"):
+        _codec.read_verified(-1, 10)
