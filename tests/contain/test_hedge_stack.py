@@ -190,3 +190,63 @@ def test_stack_async_time_limit_counts_in_the_breaker_and_decorator():
     assert stack(retry=fk.Retry())(lambda: 5)() == 5
     with pytest.raises(TypeError, match="breaker must be a CircuitBreaker"):
         stack(breaker=3)
+
+
+def test_hedge_default_min_samples_and_delay_bounds():
+    """Kills: the documented ``min_samples`` default 20 -> 21; ``min_delay``/``max_delay``
+    of 0 refused (``value >= 0`` -> ``> 0``); a bool taken for a number of seconds
+    (``isinstance(value, bool) or ...`` -> ``and``)."""
+    h = Hedge(max_delay=5.0)
+    for _ in range(19):
+        h._observe(0.5)
+    assert h.current_delay() == 5.0          # 19 samples: not yet
+    h._observe(0.5)
+    assert h.current_delay() == 0.5          # the 20th: the quantile takes over
+    assert Hedge(min_delay=0, max_delay=0).current_delay() == 0
+    for name in ("min_delay", "max_delay"):
+        with pytest.raises(TypeError, match=f"{name} must be a number of seconds, not bool"):
+            Hedge(**{name: True})
+
+
+def test_hedge_int_option_bounds():
+    """Kills: ``window``/``min_samples`` lower bound 1 -> 2 (1 refused) and a bool taken for
+    an int (``isinstance(value, bool) or ...`` -> ``and``)."""
+    h = Hedge(window=1, min_samples=1, max_delay=5.0)
+    h._observe(0.25)
+    assert h.current_delay() == 0.25
+    for name in ("window", "min_samples", "max_attempts"):
+        with pytest.raises(TypeError, match=f"{name} must be an int, not bool"):
+            Hedge(**{name: True})
+
+
+def test_hedge_quantile_is_recomputed_every_32_samples():
+    """Kills: the cached quantile dropped on every sample but each 32nd (``% 32 == 0`` ->
+    ``!= 0`` in ``_observe``): the delay is a cache refreshed once per 32 latencies."""
+    h = Hedge(max_delay=5.0)
+    for _ in range(20):
+        h._observe(0.5)
+    assert h.current_delay() == 0.5
+    for _ in range(11):
+        h._observe(2.0)
+    assert h.current_delay() == 0.5              # 31 samples: the cached value
+    h._observe(2.0)
+    assert h.current_delay() == 2.0              # the 32nd refreshes it
+
+
+def test_a_failed_hedge_does_not_skip_the_next_delay():
+    """Kills: ``timer is not None and timer in done`` -> ``or`` in ``call``: a hedge that
+    fails while the primary still runs must not launch the third attempt before its delay."""
+    async def main():
+        gate = Gate()
+        h = Hedge(0.05, max_attempts=3, async_sleep=gate.sleep,
+                  budget=fk.RetryBudget(ratio=1.0, min_per_second=100.0))
+        r = Replicas({"a": "hang", "b": "fail", "c": "ok"})
+        task = asyncio.ensure_future(h.call(r, ["a", "b", "c"], 1))
+        await _settle()
+        gate.events[0].set()                     # first delay: b starts and fails
+        await _settle()
+        assert r.started == ["a", "b"] and len(gate.sleeps) == 2
+        gate.events[1].set()                     # second delay: now c
+        assert await task == ("c", 1)
+        assert r.started == ["a", "b", "c"]
+    asyncio.run(main())

@@ -148,3 +148,18 @@ def test_hosts_and_bad_arguments():
     assert od.ejected == [] and "a" not in od and len(od) == 1
     assert fk.OutlierDetector is OutlierDetector
     assert "OutlierDetector(1 hosts" in repr(od)
+
+
+def test_equal_mean_latencies_eject_nobody_whatever_the_volume():
+    """Kills: a host's latency sum starting (``__init__``) or restarting (``_sweep``) at 1.0
+    instead of 0.0, which biases hosts with fewer results, and ``v > limit`` -> ``>=`` in
+    ``_outliers`` (with every mean equal the stdev is 0 and nobody is beyond it)."""
+    od = OutlierDetector(hosts(8), consecutive_errors=None, latency_stdev_factor=1.0,
+                         max_ejection_percent=100.0)
+    od.tick(0.0)
+    for interval in (1, 2):
+        for i in range(8):
+            for _ in range(100 if i == 0 else 1000):
+                od.report(f"h{i}", True, 0.015625, now=10.0 * interval - 9.0)  # exact in binary
+        assert od.tick(10.0 * interval) == []
+    assert od.ejected == []

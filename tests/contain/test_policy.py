@@ -223,3 +223,26 @@ def test_alive_events_leave_domains_the_policy_did_not_isolate_alone():
     policy.on_event(Event("r3h2", "alive", "restarted", 5.0))
     assert policy.tick(10.9) == []
     assert [x.action for x in policy.tick(11.0)] == ["restore"] and d.isolated == []
+
+
+def test_max_isolated_fraction_of_one_is_accepted():
+    """Kills: ``0 < max_isolated_fraction <= 1`` -> ``< 1`` (the documented upper bound,
+    "isolate anything", refused)."""
+    d = fleet(racks=2, hosts=2)
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, max_isolated_fraction=1)
+    for s in d.services:
+        policy.on_event(Event(s, "alive", "dead", 0.0))
+    assert d.isolated == ["eu/az0/r0", "eu/az0/r1"] and policy.refusals == []
+
+
+@pytest.mark.parametrize("failed, tail", [(5, ""), (6, ", ...")])
+def test_isolation_reason_names_at_most_five_services(failed, tail):
+    """Kills: the reason's ``", ..."`` appended past 6 names instead of 5 (``> 5`` -> ``> 6``)
+    and the name list cut elsewhere than 5."""
+    d = fleet(racks=1, hosts=8)
+    policy = IsolationPolicy(d, min_failed=failed, window=10.0, max_isolated_fraction=1)
+    for h in range(failed):
+        policy.on_event(Event(f"r0h{h}", "alive", "dead", float(h)))
+    [decision] = policy.decisions
+    names = ", ".join(f"r0h{h}" for h in range(5))
+    assert decision.reason == f"{failed} services failed within 10 s: {names}{tail}"

@@ -385,3 +385,25 @@ def test_more_bad_arguments_and_a_closed_checkpointer(tmp_path):
     with pytest.raises(ValueError, match="Checkpointer is closed"):
         ck.save([2])
     assert fk.Checkpointer(tmp_path).recover() == [1]  # the failed save wrote nothing
+
+
+def test_checkpoint_info_defaults():
+    """Kills: ``CheckpointInfo.incremental`` defaulting to True (``False -> True``) and the
+    other defaults of the public record changing."""
+    info = fk.CheckpointInfo(3, 1.5, 100, 7)
+    assert (info.incremental, info.written, info.meta, info.lsn) == (False, 0, None, None)
+
+
+def test_journal_lsn_cache_follows_retention(tmp_path):
+    """Kills: ``_truncate_journal`` dropping the cached LSNs of the *retained* checkpoints
+    and keeping those of pruned ones (``cid not in self._ids()`` -> ``in``): the cache of a
+    long-running checkpointer must stay the size of ``retain``, not grow per save."""
+    from faultkit.recover import Journal
+    j = Journal(tmp_path / "wal", fsync="group", segment_bytes=4096)
+    ck = fk.Checkpointer(tmp_path / "ck", retain=2, journal=j)
+    for i in range(1, 8):
+        lsn = j.append({"i": i})
+        ck.save({"i": i}, lsn=lsn)
+    assert sorted(ck._lsns) == [c.id for c in ck.list()] == [6, 7]
+    assert [ck._lsns[c] for c in (6, 7)] == [6, 7]
+    j.close()
