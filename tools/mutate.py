@@ -35,6 +35,8 @@ import time
 from typing import Iterator, List, Optional, Tuple
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+_LIVE: set = set()        # pytest runs in flight (their process groups are killed on SIGTERM)
+_STOP = threading.Event()  # set on SIGTERM/SIGINT: no new mutant starts
 
 PRESETS = {
     "policies": [
@@ -51,7 +53,7 @@ PRESETS = {
         ("src/faultkit/contain/hedge.py", ["tests/contain/test_hedge_stack.py"]),
         ("src/faultkit/contain/bulkhead.py", ["tests/contain/test_bulkhead.py"]),
         ("src/faultkit/contain/timelimit.py", ["tests/contain/test_hedge_stack.py"]),
-        ("src/faultkit/balance/bounded.py", ["tests/balance"]),
+        ("src/faultkit/balance/bounded.py", ["tests/balance/test_balance.py"]),
         ("src/faultkit/recover/journal.py", ["tests/recover/test_recover_journal.py"]),
     ],
 }
@@ -111,13 +113,36 @@ def run_one(src_root: pathlib.Path, tests: List[str], timeout: float, *, cwd: pa
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                              "-m", "not slow", *tests], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    _LIVE.add(proc)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the pytest run and anything it started
-        proc.wait()
         return "timeout"  # a mutant that hangs the tests is caught by them (counted apart)
+    finally:
+        _kill(proc)
+    if _STOP.is_set():
+        return "interrupted"
     return "killed" if proc.returncode != 0 else "survived"
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill the pytest run ``proc`` and anything it started (its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    _LIVE.discard(proc)
+
+
+def _on_signal(signum, frame):  # pragma: no cover - exercised by hand
+    _STOP.set()
+    for proc in list(_LIVE):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    raise KeyboardInterrupt
 
 
 def _copy_src(tmp: pathlib.Path, n: int, root: pathlib.Path = ROOT) -> List[pathlib.Path]:
@@ -152,9 +177,15 @@ def mutate(module: str, tests: List[str], *, timeout: float, limit: int = 0,
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="faultkit-mutate-") as tmp:
         free = _copy_src(pathlib.Path(tmp), max(1, jobs), root)
+        t0 = time.monotonic()
+        if run_one(free[0], tests, timeout, cwd=root) != "survived":  # the unmutated module
+            raise RuntimeError(f"{module}: its tests {tests} fail (or hang) without a mutant")
+        result["baseline_seconds"] = round(time.monotonic() - t0, 1)
 
         def one(item):
             line, desc, src = item
+            if _STOP.is_set():
+                return
             with lock:
                 src_root = free.pop()
             try:
@@ -165,6 +196,8 @@ def mutate(module: str, tests: List[str], *, timeout: float, limit: int = 0,
                 with lock:
                     free.append(src_root)
             with lock:
+                if verdict == "interrupted":
+                    return
                 if verdict == "survived":
                     result["survivors"].append({"line": line, "mutation": desc})
                     print(f"  survived: {module}:{line}: {desc}", flush=True)
@@ -193,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="parallel workers, each with its own copy of src/")
     ap.add_argument("--json", type=pathlib.Path, help="write the results (survivors included) here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     plan = PRESETS[args.preset] if args.preset else [(args.module, args.tests)]
     if not plan or not plan[0][0]:
         ap.error("give a module and its tests, or --preset")
