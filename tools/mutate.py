@@ -45,7 +45,8 @@ PRESETS = {
         ("src/faultkit/cluster.py", ["tests/run/test_cluster.py", "tests/run/test_cluster_lifecycle.py"]),
         ("src/faultkit/recover/checkpointer.py", ["tests/recover/test_recover_checkpointer.py",
                                                   "tests/recover/test_recover_hardening.py",
-                                                  "tests/recover/test_recover_recycle.py"]),
+                                                  "tests/recover/test_recover_recycle.py",
+                                                  "tests/recover/test_recover_journal.py"]),
     ],
     "all": [],  # filled below: policies + contain
     "contain": [

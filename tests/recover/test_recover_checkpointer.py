@@ -407,3 +407,39 @@ def test_journal_lsn_cache_follows_retention(tmp_path):
     assert sorted(ck._lsns) == [c.id for c in ck.list()] == [6, 7]
     assert [ck._lsns[c] for c in (6, 7)] == [6, 7]
     j.close()
+
+
+def test_save_async_is_full_by_default(tmp_path):
+    """Kills: ``save_async``'s ``incremental`` default False -> True."""
+    ck = fk.Checkpointer(tmp_path / "ck")
+    ck.save({"a": np.arange(10_000)})
+    info = ck.save_async({"a": np.arange(10_000)}).result(timeout=60)
+    assert info.incremental is False and ck.list()[-1].incremental is False
+    ck.close()
+
+
+def test_restart_with_another_chunk_size_starts_a_full_checkpoint(tmp_path):
+    """Kills: ``layout.id != cid or layout.chunk_size != self.chunk_size or ...`` -> ``and``
+    in ``_resume_chain``: a chain written with other chunks cannot be continued."""
+    state = {"a": np.arange(50_000)}
+    ck = fk.Checkpointer(tmp_path / "ck", chunk_size=4096)
+    ck.save(state)
+    ck.close()
+    ck = fk.Checkpointer(tmp_path / "ck", chunk_size=8192)
+    info = ck.save(state, incremental=True)
+    assert info.incremental is False
+    exact_equal(ck.load(info.id), state)
+    ck.close()
+    ck = fk.Checkpointer(tmp_path / "ck", chunk_size=8192)   # same chunks: the chain goes on
+    assert ck.save(state, incremental=True).incremental is True
+    ck.close()
+
+
+def test_lsn_zero_is_read_back(tmp_path):
+    """Kills: ``lsn < 0`` -> ``<= 0`` in ``_info``: a checkpoint covering LSN 0 read as corrupt."""
+    ck = fk.Checkpointer(tmp_path / "ck")
+    ck.save({"n": 1}, lsn=0)
+    ck.close()
+    ck = fk.Checkpointer(tmp_path / "ck")
+    assert [c.lsn for c in ck.list()] == [0]
+    ck.close()
