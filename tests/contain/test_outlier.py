@@ -163,3 +163,23 @@ def test_equal_mean_latencies_eject_nobody_whatever_the_volume():
                 od.report(f"h{i}", True, 0.015625, now=10.0 * interval - 9.0)  # exact in binary
         assert od.tick(10.0 * interval) == []
     assert od.ejected == []
+
+
+def test_int_options_accept_their_lower_bound():
+    """Kills: ``value < low`` -> ``<=`` in ``_int`` (each int option's documented minimum refused)."""
+    od = OutlierDetector(hosts(2), consecutive_errors=1, success_rate_minimum_hosts=1,
+                         success_rate_request_volume=1)
+    assert (od.success_rate_minimum_hosts, od.success_rate_request_volume) == (1, 1)
+    e = od.report("h0", False, now=0.0)            # one error is enough
+    assert (e.host, e.reason) == ("h0", "consecutive_errors")
+
+
+def test_latency_of_a_host_below_the_request_volume_is_not_judged():
+    """Kills: ``h.latency_n >= vol and h.ejected_until is None`` -> ``or`` in ``_sweep``:
+    a host with too few latencies (here 50 < 100) must not be judged on them."""
+    od = OutlierDetector(hosts(8), consecutive_errors=None, latency_stdev_factor=1.0)
+    od.tick(0.0)
+    for i in range(8):
+        for _ in range(50 if i == 3 else 100):
+            od.report(f"h{i}", True, 0.5 if i == 3 else 0.015625, now=1.0)
+    assert od.tick(10.0) == [] and od.ejected == []
