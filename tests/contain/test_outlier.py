@@ -183,3 +183,19 @@ def test_latency_of_a_host_below_the_request_volume_is_not_judged():
         for _ in range(50 if i == 3 else 100):
             od.report(f"h{i}", True, 0.5 if i == 3 else 0.015625, now=1.0)
     assert od.tick(10.0) == [] and od.ejected == []
+
+
+def test_manual_ejection_and_no_forgiveness_for_the_interval_it_happened_in():
+    """Kills: ``eject`` refusing a host that is not ejected and re-ejecting one that is
+    (``ejected_until is not None`` -> ``is None``), and ``_eject`` not marking the interval
+    (``ejected_in_interval = True`` -> ``False``): an ejection shorter than the interval
+    would be forgiven by the sweep that ends that very interval."""
+    od = OutlierDetector(hosts(2), interval=10.0, base_ejection_time=5.0, max_ejection_time=100.0,
+                         max_ejection_percent=100.0)
+    od.tick(0.0)
+    e = od.eject("h0", now=1.0)
+    assert (e.host, e.reason, e.until, e.count) == ("h0", "manual", 6.0, 1)
+    assert od.eject("h0", now=2.0) is None and od.ejection_count("h0") == 1
+    od.tick(10.0)                       # back at 6 < 10; the sweep at 10 must not forgive it
+    assert not od.is_ejected("h0") and od.ejection_count("h0") == 1
+    assert od.eject("h0", now=11.0).until == 11.0 + 2 * 5.0
