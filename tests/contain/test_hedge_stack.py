@@ -250,3 +250,22 @@ def test_a_failed_hedge_does_not_skip_the_next_delay():
         assert await task == ("c", 1)
         assert r.started == ["a", "b", "c"]
     asyncio.run(main())
+
+
+def test_hedge_high_quantile_takes_the_largest_sample_and_default_budget():
+    """Kills: ``min(len(ordered) - 1, ...)`` -> ``len(ordered) - 2`` in ``current_delay`` (a
+    quantile above (n-1)/n must take the largest latency), and the documented default
+    budget's ``min_per_second=1`` -> 2."""
+    h = Hedge(quantile=0.99, max_delay=5.0)
+    for _ in range(19):
+        h._observe(0.1)
+    h._observe(0.9)
+    assert h.current_delay() == 0.9
+
+    class Frozen:
+        def __call__(self):
+            return 100.0
+    clock = Frozen()
+    mine = fk.RetryBudget(ratio=0.1, min_per_second=1.0, clock=clock)
+    default = Hedge(clock=clock).budget
+    assert sum(default.try_retry() for _ in range(100)) == sum(mine.try_retry() for _ in range(100)) > 0
