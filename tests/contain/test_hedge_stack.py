@@ -269,3 +269,10 @@ def test_hedge_high_quantile_takes_the_largest_sample_and_default_budget():
     mine = fk.RetryBudget(ratio=0.1, min_per_second=1.0, clock=clock)
     default = Hedge(clock=clock).budget
     assert sum(default.try_retry() for _ in range(100)) == sum(mine.try_retry() for _ in range(100)) > 0
+
+
+def test_time_limiter_refuses_a_bool_timeout():
+    """Kills: ``isinstance(value, bool) or ...`` -> ``and`` in timelimit's ``_seconds``."""
+    with pytest.raises(TypeError, match="timeout must be a number of seconds, not bool"):
+        fk.TimeLimiter(True)
+    assert fk.TimeLimiter(0.5).timeout == 0.5
