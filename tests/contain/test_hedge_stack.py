@@ -276,3 +276,28 @@ def test_time_limiter_refuses_a_bool_timeout():
     with pytest.raises(TypeError, match="timeout must be a number of seconds, not bool"):
         fk.TimeLimiter(True)
     assert fk.TimeLimiter(0.5).timeout == 0.5
+
+
+def test_an_expired_limit_lets_another_exception_through():
+    """Kills: ``left <= self._cancelling and exc_type is CancelledError`` -> ``or`` in
+    ``_Limit.__aexit__``: a body that turns the cancel into its own error keeps that error."""
+    async def main():
+        limiter = fk.TimeLimiter(0.01)
+        async with limiter.limit():
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ValueError("cleanup failed")
+
+    with pytest.raises(ValueError, match="cleanup failed"):
+        asyncio.run(main())
+
+
+def test_time_limiter_executor_argument():
+    """Kills: ``not isinstance(executor, Executor)`` -> ``isinstance`` in ``TimeLimiter``
+    (a real executor refused, anything else accepted)."""
+    import concurrent.futures
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor or None, not int"):
+        fk.TimeLimiter(1.0, executor=3)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert fk.TimeLimiter(1.0, executor=pool).timeout == 1.0
