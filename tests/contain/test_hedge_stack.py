@@ -301,3 +301,19 @@ def test_time_limiter_executor_argument():
         fk.TimeLimiter(1.0, executor=3)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert fk.TimeLimiter(1.0, executor=pool).timeout == 1.0
+
+
+def test_time_limiter_default_pool_has_eight_threads_and_a_repr():
+    """Kills: the documented default pool of 8 threads -> 9, and ``__repr__`` returning None."""
+    import threading
+    limiter = fk.TimeLimiter(5.0)
+    assert repr(limiter) == "TimeLimiter(timeout=5.0)"
+    go = threading.Event()
+    futures = [limiter._pool().submit(go.wait, 30) for _ in range(9)]
+    try:
+        names = [t.name for t in threading.enumerate() if t.name.startswith("faultkit-timelimit")]
+        assert len(names) == 8
+    finally:
+        go.set()
+        assert all(f.result(30) for f in futures)
+        limiter._pool().shutdown()
