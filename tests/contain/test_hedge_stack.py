@@ -311,8 +311,8 @@ def test_time_limiter_default_pool_has_eight_threads_and_a_repr():
     go = threading.Event()
     futures = [limiter._pool().submit(go.wait, 30) for _ in range(9)]
     try:
-        names = [t.name for t in threading.enumerate() if t.name.startswith("faultkit-timelimit")]
-        assert len(names) == 8
+        threads = limiter._pool()._threads           # this limiter's own workers only
+        assert len(threads) == 8 and all(t.name.startswith("faultkit-timelimit") for t in threads)
     finally:
         go.set()
         assert all(f.result(30) for f in futures)
