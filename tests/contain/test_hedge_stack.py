@@ -317,3 +317,27 @@ def test_time_limiter_default_pool_has_eight_threads_and_a_repr():
         go.set()
         assert all(f.result(30) for f in futures)
         limiter._pool().shutdown()
+
+
+def test_time_limiter_counts_only_its_own_timeouts():
+    """Kills: ``timeout > 0`` -> ``>= 0`` (0 accepted); a limit starting out ``_expired``
+    (``False -> True``: the callee's own TimeoutError counted as the limiter's); a
+    ``call_sync`` timeout counted twice (``+= 1`` -> ``+= 2``)."""
+    import threading
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0, got 0"):
+        fk.TimeLimiter(0)
+    limiter = fk.TimeLimiter(30.0)
+
+    async def own_timeout():
+        raise TimeoutError("the callee's own")
+
+    with pytest.raises(TimeoutError, match="the callee's own"):
+        asyncio.run(limiter.call(own_timeout))
+    assert limiter.timeouts == 0
+    quick = fk.TimeLimiter(0.05)
+    go = threading.Event()
+    with pytest.raises(TimeoutError, match="time limit of 0.05 s exceeded"):
+        quick.call_sync(go.wait, 30)
+    go.set()
+    assert quick.timeouts == 1
+    quick._pool().shutdown()
