@@ -323,7 +323,7 @@ def test_context_managers_hand_back_the_bulkhead_and_never_swallow_errors():
     with pytest.raises(ZeroDivisionError, match="division"):
         with b as x:
             assert x is b
-            1 / 0
+            raise ZeroDivisionError("division by zero")
     assert b.in_flight == 0
 
     async def main():

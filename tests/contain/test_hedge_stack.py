@@ -287,7 +287,7 @@ def test_an_expired_limit_lets_another_exception_through():
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
-                raise ValueError("cleanup failed")
+                raise ValueError("cleanup failed") from None
 
     with pytest.raises(ValueError, match="cleanup failed"):
         asyncio.run(main())
