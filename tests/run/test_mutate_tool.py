@@ -34,6 +34,7 @@ def test_mutants_are_single_point_changes(tool):
     assert found == {(2, "Gt -> GtE"), (3, "return value -> return None"), (4, "return value -> return None")}
 
 
+@pytest.mark.slow  # three pytest runs in subprocesses
 def test_killed_and_surviving_mutants_reported_and_tree_untouched(tool, tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "toy.py").write_text(TOY)
@@ -46,6 +47,7 @@ def test_killed_and_surviving_mutants_reported_and_tree_untouched(tool, tmp_path
     assert (tmp_path / "src" / "toy.py").read_text() == TOY  # mutants went to copies only
 
 
+@pytest.mark.slow  # waits out a 4 s per-mutant timeout
 def test_hanging_mutant_counted_as_timeout(tool, tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "toy.py").write_text("def stop():\n    return True\n")
