@@ -510,3 +510,18 @@ def test_concurrent_changes_are_not_lost(make):
     assert sorted(b.nodes) == sorted([*base, *(f"new-{i}" for i in range(1, 60, 2))])
     down = {node for node, up in zip(b.nodes, b.alive_mask()) if not up}
     assert down == set(base[5:10])
+
+
+def test_bounded_release_takes_one_assignment_off():
+    """Kills: ``count == 1`` -> ``== 2`` in ``BoundedLoad.release`` (a node holding two
+    assignments dropped to zero by one release)."""
+    import faultkit as fk
+    b = fk.BoundedLoad(fk.HashRing([f"n{i}" for i in range(4)]), factor=100.0)
+    node = b.acquire("k")
+    assert b.acquire("k") == node and b.load(node) == 2
+    b.release(node)
+    assert b.load(node) == 1
+    b.release(node)
+    assert b.load(node) == 0
+    with pytest.raises(KeyError, match="holds no acquired keys"):
+        b.release(node)

@@ -314,3 +314,23 @@ def test_a_waiter_whose_loop_closed_does_not_keep_the_slot():
     assert repr(bh) == "Bulkhead(max_concurrent=1, max_wait=inf, in_flight=0)"
     assert (bh.max_concurrent, bh.max_wait) == (1, math.inf)
     task._log_destroy_pending = False           # closed by hand above: nothing pending
+
+
+def test_context_managers_hand_back_the_bulkhead_and_never_swallow_errors():
+    """Kills: ``__exit__`` returning True (``False -> True``: an exception inside ``with``
+    swallowed) and ``__aenter__`` returning None (``async with b as x`` losing ``x``)."""
+    b = Bulkhead(1)
+    with pytest.raises(ZeroDivisionError, match="division"):
+        with b as x:
+            assert x is b
+            raise ZeroDivisionError("division by zero")
+    assert b.in_flight == 0
+
+    async def main():
+        async with b as y:
+            assert y is b and b.in_flight == 1
+        with pytest.raises(KeyError, match="k"):
+            async with b:
+                raise KeyError("k")
+    asyncio.run(main())
+    assert b.in_flight == 0

@@ -148,3 +148,54 @@ def test_hosts_and_bad_arguments():
     assert od.ejected == [] and "a" not in od and len(od) == 1
     assert fk.OutlierDetector is OutlierDetector
     assert "OutlierDetector(1 hosts" in repr(od)
+
+
+def test_equal_mean_latencies_eject_nobody_whatever_the_volume():
+    """Kills: a host's latency sum starting (``__init__``) or restarting (``_sweep``) at 1.0
+    instead of 0.0, which biases hosts with fewer results, and ``v > limit`` -> ``>=`` in
+    ``_outliers`` (with every mean equal the stdev is 0 and nobody is beyond it)."""
+    od = OutlierDetector(hosts(8), consecutive_errors=None, latency_stdev_factor=1.0,
+                         max_ejection_percent=100.0)
+    od.tick(0.0)
+    for interval in (1, 2):
+        for i in range(8):
+            for _ in range(100 if i == 0 else 1000):
+                od.report(f"h{i}", True, 0.015625, now=10.0 * interval - 9.0)  # exact in binary
+        assert od.tick(10.0 * interval) == []
+    assert od.ejected == []
+
+
+def test_int_options_accept_their_lower_bound():
+    """Kills: ``value < low`` -> ``<=`` in ``_int`` (each int option's documented minimum refused)."""
+    od = OutlierDetector(hosts(2), consecutive_errors=1, success_rate_minimum_hosts=1,
+                         success_rate_request_volume=1)
+    assert (od.success_rate_minimum_hosts, od.success_rate_request_volume) == (1, 1)
+    e = od.report("h0", False, now=0.0)            # one error is enough
+    assert (e.host, e.reason) == ("h0", "consecutive_errors")
+
+
+def test_latency_of_a_host_below_the_request_volume_is_not_judged():
+    """Kills: ``h.latency_n >= vol and h.ejected_until is None`` -> ``or`` in ``_sweep``:
+    a host with too few latencies (here 50 < 100) must not be judged on them."""
+    od = OutlierDetector(hosts(8), consecutive_errors=None, latency_stdev_factor=1.0)
+    od.tick(0.0)
+    for i in range(8):
+        for _ in range(50 if i == 3 else 100):
+            od.report(f"h{i}", True, 0.5 if i == 3 else 0.015625, now=1.0)
+    assert od.tick(10.0) == [] and od.ejected == []
+
+
+def test_manual_ejection_and_no_forgiveness_for_the_interval_it_happened_in():
+    """Kills: ``eject`` refusing a host that is not ejected and re-ejecting one that is
+    (``ejected_until is not None`` -> ``is None``), and ``_eject`` not marking the interval
+    (``ejected_in_interval = True`` -> ``False``): an ejection shorter than the interval
+    would be forgiven by the sweep that ends that very interval."""
+    od = OutlierDetector(hosts(2), interval=10.0, base_ejection_time=5.0, max_ejection_time=100.0,
+                         max_ejection_percent=100.0)
+    od.tick(0.0)
+    e = od.eject("h0", now=1.0)
+    assert (e.host, e.reason, e.until, e.count) == ("h0", "manual", 6.0, 1)
+    assert od.eject("h0", now=2.0) is None and od.ejection_count("h0") == 1
+    od.tick(10.0)                       # back at 6 < 10; the sweep at 10 must not forgive it
+    assert not od.is_ejected("h0") and od.ejection_count("h0") == 1
+    assert od.eject("h0", now=11.0).until == 11.0 + 2 * 5.0

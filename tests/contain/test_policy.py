@@ -223,3 +223,55 @@ def test_alive_events_leave_domains_the_policy_did_not_isolate_alone():
     policy.on_event(Event("r3h2", "alive", "restarted", 5.0))
     assert policy.tick(10.9) == []
     assert [x.action for x in policy.tick(11.0)] == ["restore"] and d.isolated == []
+
+
+def test_max_isolated_fraction_of_one_is_accepted():
+    """Kills: ``0 < max_isolated_fraction <= 1`` -> ``< 1`` (the documented upper bound,
+    "isolate anything", refused)."""
+    d = fleet(racks=2, hosts=2)
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, max_isolated_fraction=1)
+    for s in d.services:
+        policy.on_event(Event(s, "alive", "dead", 0.0))
+    assert d.isolated == ["eu/az0/r0", "eu/az0/r1"] and policy.refusals == []
+
+
+@pytest.mark.parametrize("failed, tail", [(5, ""), (6, ", ...")])
+def test_isolation_reason_names_at_most_five_services(failed, tail):
+    """Kills: the reason's ``", ..."`` appended past 6 names instead of 5 (``> 5`` -> ``> 6``)
+    and the name list cut elsewhere than 5."""
+    d = fleet(racks=1, hosts=8)
+    policy = IsolationPolicy(d, min_failed=failed, window=10.0, max_isolated_fraction=1)
+    for h in range(failed):
+        policy.on_event(Event(f"r0h{h}", "alive", "dead", float(h)))
+    [decision] = policy.decisions
+    names = ", ".join(f"r0h{h}" for h in range(5))
+    assert decision.reason == f"{failed} services failed within 10 s: {names}{tail}"
+
+
+def test_defaults_and_boundary_arguments():
+    """Kills: the documented ``window`` default 10.0 -> 11.0; ``min_failed=1`` refused
+    (``min_failed < 1`` -> ``< 2``); ``window=0`` refused (``window >= 0`` -> ``>= 1``)."""
+    d = fleet()
+    policy = IsolationPolicy(d)                               # window=10 s, min_failed=2
+    policy.on_event(Event("r0h0", "alive", "dead", 0.0))
+    policy.on_event(Event("r0h1", "alive", "dead", 10.5))     # inside 11 s, not 10 s
+    assert d.isolated == []
+    policy = IsolationPolicy(d, min_failed=1)
+    policy.on_event(Event("r2h0", "alive", "dead", 0.0))      # one failure is enough
+    assert d.isolated == ["eu/az0/r2"]
+    d = fleet()
+    policy = IsolationPolicy(d, window=0)                     # only simultaneous failures
+    policy.on_event(Event("r1h0", "alive", "dead", 5.0))
+    policy.on_event(Event("r1h1", "alive", "dead", 5.0))
+    assert d.isolated == ["eu/az0/r1"]
+
+
+def test_the_span_stops_at_the_first_failure_past_the_window():
+    """Kills: ``j += 1`` -> ``j += 2`` in ``_correlated``: stepping over a failure would take
+    the one after it (outside the window) into the span."""
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, max_isolated_fraction=0.2)
+    for s, t in (("r0h0", 100.0), ("r0h1", 104.0), ("r0h3", 120.0), ("r0h2", 106.0)):
+        policy.on_event(Event(s, "alive", "dead", t))
+    last = policy.refusals[-1].reason
+    assert last.startswith("3 services failed within 10 s: ") and "r0h3" not in last

@@ -385,3 +385,61 @@ def test_more_bad_arguments_and_a_closed_checkpointer(tmp_path):
     with pytest.raises(ValueError, match="Checkpointer is closed"):
         ck.save([2])
     assert fk.Checkpointer(tmp_path).recover() == [1]  # the failed save wrote nothing
+
+
+def test_checkpoint_info_defaults():
+    """Kills: ``CheckpointInfo.incremental`` defaulting to True (``False -> True``) and the
+    other defaults of the public record changing."""
+    info = fk.CheckpointInfo(3, 1.5, 100, 7)
+    assert (info.incremental, info.written, info.meta, info.lsn) == (False, 0, None, None)
+
+
+def test_journal_lsn_cache_follows_retention(tmp_path):
+    """Kills: ``_truncate_journal`` dropping the cached LSNs of the *retained* checkpoints
+    and keeping those of pruned ones (``cid not in self._ids()`` -> ``in``): the cache of a
+    long-running checkpointer must stay the size of ``retain``, not grow per save."""
+    from faultkit.recover import Journal
+    j = Journal(tmp_path / "wal", fsync="group", segment_bytes=4096)
+    ck = fk.Checkpointer(tmp_path / "ck", retain=2, journal=j)
+    for i in range(1, 8):
+        lsn = j.append({"i": i})
+        ck.save({"i": i}, lsn=lsn)
+    assert sorted(ck._lsns) == [c.id for c in ck.list()] == [6, 7]
+    assert [ck._lsns[c] for c in (6, 7)] == [6, 7]
+    j.close()
+
+
+def test_save_async_is_full_by_default(tmp_path):
+    """Kills: ``save_async``'s ``incremental`` default False -> True."""
+    ck = fk.Checkpointer(tmp_path / "ck")
+    ck.save({"a": np.arange(10_000)})
+    info = ck.save_async({"a": np.arange(10_000)}).result(timeout=60)
+    assert info.incremental is False and ck.list()[-1].incremental is False
+    ck.close()
+
+
+def test_restart_with_another_chunk_size_starts_a_full_checkpoint(tmp_path):
+    """Kills: ``layout.id != cid or layout.chunk_size != self.chunk_size or ...`` -> ``and``
+    in ``_resume_chain``: a chain written with other chunks cannot be continued."""
+    state = {"a": np.arange(50_000)}
+    ck = fk.Checkpointer(tmp_path / "ck", chunk_size=4096)
+    ck.save(state)
+    ck.close()
+    ck = fk.Checkpointer(tmp_path / "ck", chunk_size=8192)
+    info = ck.save(state, incremental=True)
+    assert info.incremental is False
+    exact_equal(ck.load(info.id), state)
+    ck.close()
+    ck = fk.Checkpointer(tmp_path / "ck", chunk_size=8192)   # same chunks: the chain goes on
+    assert ck.save(state, incremental=True).incremental is True
+    ck.close()
+
+
+def test_lsn_zero_is_read_back(tmp_path):
+    """Kills: ``lsn < 0`` -> ``<= 0`` in ``_info``: a checkpoint covering LSN 0 read as corrupt."""
+    ck = fk.Checkpointer(tmp_path / "ck")
+    ck.save({"n": 1}, lsn=0)
+    ck.close()
+    ck = fk.Checkpointer(tmp_path / "ck")
+    assert [c.lsn for c in ck.list()] == [0]
+    ck.close()

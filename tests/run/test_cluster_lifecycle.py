@@ -408,3 +408,18 @@ def test_a_cluster_fed_by_a_receiver_sees_a_stop_as_left_and_a_new_life_as_a_res
         [("a", "joining", "alive"), ("a", "alive", "left"), ("a", "left", "restarted")]
     assert (restarts[0].old_incarnation, restarts[0].incarnation) == (10, 11)
     assert c.is_routable("a") and stats["leaves"] == 1 and stats["unknown"] == 0
+
+
+def test_manual_ejection_reaches_routing_at_once():
+    """Kills: ``e is not None`` -> ``is None`` in ``Cluster.eject`` (the ejection recorded by
+    the detector but never applied to routing; a refused one applied as ``None``)."""
+    c = cluster([f"n{i}" for i in range(20)])
+    beat(c, 0.0)
+    c.tick(0.0)
+    owned = [k for k in KEYS if c.route(k) == "n7"]
+    assert owned
+    e = c.eject("n7", now=1.0)
+    assert (e.host, e.action, e.reason) == ("n7", "eject", "manual")
+    assert not c.is_routable("n7") and all(c.route(k) != "n7" for k in owned)  # before any tick
+    assert c.eject("n7", now=2.0) is None                # already ejected: nothing to apply
+    assert not c.is_routable("n7")
