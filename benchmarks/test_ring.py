@@ -113,7 +113,7 @@ G_U64 = "ring: 1M uint64 hashes, bulk"
 
 @pytest.mark.benchmark(group=G_U64)
 def test_faultkit_ring_get_many_hashes(benchmark, ring100, hashes_1m):
-    out = benchmark(ring100.get_many, hashes_1m)
+    out = benchmark.pedantic(ring100.get_many, (hashes_1m,), **BULK)
     points, owners = ring100.points()
     assert (out == owners[np.searchsorted(points, hashes_1m) % len(points)]).all()
 
@@ -121,12 +121,12 @@ def test_faultkit_ring_get_many_hashes(benchmark, ring100, hashes_1m):
 @pytest.mark.benchmark(group=G_U64)
 def test_numpy_searchsorted_ring_points(benchmark, ring100, hashes_1m):
     points, _ = ring100.points()
-    benchmark(np.searchsorted, points, hashes_1m)
+    benchmark.pedantic(np.searchsorted, (points, hashes_1m), **BULK)
 
 
 @pytest.mark.benchmark(group=G_U64)
 def test_faultkit_maglev_get_many_hashes(benchmark, hashes_1m):
-    benchmark(fk.Maglev(NODES100).get_many, hashes_1m)
+    benchmark.pedantic(fk.Maglev(NODES100).get_many, (hashes_1m,), **BULK)
 
 
 @pytest.mark.benchmark(group=G_U64)
@@ -135,14 +135,14 @@ def test_faultkit_maglev_get_many_hashes_one_down(benchmark, hashes_1m):
     ml = fk.Maglev(NODES100)
     before = ml.get_many(hashes_1m)
     ml.mark_down(NODES100[0])
-    out = benchmark(ml.get_many, hashes_1m)
+    out = benchmark.pedantic(ml.get_many, (hashes_1m,), **BULK)
     assert (out[before != 0] == before[before != 0]).all() and (out != 0).all()
 
 
 @pytest.mark.benchmark(group=G_U64)
 def test_faultkit_rendezvous_get_many_hashes(benchmark, hashes_1m):
     r = fk.Rendezvous(NODES100)
-    benchmark.pedantic(r.get_many, (hashes_1m,), rounds=3, iterations=1)
+    benchmark.pedantic(r.get_many, (hashes_1m,), **BULK)
 
 
 # -- membership ------------------------------------------------------------------
