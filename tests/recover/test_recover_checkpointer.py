@@ -443,3 +443,38 @@ def test_lsn_zero_is_read_back(tmp_path):
     ck = fk.Checkpointer(tmp_path / "ck")
     assert [c.lsn for c in ck.list()] == [0]
     ck.close()
+
+
+def test_journal_truncation_keeps_the_segment_that_starts_right_after_the_checkpoint(tmp_path):
+    """Kills the mutant ``truncate_before(min(lsns) + 1)`` -> ``+ 2`` (docs/mutation.md): with
+    one record per segment, the segment holding LSN k + 1 starts exactly after a checkpoint
+    at k, and dropping it would lose the first record recover_with must replay."""
+    j = fk.Journal(tmp_path / "wal", fsync="never", segment_bytes=4096)
+    ck = fk.Checkpointer(tmp_path / "ck", retain=1, journal=j)
+    try:
+        big = b"r" * 5000                   # larger than a segment: one record per segment
+        lsns = [j.append(big) for _ in range(6)]
+        ck.save({"upto": lsns[2]}, lsn=lsns[2])
+        assert j.first_lsn == lsns[3]       # everything the checkpoint covers is gone, nothing more
+        state, records = ck.recover_with(j)
+        assert state == {"upto": lsns[2]} and [lsn for lsn, _ in records] == lsns[3:]
+    finally:
+        ck.close()
+        j.close()
+
+
+def test_recover_with_names_the_missing_records_exactly(tmp_path):
+    """Kills the mutant ``{first - 1}`` -> ``{first + 1}`` in recover_with's message: the
+    range of lost records it names is exact."""
+    j = fk.Journal(tmp_path / "wal", fsync="never", segment_bytes=4096)
+    ck = fk.Checkpointer(tmp_path / "ck", retain=1)
+    try:
+        lsns = [j.append(b"r" * 5000) for _ in range(6)]
+        ck.save({"x": 1}, lsn=lsns[0])
+        j.truncate_before(lsns[3])           # records lsns[1]..lsns[2] are lost
+        with pytest.raises(fk.CorruptJournalError,
+                           match=rf"records {lsns[1]}\.\.{lsns[2]} are gone"):
+            ck.recover_with(j)
+    finally:
+        ck.close()
+        j.close()
