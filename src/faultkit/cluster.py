@@ -49,7 +49,9 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Sequenc
 
 import numpy as np
 
+from faultkit.balance import Maglev, Rendezvous
 from faultkit.balance._spread import SpreadTable
+from faultkit.balance.moves import DEFAULT_PROBES, MoveMeter
 from faultkit.contain import FailureDomains, IsolationPolicy, OutlierDetector
 from faultkit.contain.outlier import Ejection
 from faultkit.detect import ALIVE, DEAD, LEAVING, LEFT, RESTARTED, SUSPECT, Event, PhiAccrualDetector
@@ -129,6 +131,13 @@ class Cluster:
     - ``on_join(event)``: called by :meth:`tick` for a node's first
       heartbeat (after a join timeout too); ``on_restart(event)`` for each
       restart (``event.old_incarnation`` -> ``event.incarnation``).
+    - ``move_probes``: probe keys for estimating the share of the key space
+      routing changes move (:class:`~faultkit.balance.moves.MoveMeter`,
+      default 4,096; 0 turns it off).  Measured by :meth:`tick` (and
+      :meth:`add_node`/:meth:`remove_node`) when routing changed since the
+      last measurement, so a change made from a request thread
+      (:meth:`report`, :meth:`hold`) never pays for it; HashRing, Maglev and
+      Rendezvous balancers only.  :attr:`routing_stats` holds the figures.
     - ``clock``: seconds, monotonic; read when a method's ``now`` is None.
     """
 
@@ -140,6 +149,7 @@ class Cluster:
                  hold_restarted: bool = False,
                  on_join: Optional[Callable[[Event], Any]] = None,
                  on_restart: Optional[Callable[[Event], Any]] = None,
+                 move_probes: int = DEFAULT_PROBES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not callable(clock):
             raise TypeError(f"clock must be callable, not {type(clock).__name__}")
@@ -195,6 +205,8 @@ class Cluster:
                     f"IsolationPolicy(..., failed_states={failed!r}) so both agree")
         if domains is not None:
             domains._level(spread)  # ValueError for an unknown level
+        if isinstance(move_probes, bool) or not isinstance(move_probes, int) or move_probes < 0:
+            raise ValueError(f"move_probes must be an int >= 0, got {move_probes!r}")
 
         if outliers is None:
             outliers = OutlierDetector(clock=clock)
@@ -227,7 +239,21 @@ class Cluster:
         self._heard: set = {n for n in names if detector.last_heartbeat(n) is not None}
         self._placements: dict[int, tuple] = {}
         self._lock = threading.RLock()  # the masks and their push to the balancer
+        #: Routing changes so far: ``changes`` (pushes that changed the routable set or
+        #: the membership), ``measured`` (measurements of the key space they moved: one
+        #: per tick with changes), ``moved_keyspace`` (the measured shares, summed) and
+        #: ``last_moved_keyspace`` (the latest; None before one or without a
+        #: :class:`MoveMeter`).  Read by :mod:`faultkit.observe`.
+        self.routing_stats: dict = {"changes": 0, "measured": 0, "moved_keyspace": 0.0,
+                                    "last_moved_keyspace": None}
+        self._moves = (MoveMeter(balancer, probes=move_probes)
+                       if move_probes and isinstance(balancer, (HashRing, Maglev, Rendezvous)) else None)
+        #: Probe keys of the moved-share estimate (0: not estimated, e.g. another balancer).
+        self.move_probes = move_probes if self._moves is not None else 0
+        self._routed: Optional[tuple] = None  # (index, mask bytes) of the last push
+        self._moves_due = False
         self._reindex()
+        self._measure_moves()  # the meter's starting point
         if domains is not None:
             domains.attach(_IsolationGate(self))
 
@@ -277,6 +303,28 @@ class Cluster:
         # Readers (replicas) take this pair in one read: the mask and the
         # per-level live counts derived from it, never one without the other.
         self._view = (mask, {})
+        self._count_change(mask)
+
+    def _count_change(self, mask: np.ndarray) -> None:
+        """Count a push that changed the routable set or the membership (under the lock)."""
+        last, self._routed = self._routed, (self._index, mask.tobytes())
+        if last is None or (last[0] is self._index and last[1] == self._routed[1]):
+            return
+        self.routing_stats["changes"] += 1
+        self._moves_due = True
+
+    def _measure_moves(self) -> None:
+        """Measure the key space moved since the last measurement (control thread)."""
+        if self._moves is None or (not self._moves_due and self._moves.started):
+            return  # nothing changed (read unlocked: a change racing this is measured next tick)
+        with self._lock:
+            self._moves_due = False
+            moved = self._moves.measure(self.balancer.nodes)
+        if moved is not None:
+            st = self.routing_stats
+            st["measured"] += 1
+            st["moved_keyspace"] += moved
+            st["last_moved_keyspace"] = moved
 
     def _set_isolated(self, nodes: Iterable[Hashable], isolated: bool) -> None:
         with self._lock:
@@ -356,6 +404,7 @@ class Cluster:
                     self.on_join(ev)
             if ev.new == RESTARTED and self.on_restart is not None:
                 self.on_restart(ev)
+        self._measure_moves()
         for ev in events:
             for fn in list(self._listeners):
                 fn(ev)
@@ -583,6 +632,7 @@ class Cluster:
         if self.outliers is not None and node not in self.outliers:
             self.outliers.add(node)
         self._reindex()
+        self._measure_moves()
 
     def remove_node(self, node: Hashable) -> None:
         """Remove ``node`` for good: from the balancer, the detector, the outlier
@@ -598,6 +648,7 @@ class Cluster:
         self._held_set.discard(node)
         self._heard.discard(node)
         self._reindex()
+        self._measure_moves()
 
     def __len__(self) -> int:
         return len(self._index)
