@@ -16,7 +16,7 @@ import pathlib
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import faultkit as fk
 
@@ -125,6 +125,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     try:
         key = load_key(args.key_file)
         det = _make_detector(args)
+        cluster = _monitor_cluster(args.domains, det) if args.domains else None
     except (OSError, ValueError, TypeError) as e:
         print(f"faultkit monitor: {e}", file=sys.stderr)
         return 2
@@ -142,6 +143,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             line += f" (incarnation {ev.old_incarnation} -> {ev.incarnation})"
         say(line)
 
+    def report_decision(d: "fk.contain.Decision") -> None:
+        if args.json:
+            from faultkit.observe import decision_record
+            say(json.dumps(decision_record("monitor", d), sort_keys=True))
+            return
+        say(f"{d.at:.3f} {d.action} {d.domain}: {d.reason}")
+
     live = None
     if not args.json and not args.plain and sys.stdout.isatty():
         try:
@@ -150,11 +158,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             pass
         else:
             from faultkit.observe.live import LiveView
-            live = LiveView(det)
+            live = LiveView(det, cluster=cluster)
     if live is None:
         det.add_listener(report)
     else:
         det.add_listener(live.event)
+    if cluster is not None and cluster.policy is not None:
+        cluster.policy.add_listener(report_decision if live is None else live.decision)
+    scan = det.scan if cluster is None else cluster.tick
 
     async def run() -> None:
         # The monitor has no member list: every authenticated name is a member.
@@ -174,20 +185,22 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             reg = Registry()
             reg.add(det, "monitor")
             reg.add(receiver, "monitor")
+            if cluster is not None:
+                reg.add(cluster, "monitor")
             server, mport = serve(reg, args.metrics, args.metrics_addr)
             say(f"metrics on http://{args.metrics_addr}:{mport}/metrics")
         try:
             if live is None:
                 while True:
                     await asyncio.sleep(args.scan_interval)
-                    det.scan()
+                    scan()
             from rich.live import Live
 
             with Live(live.render(time.monotonic()), auto_refresh=False, screen=False) as view:
                 shown = 0.0
                 while True:
                     await asyncio.sleep(args.scan_interval)
-                    det.scan()
+                    scan()
                     now = time.monotonic()
                     if now - shown >= 0.25:  # redraw at most 4 times a second
                         view.update(live.render(now), refresh=True)
@@ -205,6 +218,23 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _monitor_cluster(path: str, det: Any) -> "fk.Cluster":
+    """The Cluster a monitor keeps over ``det`` from a JSON file ``{member: domain path}``:
+    isolation decisions and routing per member (requests are not seen: no outlier ejection)."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            mapping = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not JSON: {e}") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"{path}: expected a JSON object {{member: \"region/zone/rack/host\"}}, "
+                         f"got {type(mapping).__name__}")
+    bad = next((v for v in mapping.values() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: domain paths must be strings, got {bad!r}")
+    return fk.Cluster(mapping, detector=det, outliers=False)
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
@@ -355,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "faultkit[prometheus])")
     p.add_argument("--metrics-addr", default="127.0.0.1",
                    help="address for --metrics (default 127.0.0.1)")
+    p.add_argument("--domains", metavar="FILE.json", default=None,
+                   help="JSON object {member: \"region/zone/rack/host\"}: also show each member's "
+                        "domain and routing, and isolate domains (a Cluster's default policy)")
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("beat", help="send heartbeats over UDP")

@@ -10,6 +10,7 @@ from etcd_server import ETCD, EtcdServer
 from node_procs import NodeProc, converged
 
 import faultkit as fk
+from faultkit.observe import Registry
 from faultkit.run.etcd import EtcdClient
 
 pytestmark = pytest.mark.skipif(ETCD is None, reason="etcd is not installed (Debian: apt-get install etcd-server)")
@@ -48,6 +49,14 @@ def test_lease_join_and_watch_driven_rebalancing(etcd):
     async def main():
         a, b = _node("a", etcd), _node("b", etcd)
         await a.start()
+        # The lease's state, as a metrics scrape sees it.
+        assert 0 < a.membership.lease_remaining <= TTL
+        reg = Registry()
+        reg.add(a, "a")
+        got = {m.name: dict(m.samples) for m in reg.collect()}
+        assert 0 < got["faultkit_node_lease_remaining_seconds"][("a",)] <= TTL
+        assert got["faultkit_node_membership_healthy"] == {("a",): 1.0}
+        assert got["faultkit_node_membership_operations_total"][("a", "grants")] == 1
         events = []
         a.add_listener(events.append)
         before = {k: a.route(k) for k in keys}

@@ -160,6 +160,8 @@ class OutlierDetector:
         self._active: set = set()
         self._next_sweep: Optional[float] = None
         self.events: list[Ejection] = []           # the last 1000, newest last
+        #: Lifetime counts of :attr:`events` by ``action`` (``"eject"``, ``"return"``).
+        self.counts: dict[str, int] = {"eject": 0, "return": 0}
         for h in hosts:
             self.add(h)
 
@@ -308,6 +310,7 @@ class OutlierDetector:
         return self._record(Ejection(host, "eject", reason, t, h.ejected_until, h.count))
 
     def _record(self, e: Ejection) -> Ejection:
+        self.counts[e.action] += 1
         self.events.append(e)
         if len(self.events) > 1000:
             del self.events[:-1000]

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Optional
 
-__all__ = ["EVENT_LOGGER", "record", "log_events", "JsonLinesFormatter"]
+__all__ = ["EVENT_LOGGER", "record", "decision_record", "log_events", "JsonLinesFormatter"]
 
 #: The logger :func:`log_events` writes to unless told otherwise.
 EVENT_LOGGER = "faultkit.events"
@@ -31,11 +31,32 @@ def record(source: str, ev: Any, *, wall: Optional[float] = None,
     return rec
 
 
+def decision_record(source: str, d: Any, *, wall: Optional[float] = None,
+                    monotonic: Optional[float] = None) -> Dict[str, Any]:
+    """The structured record of one isolation ``Decision`` (or outlier ``Ejection``) from ``source``.
+
+    Keys: ``source``, ``action`` (isolate, restore, refuse; eject, return),
+    ``domain`` and ``services`` (a decision) or ``member`` (an ejection),
+    ``reason``, ``at`` (on the object's clock), ``wall`` and ``monotonic`` as in
+    :func:`record`."""
+    rec: Dict[str, Any] = {"source": source, "action": d.action, "reason": d.reason, "at": d.at}
+    if hasattr(d, "domain"):
+        rec["domain"] = d.domain
+        rec["services"] = [str(s) for s in d.services]
+    else:
+        rec["member"] = str(d.host)
+    rec["wall"] = time.time() if wall is None else wall
+    rec["monotonic"] = time.monotonic() if monotonic is None else monotonic
+    return rec
+
+
 def log_events(obj: Any, source: str, *, logger: Optional[logging.Logger] = None,
                level: int = logging.INFO) -> Callable[[Any], None]:
     """Log every event of ``obj`` (a detector, Cluster or Node: anything with
     ``add_listener``) as one record: message ``"<source> <member>: <old> -> <new>"``,
-    and the structured record (:func:`record`) as ``extra={"faultkit": {...}}``.
+    and the structured record (:func:`record`) as ``extra={"faultkit": {...}}``; an
+    :class:`~faultkit.IsolationPolicy`'s decisions as ``"<source> <action> <domain>:
+    <reason>"`` with :func:`decision_record`.
     Returns the listener (to remove it later)."""
     if not callable(getattr(obj, "add_listener", None)):
         raise TypeError(f"{type(obj).__name__} has no add_listener: nothing to log events of")
@@ -44,6 +65,10 @@ def log_events(obj: Any, source: str, *, logger: Optional[logging.Logger] = None
     log = logger if logger is not None else logging.getLogger(EVENT_LOGGER)
 
     def listener(ev: Any) -> None:
+        if hasattr(ev, "action"):  # an isolation decision
+            rec = decision_record(source, ev)
+            log.log(level, "%s %s %s: %s", source, ev.action, ev.domain, ev.reason, extra={"faultkit": rec})
+            return
         rec = record(source, ev)
         log.log(level, "%s %s: %s -> %s", source, rec["member"], ev.old, ev.new, extra={"faultkit": rec})
 

@@ -75,6 +75,25 @@ _FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
         "a member may count under several.", ("name", "reason")),
     "faultkit_cluster_transitions_total": (
         "counter", "Events a cluster reported, by the new state.", ("name", "state")),
+    "faultkit_cluster_isolation_decisions_total": (
+        "counter", "Decisions of a cluster's isolation policy, by action (isolate, restore, refuse).",
+        ("name", "action")),
+    "faultkit_cluster_outlier_events_total": (
+        "counter", "Outlier ejections of a cluster's nodes and their returns, by action "
+        "(eject, return).", ("name", "action")),
+    # balance
+    "faultkit_cluster_routing_changes_total": (
+        "counter", "Changes of the routable set or the membership pushed to a cluster's balancer.",
+        ("name",)),
+    "faultkit_cluster_move_measurements_total": (
+        "counter", "Measurements of the key space routing changes moved (one per tick that "
+        "changed routing).", ("name",)),
+    "faultkit_cluster_moved_keyspace_ratio_total": (
+        "counter", "Share of the key space whose node changed, estimated from probe keys at each "
+        "measurement, summed (divide by the measurements for the mean).", ("name",)),
+    "faultkit_cluster_last_moved_keyspace_ratio": (
+        "gauge", "Share of the key space the latest measured routing change moved (estimated).",
+        ("name",)),
     # recover
     "faultkit_checkpoint_saves_total": ("counter", "Checkpoints committed.", ("name",)),
     "faultkit_checkpoint_save_failures_total": ("counter", "Saves that raised.", ("name",)),
@@ -93,6 +112,24 @@ _FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "faultkit_node_routable": ("gauge", "Members the node routes to.", ("name",)),
     "faultkit_node_events_total": ("counter", "Events a node reported, by the new state.",
                                    ("name", "state")),
+    "faultkit_node_detections_total": (
+        "counter", "Dead verdicts on members this node had heard from.", ("name",)),
+    "faultkit_node_detection_seconds_total": (
+        "counter", "Seconds from each such member's last heartbeat to the node's dead verdict (routing "
+        "around it), summed: divided by detections, the node's mean time to converge on a failure.",
+        ("name",)),
+    "faultkit_node_heartbeats_sent_total": ("counter", "Heartbeat datagrams a node sent.", ("name",)),
+    "faultkit_node_stalls_total": (
+        "counter", "Ticks far later than due (the node's own process was paused).", ("name",)),
+    "faultkit_node_partitioned": (
+        "gauge", "1 while the node hears from fewer than half of the members it watches.", ("name",)),
+    "faultkit_node_membership_healthy": (
+        "gauge", "1 while the node's membership backend is reachable (0: fail-static).", ("name",)),
+    "faultkit_node_membership_operations_total": (
+        "counter", "Operations of the membership backend by kind (etcd: keepalives, errors, resyncs, "
+        "grants, bad_records, held_evictions).", ("name", "operation")),
+    "faultkit_node_lease_remaining_seconds": (
+        "gauge", "Seconds until the node's etcd lease expires unless renewed.", ("name",)),
 }
 
 
@@ -136,14 +173,14 @@ class Registry:
         an object of the same kind."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
-        read, listen = _adapter(obj)
+        read, listens = _adapter(obj)
         entry = _Entry(obj, name, read)
         key = (read, name)
         with self._lock:
             if key in self._entries:
                 raise ValueError(f"name {name!r} is already registered for a {type(obj).__name__}")
             self._entries[key] = entry
-        if listen is not None:
+        if listens:
             def count(ev: Any) -> None:
                 entry.counts[ev.new] += 1
             obj.add_listener(count)
@@ -175,19 +212,21 @@ class Registry:
         with self._lock:
             entries = list(self._entries.values())
         out: Dict[str, list] = {}
+        now = self._clock()
         for e in entries:
-            e.read(e, _Sink(out, e.name, self))
+            e.read(e, _Sink(out, e.name, now, self.per_member_limit))
         return [Metric(n, _FAMILIES[n][0], _FAMILIES[n][1], _FAMILIES[n][2], samples)
                 for n, samples in out.items() if samples]
 
 
 class _Sink:
-    """What an adapter writes to: ``sink(metric, value, *extra label values)``."""
+    """What an adapter writes to: ``sink(metric, value, *extra label values)``; ``now``
+    (the registry's clock at this collection) and ``per_member_limit`` for the adapters."""
 
-    __slots__ = ("out", "name", "registry")
+    __slots__ = ("out", "name", "now", "per_member_limit")
 
-    def __init__(self, out: Dict[str, list], name: str, registry: Registry) -> None:
-        self.out, self.name, self.registry = out, name, registry
+    def __init__(self, out: Dict[str, list], name: str, now: float, per_member_limit: int) -> None:
+        self.out, self.name, self.now, self.per_member_limit = out, name, now, per_member_limit
 
     def __call__(self, metric: str, value: float, *labels: str) -> None:
         self.out.setdefault(metric, []).append(((self.name, *labels), float(value)))
@@ -195,30 +234,30 @@ class _Sink:
 
 # ------------------------------------------------------------------ adapters
 
-def _adapter(obj: Any) -> Tuple[Callable[[_Entry, Any], None], Optional[str]]:
-    """(reader, "listen" if the registry counts the object's events)."""
+def _adapter(obj: Any) -> Tuple[Callable[[_Entry, Any], None], bool]:
+    """(reader, whether the registry counts the object's events through a listener)."""
     from faultkit.contain import Bulkhead, CircuitBreaker
     from faultkit.detect import HeartbeatReceiver, PhiAccrualDetector, TimeoutDetector
 
     if isinstance(obj, CircuitBreaker):
-        return _read_breaker, None
+        return _read_breaker, False
     if isinstance(obj, Bulkhead):
-        return _read_bulkhead, None
+        return _read_bulkhead, False
     if isinstance(obj, (TimeoutDetector, PhiAccrualDetector)):
-        return _read_detector, "listen"
+        return _read_detector, True
     if isinstance(obj, HeartbeatReceiver):
-        return _read_receiver, None
+        return _read_receiver, False
     kind = type(obj).__name__
     module = type(obj).__module__
     if module.startswith("faultkit"):
         if kind == "Cluster":
-            return _read_cluster, "listen"
+            return _read_cluster, True
         if kind == "Node":
-            return _read_node, "listen"
+            return _read_node, True
         if kind == "Checkpointer":
-            return _read_checkpointer, None
+            return _read_checkpointer, False
         if kind == "Journal":
-            return _read_journal, None
+            return _read_journal, False
     raise TypeError(f"faultkit.observe has no metrics for {type(obj).__name__} objects")
 
 
@@ -254,9 +293,9 @@ def _read_detector(e: _Entry, put: Any) -> None:
         put("faultkit_detector_members", n, s)
     for s, n in sorted(e.counts.items()):
         put("faultkit_detector_transitions_total", n, s)
-    if len(names) > put.registry.per_member_limit:
+    if len(names) > put.per_member_limit:
         return
-    now = put.registry._clock()
+    now = put.now
     phi = getattr(det, "phi", None)
     for n in names:
         last = det.last_heartbeat(n)
@@ -288,6 +327,24 @@ def _read_cluster(e: _Entry, put: Any) -> None:
         put("faultkit_cluster_unroutable", n, r)
     for s, n in sorted(e.counts.items()):
         put("faultkit_cluster_transitions_total", n, s)
+    if c.policy is not None:
+        actions = Counter(d.action for d in c.policy.decisions)
+        for a in ("isolate", "restore", "refuse"):
+            put("faultkit_cluster_isolation_decisions_total", actions[a], a)
+    if c.outliers is not None:
+        for a, n in sorted(c.outliers.counts.items()):
+            put("faultkit_cluster_outlier_events_total", n, a)
+    _read_routing(c, put)
+
+
+def _read_routing(c: Any, put: Any) -> None:
+    st = c.routing_stats
+    put("faultkit_cluster_routing_changes_total", st["changes"])
+    if c.move_probes:
+        put("faultkit_cluster_move_measurements_total", st["measured"])
+        put("faultkit_cluster_moved_keyspace_ratio_total", st["moved_keyspace"])
+        if st["last_moved_keyspace"] is not None:
+            put("faultkit_cluster_last_moved_keyspace_ratio", st["last_moved_keyspace"])
 
 
 def _read_node(e: _Entry, put: Any) -> None:
@@ -295,9 +352,25 @@ def _read_node(e: _Entry, put: Any) -> None:
     view = node.view()
     for s, n in sorted(Counter(view.values()).items()):
         put("faultkit_node_peers", n, s)
-    put("faultkit_node_routable", len(node.routable()))
     for s, n in sorted(e.counts.items()):
         put("faultkit_node_events_total", n, s)
+    st = node.stats
+    put("faultkit_node_detections_total", st["detections"])
+    put("faultkit_node_detection_seconds_total", st["detection_seconds"])
+    put("faultkit_node_heartbeats_sent_total", st["sent"])
+    put("faultkit_node_stalls_total", st["stalls"])
+    membership = node.membership
+    put("faultkit_node_membership_healthy", 1.0 if membership.healthy else 0.0)
+    for op, n in sorted(getattr(membership, "stats", {}).items()):
+        put("faultkit_node_membership_operations_total", n, op)
+    remaining = getattr(membership, "lease_remaining", None)
+    if remaining is not None:
+        put("faultkit_node_lease_remaining_seconds", remaining)
+    if node.cluster is None:  # not started: no view, no routing yet
+        return
+    put("faultkit_node_routable", len(node.routable()))
+    put("faultkit_node_partitioned", 1.0 if node.partitioned else 0.0)
+    _read_routing(node.cluster, put)
 
 
 def _read_checkpointer(e: _Entry, put: Any) -> None:

@@ -38,6 +38,7 @@ import logging
 import math
 import socket
 import threading
+import time
 from typing import Optional
 from urllib.parse import urlsplit
 
@@ -233,6 +234,7 @@ class EtcdMembership(Membership):
         self._hold_until: Optional[float] = None
         self._healthy = False
         self._lease = 0
+        self._lease_deadline: Optional[float] = None
         self._me: Optional[Member] = None
         self._view: dict[str, Member] = {}
         self._obs: set[tuple[str, str]] = set()      # (target, observer) keys seen
@@ -252,6 +254,15 @@ class EtcdMembership(Membership):
     def lease(self) -> int:
         """The current lease id (0 before start)."""
         return self._lease
+
+    @property
+    def lease_remaining(self) -> Optional[float]:
+        """Seconds until the lease expires unless renewed, by etcd's answer to the last
+        grant or keep-alive that succeeded (``time.monotonic``); None before start.
+        Near zero while etcd is unreachable: the Node's record is about to vanish."""
+        if self._lease_deadline is None:
+            return None
+        return max(0.0, self._lease_deadline - time.monotonic())
 
     def _key(self, *parts: str) -> bytes:
         return self.prefix + "/".join(parts).encode("utf-8")
@@ -280,7 +291,9 @@ class EtcdMembership(Membership):
         return dict(self._view)
 
     async def _register(self) -> None:
+        asked = time.monotonic()
         self._lease = await self._io(self.client.grant, self.ttl)
+        self._lease_deadline = asked + max(1, math.ceil(self.ttl))
         self.stats["grants"] += 1
         assert self._me is not None
         await self._io(self.client.put, self._key("members", self._me.name), self._value(self._me), self._lease)
@@ -431,10 +444,13 @@ class EtcdMembership(Membership):
                 pass
             self._wake.clear()
             try:
+                asked = time.monotonic()
                 left = await self._io(self.client.keepalive, self._lease)
                 if left <= 0:  # expired while we were cut off: join again
                     await self._register()
                     self._need_sync = True
+                else:
+                    self._lease_deadline = asked + left
                 self.stats["keepalives"] += 1
                 if self._need_sync and (self._hold_until is None
                                         or asyncio.get_running_loop().time() >= self._hold_until):

@@ -238,6 +238,15 @@ class Node:
     ``await node.start()``, then :meth:`route`, :meth:`replicas`,
     :meth:`view`, :meth:`events` / :meth:`add_listener`; ``await
     node.stop()`` leaves gracefully.  Also ``async with Node(...)``.
+
+    ``stats`` counts heartbeats ``sent``, ``send_errors``, ``socket_errors``,
+    ``control`` packets taken and ``control_dropped``, ``ticks``, ``stalls``
+    (ticks far later than due: this process was paused), ``events``,
+    ``listener_errors``, ``dropped_events`` (slow :meth:`events` readers), and
+    the time to route around a failure: ``detections`` (dead verdicts on a
+    member this node had heard), ``detection_seconds`` (their seconds from
+    the member's last heartbeat to the verdict, summed) and
+    ``last_detection_seconds``.
     """
 
     def __init__(self, name: str, *, key: bytes, bind: Optional[Any] = None,
@@ -294,7 +303,12 @@ class Node:
         self.incarnation = self._encoder.incarnation
         self.receiver = HeartbeatReceiver(detector, self.bind, key=self.key, auto_add=False)
         self.stats = dict.fromkeys(("sent", "send_errors", "socket_errors", "control", "control_dropped",
-                                    "ticks", "stalls", "events", "listener_errors", "dropped_events"), 0)
+                                    "ticks", "stalls", "events", "listener_errors", "dropped_events",
+                                    "detections"), 0)
+        # Seconds from a member's last heartbeat (as this node heard it) to this node's
+        # dead verdict, summed over ``stats["detections"]`` verdicts, and the latest one.
+        self.stats["detection_seconds"] = 0.0
+        self.stats["last_detection_seconds"] = None
         self._last_tick: Optional[float] = None
         self._hold_until = -math.inf
         self.cluster: Optional[Cluster] = None
@@ -735,6 +749,13 @@ class Node:
         if old is None or old == state:
             return
         self._view[n] = state
+        if state == DEAD:
+            last = self.detector.last_heartbeat(n) if n in self.detector else None
+            if last is not None:
+                took = max(0.0, at - last)
+                self.stats["detections"] += 1
+                self.stats["detection_seconds"] += took
+                self.stats["last_detection_seconds"] = took
         self._emit(Event(n, old, state, at))
         self._verdicts.set(n, DEAD if state == LEFT else (ALIVE if state == JOINING else state), at)
 
