@@ -120,6 +120,11 @@ def test_detector_cluster_checkpointer_and_journal_metrics(tmp_path):
         got = {m.name: m for m in reg.collect()}
         assert got["faultkit_journal_next_lsn"].samples == [(("kv",), float(j.next_lsn))]
         assert got["faultkit_journal_durable_lsn"].samples[0][1] >= 1
+        framed = sum(fk.recover._journal.frame_size(len(r)) for r in (b"one", b"two"))
+        assert got["faultkit_journal_appended_bytes_total"].samples == [(("kv",), float(framed))]
+        assert got["faultkit_journal_stored_bytes"].samples == [
+            (("kv",), float(sum(size for _, _, size in j.segments())))]
+        assert got["faultkit_journal_failed"].samples == [(("kv",), 0.0)]
     finally:
         j.close()
 

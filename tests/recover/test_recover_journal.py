@@ -386,6 +386,8 @@ def test_enospc_leaves_the_journal_usable_and_the_failed_append_unacknowledged(t
         assert len(acked) > 100
         nxt = j.next_lsn
         assert nxt == acked[-1] + 1  # the failed append took no LSN
+        assert j.appended_bytes == len(acked) * _journal.frame_size(len(rec))  # nor counted bytes
+        assert not j.failed  # ENOSPC at a rotation is not a failed sync: the journal stays usable
         assert [lsn for lsn, _ in j.replay()] == acked
         with pytest.raises(OSError, match="record not appended"):
             j.append(rec)

@@ -352,6 +352,7 @@ int Writer::frame_locked(const uint8_t* data, uint32_t len, uint16_t kind, bool 
         frame_record(pending_.data() + old, seed_, next_lsn_, durable_, kind, data, len);
     }
     seg->used += need;
+    __atomic_store_n(&appended_bytes_, appended_bytes_ + need, __ATOMIC_RELAXED);
     ++next_lsn_;
     if (pending_.size() >= kPendingFlush)
         flush_locked();  // a failure is sticky: the next wait reports it
@@ -582,6 +583,7 @@ std::string Writer::segment_path() {
     return seg_ ? seg_->path : std::string();
 }
 uint64_t Writer::syncs() { return __atomic_load_n(&syncs_, __ATOMIC_RELAXED); }
+uint64_t Writer::appended_bytes() { return __atomic_load_n(&appended_bytes_, __ATOMIC_RELAXED); }
 int Writer::error() {
     std::lock_guard<std::mutex> lk(mu_);
     return error_;

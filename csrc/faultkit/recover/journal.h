@@ -154,6 +154,7 @@ public:
     std::string segment_path();
     int mode() const { return mode_; }
     uint64_t syncs();  // fdatasync calls made so far (group commit shares them)
+    uint64_t appended_bytes();  // framed bytes of every record appended so far
     int error();
 
 private:
@@ -177,6 +178,7 @@ private:
     uint64_t durable_ = 0;
     bool syncing_ = false;
     uint64_t syncs_ = 0;
+    uint64_t appended_bytes_ = 0;
     int error_ = 0;
     bool closed_ = true;
     std::condition_variable flusher_cv_;

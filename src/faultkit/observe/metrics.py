@@ -107,6 +107,13 @@ _FAMILIES: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "faultkit_journal_next_lsn": ("gauge", "The LSN the next append gets.", ("name",)),
     "faultkit_journal_durable_lsn": ("gauge", "The highest LSN known to be on disk.", ("name",)),
     "faultkit_journal_syncs_total": ("counter", "fsyncs the journal issued.", ("name",)),
+    "faultkit_journal_appended_bytes_total": (
+        "counter", "Framed bytes of the records a journal's writer appended.", ("name",)),
+    "faultkit_journal_stored_bytes": (
+        "gauge", "Bytes of a journal's segment files on disk (new segments are preallocated).",
+        ("name",)),
+    "faultkit_journal_failed": (
+        "gauge", "1 once a journal's sync failed (sticky: reopen and recover it).", ("name",)),
     # run
     "faultkit_node_peers": ("gauge", "Members of a node's view, by state.", ("name", "state")),
     "faultkit_node_routable": ("gauge", "Members the node routes to.", ("name",)),
@@ -388,6 +395,9 @@ def _read_journal(e: _Entry, put: Any) -> None:
     put("faultkit_journal_next_lsn", j.next_lsn)
     put("faultkit_journal_durable_lsn", j.durable_lsn)
     put("faultkit_journal_syncs_total", j.syncs)
+    put("faultkit_journal_appended_bytes_total", j.appended_bytes)
+    put("faultkit_journal_stored_bytes", sum(size for _, _, size in j.segments()))
+    put("faultkit_journal_failed", 1.0 if j.failed else 0.0)
 
 
 def families() -> Iterable[Tuple[str, str, str, Tuple[str, ...]]]:

@@ -329,6 +329,11 @@ cdef class Writer:
         return self.w.syncs()
 
     @property
+    def appended_bytes(self):
+        """Framed bytes (headers, data, checksums) of every record this writer appended."""
+        return self.w.appended_bytes()
+
+    @property
     def error(self):
         """The sticky errno of a failed sync (0 if none)."""
         return self.w.error()

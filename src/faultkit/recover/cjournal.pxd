@@ -70,3 +70,4 @@ cdef extern from "faultkit/recover/journal.h" namespace "faultkit::journal" nogi
         int mode()
         int error()
         uint64_t syncs()
+        uint64_t appended_bytes()

@@ -475,6 +475,17 @@ class Journal:
         return self._writer.syncs if self._writer is not None else 0
 
     @property
+    def appended_bytes(self) -> int:
+        """Framed bytes (headers, data, checksums) this writer appended since it opened."""
+        return self._writer.appended_bytes if self._writer is not None else 0
+
+    @property
+    def failed(self) -> bool:
+        """Whether a sync failed: the error is sticky (the kernel may have dropped the pages it
+        could not write), appends raise it, and the journal must be reopened and recovered."""
+        return bool(self._writer is not None and self._writer.error)
+
+    @property
     def first_lsn(self) -> int:
         """The LSN of the oldest record still stored (records before were truncated)."""
         segs = self._segments()
