@@ -12,12 +12,11 @@ import os
 import queue
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
+from cli_procs import spawn, stop
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs POSIX signals")
 
@@ -59,23 +58,6 @@ class Output:
             m = self.expect(rf"^(\d+\.\d+) n1 {old} -> {new}$")
             if float(m.group(1)) >= after:
                 return float(m.group(1))
-
-
-def stop(p):
-    """SIGCONT, then SIGTERM (a run under coverage saves the child's data), SIGKILL if it lingers."""
-    if p.poll() is None:
-        p.send_signal(signal.SIGCONT)
-        p.terminate()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    p.wait(timeout=10)
-
-
-def spawn(*args):
-    return subprocess.Popen([sys.executable, "-m", "faultkit", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, bufsize=1)
 
 
 def test_monitor_sees_a_stopped_sender_suspected_dead_and_back(tmp_path):

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 
+import cli_procs
 import pytest
 
 import faultkit as fk
@@ -255,8 +256,7 @@ def test_monitor_serves_metrics_that_turn_dead_when_the_sender_is_killed(tmp_pat
     procs = []
 
     def spawn(*args):
-        p = subprocess.Popen([sys.executable, "-m", "faultkit", *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, bufsize=1)
+        p = cli_procs.spawn(*args)
         procs.append(p)
         return p
 
@@ -298,13 +298,7 @@ def test_monitor_serves_metrics_that_turn_dead_when_the_sender_is_killed(tmp_pat
         assert dead["member"] == "n1" and dead["old"] == "alive"
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=5)
+            cli_procs.stop(p)
 
 
 def test_docs_list_every_metric():

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import cli_procs
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -301,15 +302,13 @@ def test_monitor_with_domains_isolates_the_rack_of_a_killed_sender(tmp_path):
 
     def beat(*names):
         args = [a for n in names for a in ("--name", n)]
-        return subprocess.Popen([sys.executable, "-m", "faultkit", "beat", *args, "--target", target,
-                                 "--key-file", str(key), "--interval", "0.05"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return cli_procs.spawn("beat", *args, "--target", target, "--key-file", str(key),
+                               "--interval", "0.05", env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
 
     procs = [beat("a", "b"), beat("c", "d", "e")]
-    mon = subprocess.Popen([sys.executable, "-m", "faultkit", "monitor", "--bind", target, "--key-file",
-                            str(key), "--timeout", "2", "--scan-interval", "0.02", "--domains",
-                            str(domains), "--json"], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    mon = cli_procs.spawn("monitor", "--bind", target, "--key-file", str(key), "--timeout", "2",
+                          "--scan-interval", "0.02", "--domains", str(domains), "--json", env=env)
     procs.append(mon)
     lines = []
 
@@ -340,14 +339,7 @@ def test_monitor_with_domains_isolates_the_rack_of_a_killed_sender(tmp_path):
         assert {r["member"] for r in lines if r.get("new") == "dead"} == {"a", "b"}
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+            cli_procs.stop(p)
         reader.join(timeout=10)
 
 
