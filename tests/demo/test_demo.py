@@ -30,16 +30,22 @@ def check_report(r, *, min_acked):
     # value that was not written with the version it came with.
     assert rep["stale_reads"] == 0 and rep["wrong_values"] == 0, rep["phases"]
     kinds = [f["kind"] for f in rep["faults"]]
-    assert sorted(kinds) == sorted(["kill", "rack", "pause", "fast", "stop"])
+    assert sorted(kinds) == sorted(["kill", "rack", "pause", "fast", "stop", "damage"])
     for f in rep["faults"]:
         assert f["detected_by"] is not None, f
         assert f["routable_after_s"] is not None, f     # every worker came back and caught up
     fast = next(f for f in rep["faults"] if f["kind"] == "fast")
     assert "node restarted" in fast["signals"] or "reply incarnation" in fast["signals"], fast
+    # A damaged disk: the restart skipped what failed its checksum and pulled from its peers.
+    damage = next(f for f in rep["faults"] if f["kind"] == "damage")
+    assert [d.split()[0] for d in damage["damaged"]] in (["checkpoint", "journal"], ["journal"]), damage
+    (rec,) = damage["recovered"]
+    assert any("is damaged" in w for w in rec["recovered"]["damage"]), rec
+    assert rec["synced"]["unreached"] == 0, rec
     assert rep["leftover_processes"] == []
     assert rep["unexpected_exits"] == []      # no worker crashed: every exit was a fault's
     pids = [pid for ps in rep["worker_pids"].values() for pid in ps]
-    assert len(pids) >= 6 + 2 + 1 + 1 + 1    # 6 first lives, 2 rack restarts, kill, fast, stop
+    assert len(pids) >= 6 + 2 + 1 + 1 + 1 + 1  # 6 first lives, 2 rack restarts, kill, fast, stop, damage
     for pid in pids:                         # every worker process is gone (none is our child now)
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -108,7 +114,7 @@ def test_fault_schedule_default_none_and_explicit():
               rack_of=lambda n: f"r{int(n[1:]) // 2}")
     assert parse_faults("none", duration=30, **kw) == []
     d = parse_faults("default", duration=30, **kw)
-    assert [f.kind for f in d] == ["kill", "rack", "pause", "fast", "stop"]
+    assert [f.kind for f in d] == ["kill", "rack", "pause", "fast", "stop", "damage"]
     rack = d[1]
     assert rack.target in kw["racks"] and len(rack.workers) == 2
     assert all(f.workers == [f.target] for f in d if f.kind != "rack")

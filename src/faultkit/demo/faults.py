@@ -20,13 +20,17 @@ KINDS = {
     "pause": "SIGSTOP one worker, SIGCONT it later (a gray failure: alive but silent)",
     "fast": "SIGKILL one worker and start its warm spare at once, faster than the detector",
     "stop": "stop one worker gracefully (SIGTERM: it leaves); the supervisor starts it again",
+    "damage": "SIGKILL one worker and damage its disk (a byte flipped in its newest checkpoint and one "
+               "in its journal's records); it restarts from the checkpoint before, skipping the damaged "
+               "records, and takes back what they held from its peers",
 }
 #: Seconds a killed or stopped worker stays down before its restart, and a
 #: paused one stays stopped: longer than detection (about 1 s at the demo's
 #: 0.2 s heartbeats), so the outage is seen and routed around first.
-DOWN_FOR = {"kill": 2.0, "rack": 2.5, "pause": 2.0, "stop": 1.5, "fast": 0.0}
+DOWN_FOR = {"kill": 2.0, "rack": 2.5, "pause": 2.0, "stop": 1.5, "fast": 0.0, "damage": 2.0}
 #: The default schedule, as fractions of the load's duration.
-DEFAULT_AT = (("kill", 0.12), ("rack", 0.28), ("pause", 0.46), ("fast", 0.62), ("stop", 0.76))
+DEFAULT_AT = (("kill", 0.12), ("rack", 0.28), ("pause", 0.46), ("fast", 0.62), ("stop", 0.76),
+              ("damage", 0.9))
 _SPEC = re.compile(r"^(?P<kind>[a-z]+)@(?P<at>[0-9]+(?:\.[0-9]*)?)s?(?::(?P<target>[A-Za-z0-9_-]+))?$")
 
 
@@ -45,6 +49,7 @@ class Fault:
     routable: Optional[float] = None
     keys_moved: int = 0
     inc_before: dict = field(default_factory=dict)  # worker -> incarnation before the fault
+    damaged: list = field(default_factory=list)     # what a damage fault changed on disk
 
 
 def parse_faults(spec: str, *, duration: float, workers: list, racks: list, seed: int,
@@ -98,6 +103,44 @@ def parse_faults(spec: str, *, duration: float, workers: list, racks: list, seed
     return out
 
 
+def flip_byte(path: str, lo: int, hi: int, rng: random.Random) -> int:
+    """Invert one byte of ``path`` at a random offset in ``[lo, hi)``; the offset."""
+    off = rng.randrange(lo, hi)
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0xFF]))
+        f.flush()
+        os.fsync(f.fileno())
+    return off
+
+
+def damage_disk(data: str, rng: random.Random) -> list:
+    """Damage a stopped worker's data directory ``data`` as failing media would: one byte
+    flipped inside its newest local checkpoint (the middle half: data, not the footer) and
+    one inside the records of its newest journal segment that holds any (durable records:
+    the segment is preallocated with zeros past them).  Returns what was changed."""
+    done = []
+    ckpt = os.path.join(data, "ckpt")
+    names = sorted(n for n in os.listdir(ckpt) if re.fullmatch(r"ckpt-\d+\.fkc", n)) if os.path.isdir(ckpt) else []
+    if names:
+        path = os.path.join(ckpt, names[-1])
+        size = os.path.getsize(path)
+        off = flip_byte(path, size // 4, max(size // 4 + 1, 3 * size // 4), rng)
+        done.append(f"checkpoint {names[-1]}: byte {off}")
+    wal = os.path.join(data, "wal")
+    header = 64  # a segment's header (docs/FORMAT.md)
+    for name in sorted((n for n in os.listdir(wal) if re.fullmatch(r"wal-\d{20}\.fkj", n)), reverse=True):
+        path = os.path.join(wal, name)
+        with open(path, "rb") as f:
+            used = len(f.read().rstrip(b"\0"))
+        if used > header + 64:
+            done.append(f"journal {name}: byte {flip_byte(path, header + (used - header) // 4, used, rng)}")
+            break
+    return done
+
+
 class Supervisor:
     """Starts worker processes (each in its own session), signals them, restarts them,
     and reaps all of them on every exit path.
@@ -133,6 +176,10 @@ class Supervisor:
         self.all.append(p)
         self.pids.setdefault(name, []).append(p.pid)
         return p
+
+    def data_dir(self, name: str) -> str:
+        """Worker ``name``'s data directory (journal, local checkpoints)."""
+        return os.path.join(self.log_dir, name)
 
     def start(self, name: str) -> subprocess.Popen:
         p = self.procs[name] = self._popen(name, False)
@@ -238,11 +285,14 @@ async def inject(fault: Fault, sup: Supervisor, t0: float, *, before: Callable[[
     fault.injected = clock()
     if fault.kind != "pause":
         sup.down.update(fault.workers)
-    if fault.kind in ("kill", "rack", "fast"):
+    if fault.kind in ("kill", "rack", "fast", "damage"):
         for w in fault.workers:
             sup.signal(w, signal.SIGKILL)
         for w in fault.workers:
             await sup.wait_exit(w)
+        if fault.kind == "damage":
+            rng = random.Random(f"{fault.target}@{fault.at}")
+            fault.damaged = damage_disk(sup.data_dir(fault.target), rng)
         if fault.kind == "fast":
             sup.promote_spare(fault.target)
             sup.down.difference_update(fault.workers)

@@ -87,7 +87,8 @@ def build(opts: Any, layout: Any, node: Any, router: Any, load: Any, faults: lis
                    "detection_s": round(d[0] - f.injected, 3) if d else None,
                    "detected_by": d[2] if d else None, "signals": first_by,
                    "keys_moved": f.keys_moved, "routable_at": rel(f.routable),
-                   "routable_after_s": round(f.routable - f.injected, 3) if f.routable else None})
+                   "routable_after_s": round(f.routable - f.injected, 3) if f.routable else None,
+                   "damaged": f.damaged})
     # Phases: before the first fault, then from each fault to the next, then the tail.
     cuts = [0.0] + [f.injected - t0 for f in faults if f.injected is not None] + [len(series)]
     names = ["steady"] + [f"{f.kind} {f.target}" for f in faults if f.injected is not None]
@@ -133,11 +134,16 @@ def text(r: dict) -> str:
         out.append(f"  {name:<13}{f['at']:>7.2f}  {det:<22}{after:>7}  {f['keys_moved']:>10}  {back:>14}")
         sig = ", ".join(f"{k} +{v:.2f}" for k, v in sorted(f["signals"].items(), key=lambda kv: kv[1]))
         out.append(f"  {'':<13}{'':>7}  signals: {sig or '-'}")
+        if f.get("damaged"):
+            out.append(f"  {'':<13}{'':>7}  damaged on disk: {'; '.join(f['damaged'])}")
         for rec in f.get("recovered", []):
             r_, s_ = rec.get("recovered") or {}, rec.get("synced") or {}
+            skipped = r_.get("damage") or []
             out.append(f"  {'':<13}{'':>7}  restarted with checkpoint {r_.get('checkpoint')} + {r_.get('records')} "
-                       f"journal records ({r_.get('keys')} keys), then pulled {s_.get('pulled')} newer entries "
-                       f"from its peers")
+                       f"journal records ({r_.get('keys')} keys)"
+                       + (f", skipping what failed its checksum ({len(skipped)} warnings)" if skipped else "")
+                       + f", then pulled {s_.get('pulled')} newer entries from its peers"
+                       + (" (all of them: it may have lost acknowledged writes)" if skipped else ""))
     out += ["", "Phases:",
             f"  {'phase':<14}{'from':>6}{'to':>6}{'ops/s':>8}{'writes':>8}{'failed':>7}{'reads':>8}{'failed':>7}"
             f"{'stale':>6}{'p50 ms':>8}{'p99 ms':>8}"]

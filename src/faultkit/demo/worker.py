@@ -17,7 +17,12 @@ Requests (one JSON line each, answered with the same ``id``):
 
 At start: recover the newest checkpoint plus the journal after it
 (``Checkpointer.recover_with``), start the Node and the server, then catch up
-every partition it holds from its peers before serving reads.  Every
+every partition it holds from its peers before serving reads.  A damaged disk
+(a checkpoint that fails its checksum, journal records damaged after they were
+durable) is survived, not trusted: recovery falls back to an older checkpoint
+and skips the damaged records with a warning, and the catch-up then waits for
+*every* peer of each partition, since this worker may have lost writes it had
+acknowledged and no one else knows which.  Every
 ``checkpoint_every`` seconds a checkpoint records the state and the journal
 LSN it covers.  SIGTERM: a graceful stop (the Node sends its leave).
 """
@@ -31,6 +36,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Any
 
 import faultkit as fk
@@ -70,19 +76,35 @@ class Worker:
         self.layout = Layout.from_json(cfg["layout"])
         data = os.path.join(cfg["dir"], name)
         os.makedirs(data, exist_ok=True)
-        self.journal = fk.Journal(os.path.join(data, "wal"), fsync="group", segment_bytes=4 << 20)
-        store = cfg.get("store")
-        target = f"{store.rstrip('/')}/{name}" if store else os.path.join(data, "ckpt")
-        self.ck = fk.Checkpointer(target, retain=2, journal=self.journal,
-                                  store_options=cfg.get("store_options") if store else None)
-        self.recovered = {"checkpoint": None, "records": 0}
-        self.state = self._recover()
+        self.recovered: dict = {"checkpoint": None, "records": 0, "damage": []}
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", fk.JournalWarning)
+            warnings.simplefilter("always", fk.CheckpointWarning)
+            self.journal = self._open_journal(os.path.join(data, "wal"))
+            store = cfg.get("store")
+            target = f"{store.rstrip('/')}/{name}" if store else os.path.join(data, "ckpt")
+            self.ck = fk.Checkpointer(target, retain=2, journal=self.journal,
+                                      store_options=cfg.get("store_options") if store else None)
+            self.state = self._recover()
+        for w in seen:
+            if issubclass(w.category, (fk.JournalWarning, fk.CheckpointWarning)):
+                self.recovered["damage"].append(str(w.message)[:300])
+                log.warning("%s: %s", name, w.message)
         self.parts = self.state["parts"]
         self.pending: set = set()         # LSNs appended, not yet applied
         self.ready = False                # startup catch-up done: reads are served
         self.synced = {"partitions": 0, "pulled": 0, "unreached": 0}
 
     # ---- recovery and durability -------------------------------------------
+    @staticmethod
+    def _open_journal(path: str) -> fk.Journal:
+        try:
+            return fk.Journal(path, fsync="group", segment_bytes=4 << 20)
+        except fk.CorruptJournalError:
+            # Records damaged after they were durable: keep what the disk still
+            # proves (the warning says what is skipped); the peers have the rest.
+            return fk.Journal(path, fsync="group", segment_bytes=4 << 20, skip_corrupt=True)
+
     def _recover(self) -> dict:
         count = [0]
 
@@ -90,11 +112,11 @@ class Worker:
             count[0] += 1
             return apply_record(state, lsn, record)
         try:
-            state = self.ck.recover_with(self.journal, apply=apply)
+            state = self.ck.recover_with(self.journal, apply=apply, skip_corrupt=True)
             self.recovered["checkpoint"] = self.ck.last_recovered.id
         except fk.NoCheckpointError:
             state = empty_state()
-            for lsn, record in self.journal.replay():
+            for lsn, record in self.journal.replay(skip_corrupt=True):
                 apply(state, lsn, record)
         self.recovered["records"] = count[0]
         self.recovered["keys"] = sum(len(p) for p in state["parts"])
@@ -148,22 +170,27 @@ class Worker:
         Writes are taken meanwhile (the front end sends them), so nothing
         acknowledged after the pull starts is missed either.  A partition
         none of whose peers answers within a few tries is left to the front
-        end, which knows from its own records what this worker missed."""
+        end, which knows from its own records what this worker missed.  After
+        damage to this worker's disk it may have lost writes it acknowledged,
+        which no one recorded: then each partition waits for every peer (reads
+        stay refused meanwhile) and there is no try limit."""
         todo = [] if self.cfg.get("unsafe") else self.layout.partitions_of(self.name)
-        for _ in range(5):
+        damaged = bool(self.recovered["damage"])
+        tries = 0
+        while todo and (damaged or tries < 5):
+            tries += 1
             left = []
             for p in todo:
                 peers = [("127.0.0.1", self.layout.tcp[w]) for w in self.layout.placement(p) if w != self.name]
                 answered, taken = await self.pull(p, 0, peers)
                 self.synced["pulled"] += taken
-                if answered:
+                if answered == len(peers) or (answered and not damaged):
                     self.synced["partitions"] += 1
                 else:
                     left.append(p)
             todo = left
-            if not todo:
-                break
-            await asyncio.sleep(0.2)
+            if todo:
+                await asyncio.sleep(0.2)
         self.synced["unreached"] = len(todo)
         self.ready = True
         log.info("%s: caught up %s", self.name, self.synced)
