@@ -42,7 +42,11 @@ def watcher(b, state):
 def test_processes_trip_and_recover_together(server):
     a_client = redis.Redis(port=server.port)
     b_client = redis.Redis(port=server.port)
-    a = fk.CircuitBreaker(minimum_calls=1, window_size=1, reset_timeout=0.0, half_open_calls=1)
+    # a's clock is ours: its open state (and the key's TTL, its time to half-open) lasts
+    # until we move the clock, however slowly this machine runs the checks in between.
+    now = [0.0]
+    a = fk.CircuitBreaker(minimum_calls=1, window_size=1, reset_timeout=60.0, half_open_calls=1,
+                          clock=lambda: now[0])
     b = fk.CircuitBreaker(minimum_calls=1, window_size=1, reset_timeout=600.0)
     with RedisBreakerSync(a, a_client, "svc") as sa, RedisBreakerSync(b, b_client, "svc") as sb:
         opened = watcher(b, "open")
@@ -51,7 +55,9 @@ def test_processes_trip_and_recover_together(server):
         assert opened.wait(WAIT) and b.metrics()["state"] == "open"
         assert sb.applied == 1 and sa.published == 1 and sb.published == 0
         assert b_client.get("faultkit:breaker:svc") == b"open"
+        assert 0 < b_client.pttl("faultkit:breaker:svc") <= 60_000   # expires when a half-opens
         closed = watcher(b, "closed")
+        now[0] = 60.0
         assert a.call(lambda: "ok") == "ok"        # a's half-open trial passes: closes
         assert a.state == "closed"
         assert closed.wait(WAIT) and b.metrics()["state"] == "closed"
