@@ -18,6 +18,10 @@ the tests use) and returns when every append has been acknowledged:
   ``O_APPEND`` file; ``floor-per-batch``: ``os.write`` of each record and one
   ``os.fsync`` per batch of as many records as there are writers, from one
   thread (no coordination at all: the least any group commit can cost).
+- ``group-on-tmpfs``: ``faultkit-group`` with its journal in ``/dev/shm``, where
+  ``fdatasync`` writes nothing: not durable, a reference for what the
+  coordination alone costs (waking each waiting writer, which must then take
+  the GIL back to return to Python).
 
 ``never`` mode: one thread, 100-byte records, faultkit's ``append`` and
 ``append_many`` (batches of 1000) against ``os.write`` per record (no fsync)
@@ -27,6 +31,9 @@ benchmark reports seconds per round, and ``extra_info["appends_per_s"]``.
 import asyncio
 import os
 import sqlite3
+import pathlib
+import shutil
+import tempfile
 import threading
 
 import pytest
@@ -135,7 +142,7 @@ def bench_writers(benchmark, n, style, writers, fn, afn):
 
 
 CONTENDERS = ["faultkit-always", "faultkit-group", "sqlite-full", "sqlite-normal", "floor-per-record",
-              "floor-per-batch"]
+              "floor-per-batch", "group-on-tmpfs"]
 
 
 @pytest.mark.parametrize("style", ["threads", "asyncio"])
@@ -145,6 +152,11 @@ CONTENDERS = ["faultkit-always", "faultkit-group", "sqlite-full", "sqlite-normal
 def test_durable_appends(benchmark, tmp_path, who, size, writers, style):
     benchmark.group = f"journal: {N} durable appends of {size}, {writers} writer(s), {style}"
     recs = [record(SIZES[size], i) for i in range(N)]
+    if who == "group-on-tmpfs":
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no /dev/shm")
+        tmp_path = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm"))
+        who = "faultkit-group"
     if who.startswith("faultkit"):
         j = fk.Journal(tmp_path / "j", fsync=who.split("-")[1])
         try:
@@ -153,6 +165,8 @@ def test_durable_appends(benchmark, tmp_path, who, size, writers, style):
             assert j.durable_lsn == j.next_lsn - 1
         finally:
             j.close()
+            if str(tmp_path).startswith("/dev/shm"):
+                shutil.rmtree(tmp_path, ignore_errors=True)
     elif who.startswith("sqlite"):
         db = SqliteLog(tmp_path / "log.db", "FULL" if who == "sqlite-full" else "NORMAL")
         try:
