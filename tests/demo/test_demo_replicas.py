@@ -19,6 +19,16 @@ from faultkit.demo.worker import apply_record, empty_state, merge
 pytestmark = pytest.mark.timeout(120)
 
 
+def _workers(tmp_path, layout, *, checkpoint_every):
+    """The workers' config (0.1 s heartbeats, static membership, local checkpoints every
+    ``checkpoint_every`` s) written to ``tmp_path``, and a Supervisor to start them."""
+    cfg = {"layout": layout.to_json(), "dir": str(tmp_path), "key": secrets.token_hex(32), "interval": 0.1,
+           "detector": "phi", "checkpoint_every": checkpoint_every, "etcd": None, "store": None}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    return cfg, Supervisor(str(path), str(tmp_path))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(1, 50)), max_size=40), st.randoms())
 def test_last_writer_wins_whatever_the_order_and_repeats(writes, rnd):
@@ -63,11 +73,7 @@ def test_a_replica_that_missed_writes_serves_no_read_until_it_caught_up(tmp_path
     before it is acknowledged, no read goes to w2, and once w2 is back the front end has it
     pull what it missed; it then holds every acknowledged write."""
     layout = Layout(3, 3)
-    cfg = {"layout": layout.to_json(), "dir": str(tmp_path), "key": secrets.token_hex(32), "interval": 0.1,
-           "detector": "phi", "checkpoint_every": 0.5, "etcd": None, "store": None}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    sup = Supervisor(str(path), str(tmp_path))
+    cfg, sup = _workers(tmp_path, layout, checkpoint_every=0.5)
     signals = []
 
     async def main():
@@ -118,11 +124,7 @@ def test_a_killed_worker_recovers_its_journal(tmp_path):
     """SIGKILL right after writes were acknowledged: the restarted worker has them from its
     own journal (and checkpoint), before any catch-up from peers."""
     layout = Layout(3, 3)
-    cfg = {"layout": layout.to_json(), "dir": str(tmp_path), "key": secrets.token_hex(32), "interval": 0.1,
-           "detector": "phi", "checkpoint_every": 0.3, "etcd": None, "store": None}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    sup = Supervisor(str(path), str(tmp_path))
+    cfg, sup = _workers(tmp_path, layout, checkpoint_every=0.3)
 
     async def main():
         from faultkit.demo.common import Conn
@@ -174,11 +176,7 @@ def test_a_worker_with_a_damaged_disk_serves_no_read_until_every_peer_answered(t
     from faultkit.demo.faults import damage_disk
 
     layout = Layout(3, 3)
-    cfg = {"layout": layout.to_json(), "dir": str(tmp_path), "key": secrets.token_hex(32), "interval": 0.1,
-           "detector": "phi", "checkpoint_every": 1000.0, "etcd": None, "store": None}
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg))
-    sup = Supervisor(str(path), str(tmp_path))
+    cfg, sup = _workers(tmp_path, layout, checkpoint_every=1000.0)
 
     async def call(w, msg):
         conn = Conn("127.0.0.1", layout.tcp[w])
