@@ -313,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     p.add_argument("--rate", type=float, default=300.0, help="operations a second, half writes (default 300)")
     p.add_argument("--faults", default="default",
-                   help="'default', 'none', or KIND@SECONDS[:TARGET],... with KIND kill, rack, pause, fast, stop "
-                        "(e.g. kill@3:w1,rack@8:r2)")
+                   help="'default', 'none', or KIND@SECONDS[:TARGET],... with KIND kill, rack, pause, fast, "
+                        "stop, damage (e.g. kill@3:w1,rack@8:r2)")
     p.add_argument("--detector", default="phi", help="phi (default) or timeout")
     p.add_argument("--interval", type=float, default=0.2, help="heartbeat interval, seconds (default 0.2)")
     p.add_argument("--membership", default=None, metavar="etcd://HOST:PORT",

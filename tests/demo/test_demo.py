@@ -109,6 +109,15 @@ def test_bad_options_are_refused_with_the_reason():
             Options(**kw).check()
 
 
+def test_the_cli_help_names_every_fault_kind():
+    from faultkit.cli import build_parser
+    from faultkit.demo.faults import KINDS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None))
+    helptext = " ".join(sub.choices["demo"].format_help().split())
+    assert all(k in helptext for k in KINDS), helptext
+
+
 def test_fault_schedule_default_none_and_explicit():
     kw = dict(workers=[f"w{i}" for i in range(6)], racks=["r0", "r1", "r2"], seed=1,
               rack_of=lambda n: f"r{int(n[1:]) // 2}")
