@@ -51,3 +51,40 @@ def test_read_verified_rejects_a_truncated_file(tmp_path):
             _codec.read_verified(f.fileno(), 10)
     with pytest.raises(ValueError, match="fd must be"):
         _codec.read_verified(-1, 10)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4097, (32 << 20) + 3])  # heap below 32 MiB, 2 MB-aligned huge pages above
+def test_read_buffer_constructor_gives_writable_bytes(size):
+    buf = _codec.ReadBuffer(size)
+    view = memoryview(buf)
+    assert len(buf) == size and view.nbytes == size and not view.readonly and view.format == "B"
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    view[:] = data
+    assert bytes(buf) == data
+    a = np.frombuffer(buf, np.uint8)
+    assert a.flags.writeable
+    if size:
+        a[-1] ^= 0xFF
+        assert memoryview(buf)[-1] == data[-1] ^ 0xFF
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (-1, ValueError, r"size must be >= 0, got -1$"),
+    (-(2 ** 80), ValueError, r"size must be >= 0, got -1208925819614629174706176"),
+    (2 ** 63, ValueError, r"size must be at most 9223372036854775807, got 9223372036854775808"),
+    (2 ** 80, ValueError, r"at most 9223372036854775807, got 1208925819614629174706176"),
+    (1.0, TypeError, r"size must be an int, got float"),
+    ("8", TypeError, r"size must be an int, got str"),
+    (None, TypeError, r"size must be an int, got NoneType"),
+    (True, TypeError, r"size must be an int, got bool"),
+])
+def test_read_buffer_constructor_rejects_bad_sizes(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        _codec.ReadBuffer(bad)
+
+
+def test_read_buffer_constructor_reports_an_impossible_allocation():
+    # 4 EiB: within PY_SSIZE_T_MAX, beyond any address space; no memory is touched.
+    with pytest.raises(MemoryError, match=r"cannot allocate a ReadBuffer of 4611686018427387904 bytes"):
+        _codec.ReadBuffer(2 ** 62)
+    assert len(_codec.ReadBuffer(np.int64(5))) == 5  # an __index__ int is an int

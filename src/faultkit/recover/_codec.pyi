@@ -47,7 +47,13 @@ def write(fd: int, state: Encoded, meta: Encoded, *, id: int, chunk_size: int,
           ) -> Tuple[Dict[str, int], ChunkMap]: ...
 def dumps(state: Encoded, meta: Encoded, *, id: int = 0, chunk_size: int = ...) -> bytes: ...
 class ReadBuffer:
-    """A checkpoint file image read by read_verified (writable bytes, huge-page backed)."""
+    """A writable, uninitialised byte buffer (huge-page backed from 32 MiB): the file image
+    read_verified returns, and what ObjectStore.get downloads into."""
+    def __init__(self, size: int) -> None:
+        """``size`` bytes, contents undefined until written (not zero-filled).
+
+        TypeError unless ``size`` is an int, ValueError if it is negative or above
+        ``PY_SSIZE_T_MAX``, MemoryError if it cannot be allocated."""
     def __len__(self) -> int: ...
 
 def read_verified(fd: int, size: int) -> Tuple[ReadBuffer, Layout]: ...
