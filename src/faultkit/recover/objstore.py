@@ -41,6 +41,7 @@ import weakref
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 from faultkit.errors import CheckpointLockedError, CorruptCheckpointError, StoreError
+from faultkit.recover import _codec
 from faultkit.recover.store import Store, StoreLock, _NAME, _check_name
 
 __all__ = ["ObjectStore", "LEASE_DURATION"]
@@ -621,16 +622,23 @@ class ObjectStore(Store):
             raise self._fail(f"reading {key}", e) from e
 
     def get(self, name: str, *, mmap: bool = False):
-        """The bytes of object ``name``: a writable ``bytearray``, or (``mmap=True``) a read-only map of a cached file.
+        """The bytes of object ``name``: a writable buffer, or (``mmap=True``) a read-only map of a cached file.
 
-        ``FileNotFoundError`` if there is no such object; ``CorruptCheckpointError``
-        if its pointer record is malformed or its data object is missing or of the wrong size.
+        The writable buffer is a ``faultkit.recover._codec.ReadBuffer``: ``len()``
+        and the buffer protocol (``memoryview(buf)``, ``bytes(buf)``,
+        ``numpy.frombuffer``), not zero-filled before the download writes it
+        (huge pages from 32 MiB), so it costs no more than the raw get's own
+        buffer.  ``FileNotFoundError`` if there is no such object;
+        ``CorruptCheckpointError`` if its pointer record is malformed or its
+        data object is missing or of the wrong size.
         """
         _check_name(name)
         kind, body, e_tag = self._head(name)
         if kind == "inline":
             if not mmap:
-                return bytearray(body)
+                buf = _codec.ReadBuffer(len(body))
+                memoryview(buf)[:] = memoryview(body).cast("B")
+                return buf
             return self._cache_put(name, f"i{e_tag}", len(body), lambda f: f.write(body))
         key, size, data_tag = body
         if mmap:
@@ -645,8 +653,8 @@ class ObjectStore(Store):
         out: dict = {}
 
         def make_sink():
-            if "buf" not in out:
-                out["buf"] = bytearray(size)
+            if "buf" not in out:  # allocated once the size is checked; reused by a retry
+                out["buf"] = _codec.ReadBuffer(size)
                 out["view"] = memoryview(out["buf"])
             view, pos = out["view"], [0]
 
@@ -657,7 +665,7 @@ class ObjectStore(Store):
             return sink
 
         self._fetch(name, key, size, make_sink)
-        return out.get("buf", bytearray())
+        return out["buf"] if "buf" in out else _codec.ReadBuffer(0)
 
     def get_index(self, name: str):
         """A buffer of the object's size holding its header, META, TOC and footer (other bytes zero).
