@@ -1,5 +1,7 @@
 """The one-pass local read (read, then hash each chunk while in cache) detects what the old two passes did."""
 import os
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -88,3 +90,20 @@ def test_read_buffer_constructor_reports_an_impossible_allocation():
     with pytest.raises(MemoryError, match=r"cannot allocate a ReadBuffer of 4611686018427387904 bytes"):
         _codec.ReadBuffer(2 ** 62)
     assert len(_codec.ReadBuffer(np.int64(5))) == 5  # an __index__ int is an int
+
+
+@pytest.mark.parametrize("size", [0, 100, 5 << 20, (32 << 20) + 4097])
+def test_read_buffer_populate_keeps_bytes_written_before_and_during_it(size):
+    buf = _codec.ReadBuffer(size)
+    view = memoryview(buf)
+    data = np.random.default_rng(size + 1).integers(0, 256, size, dtype=np.uint8).tobytes()
+    half = size // 2
+    view[:half] = data[:half]
+    t = threading.Thread(target=buf.populate)  # as ObjectStore.get runs it: while the rest is written
+    t.start()
+    for p in range(half, size, 1 << 16):
+        view[p:p + (1 << 16)] = data[p:p + (1 << 16)]
+    t.join()
+    if sys.platform == "linux" and tuple(map(int, os.uname().release.split(".")[:2])) >= (5, 14):
+        assert buf.populate() is True  # MADV_POPULATE_WRITE exists: populating again changes nothing
+    assert bytes(buf) == data

@@ -222,6 +222,25 @@ struct ReadBuffer {
         if (align == kHuge) (void)madvise(data, rounded, MADV_HUGEPAGE);  // a hint only
 #endif
     }
+    // Fault every page in writable without writing them (Linux >= 5.14:
+    // MADV_POPULATE_WRITE; bytes already written are kept), so that a thread
+    // can take the page faults while another streams a download into the
+    // buffer.  False where unsupported or refused (a hint: the writes fault
+    // the pages in themselves then).
+    bool populate() const {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+        const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+        const uintptr_t lo = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+        const uintptr_t hi = (reinterpret_cast<uintptr_t>(data) + size) / page * page;  // whole pages only
+        if (hi <= lo) return true;
+        return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE) == 0;
+#else
+        return false;
+#endif
+    }
     ReadBuffer(const ReadBuffer&) = delete;
     ReadBuffer& operator=(const ReadBuffer&) = delete;
     ~ReadBuffer() { std::free(data); }
@@ -469,7 +488,11 @@ PYBIND11_MODULE(_codec, m) {
             return py::buffer_info(b.data, 1, py::format_descriptor<uint8_t>::format(), 1,
                                    {static_cast<py::ssize_t>(b.size)}, {1});
         })
-        .def("__len__", [](const ReadBuffer& b) { return b.size; });
+        .def("__len__", [](const ReadBuffer& b) { return b.size; })
+        .def("populate", &ReadBuffer::populate, py::call_guard<py::gil_scoped_release>(),
+             "Fault every whole page of the buffer in, writable, without changing its bytes (Linux "
+             "MADV_POPULATE_WRITE; releases the GIL), so a thread can take the page faults while another "
+             "writes the buffer.  False where unsupported or refused (then the writes fault them in).");
     m.def("read_verified", &read_verified, py::arg("fd"), py::arg("size"),
           "Read checkpoint file fd (size bytes) and verify every chunk stored in it, each hashed "
           "while in cache; returns (buffer, layout).  Raises CorruptCheckpointError, OSError.");

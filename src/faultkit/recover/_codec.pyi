@@ -55,6 +55,9 @@ class ReadBuffer:
         TypeError unless ``size`` is an int, ValueError if it is negative or above
         ``PY_SSIZE_T_MAX``, MemoryError if it cannot be allocated."""
     def __len__(self) -> int: ...
+    def populate(self) -> bool:
+        """Fault every whole page in, writable, without changing its bytes (Linux
+        MADV_POPULATE_WRITE; releases the GIL).  False where unsupported or refused."""
 
 def read_verified(fd: int, size: int) -> Tuple[ReadBuffer, Layout]: ...
 def parse(buffer: Any) -> Layout: ...

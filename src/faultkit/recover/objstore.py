@@ -51,6 +51,9 @@ __all__ = ["ObjectStore", "LEASE_DURATION"]
 #: (a background thread) and before every commit that comes more than half
 #: of it after the last renewal.
 LEASE_DURATION = 30.0
+#: Downloads of at least this many bytes fault their buffer in on a second thread while the
+#: body arrives (``ReadBuffer.populate``); the buffer is huge-page backed from 32 MiB.
+_POPULATE_MIN = 32 << 20
 #: Default multipart part size (bytes) and the largest object stored inline.
 PART_SIZE = 8 << 20
 _LEASE = ".lease"
@@ -626,9 +629,10 @@ class ObjectStore(Store):
 
         The writable buffer is a ``faultkit.recover._codec.ReadBuffer``: ``len()``
         and the buffer protocol (``memoryview(buf)``, ``bytes(buf)``,
-        ``numpy.frombuffer``), not zero-filled before the download writes it
-        (huge pages from 32 MiB), so it costs no more than the raw get's own
-        buffer.  ``FileNotFoundError`` if there is no such object;
+        ``numpy.frombuffer``), not zero-filled before the download writes it;
+        from 32 MiB it is huge-page backed and a second thread faults its pages
+        in while the body arrives (``ReadBuffer.populate``), so the download's
+        copies rarely wait for a page fault.  ``FileNotFoundError`` if there is no such object;
         ``CorruptCheckpointError`` if its pointer record is malformed or its
         data object is missing or of the wrong size.
         """
@@ -654,8 +658,17 @@ class ObjectStore(Store):
 
         def make_sink():
             if "buf" not in out:  # allocated once the size is checked; reused by a retry
-                out["buf"] = _codec.ReadBuffer(size)
-                out["view"] = memoryview(out["buf"])
+                buf = out["buf"] = _codec.ReadBuffer(size)
+                out["view"] = memoryview(buf)
+                if size >= _POPULATE_MIN:
+                    # The page faults of a large buffer, taken by a thread while the body
+                    # arrives, not by the sink's copies (the bytes are kept either way).
+                    t = threading.Thread(target=buf.populate, name="faultkit-populate", daemon=True)
+                    try:
+                        t.start()
+                        out["populate"] = t
+                    except RuntimeError:  # no thread to spare: the copies fault the pages in
+                        pass
             view, pos = out["view"], [0]
 
             def sink(chunk) -> None:
@@ -664,7 +677,11 @@ class ObjectStore(Store):
                 pos[0] += n
             return sink
 
-        self._fetch(name, key, size, make_sink)
+        try:
+            self._fetch(name, key, size, make_sink)
+        finally:
+            if "populate" in out:
+                out["populate"].join()
         return out["buf"] if "buf" in out else _codec.ReadBuffer(0)
 
     def get_index(self, name: str):
