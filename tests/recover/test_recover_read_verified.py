@@ -55,9 +55,10 @@ def test_read_verified_rejects_a_truncated_file(tmp_path):
         _codec.read_verified(-1, 10)
 
 
-@pytest.mark.parametrize("size", [0, 1, 4097, (32 << 20) + 3])  # heap below 32 MiB, 2 MB-aligned huge pages above
-def test_read_buffer_constructor_gives_writable_bytes(size):
-    buf = _codec.ReadBuffer(size)
+@pytest.mark.parametrize("huge_pages", [True, False])
+@pytest.mark.parametrize("size", [0, 1, 4097, (32 << 20) + 3])  # heap below 32 MiB, fresh pages above
+def test_read_buffer_constructor_gives_writable_bytes(size, huge_pages):
+    buf = _codec.ReadBuffer(size, huge_pages=huge_pages)
     view = memoryview(buf)
     assert len(buf) == size and view.nbytes == size and not view.readonly and view.format == "B"
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
@@ -85,6 +86,14 @@ def test_read_buffer_constructor_rejects_bad_sizes(bad, exc, match):
         _codec.ReadBuffer(bad)
 
 
+@pytest.mark.parametrize("bad", [1, None, "yes"])
+def test_read_buffer_huge_pages_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match=f"huge_pages must be a bool, got {type(bad).__name__}"):
+        _codec.ReadBuffer(8, huge_pages=bad)
+    with pytest.raises(TypeError):
+        _codec.ReadBuffer(8, True)  # keyword-only
+
+
 def test_read_buffer_constructor_reports_an_impossible_allocation():
     # 4 EiB: within PY_SSIZE_T_MAX, beyond any address space; no memory is touched.
     with pytest.raises(MemoryError, match=r"cannot allocate a ReadBuffer of 4611686018427387904 bytes"):
@@ -93,8 +102,9 @@ def test_read_buffer_constructor_reports_an_impossible_allocation():
 
 
 @pytest.mark.parametrize("size", [0, 100, 5 << 20, (32 << 20) + 4097])
-def test_read_buffer_populate_keeps_bytes_written_before_and_during_it(size):
-    buf = _codec.ReadBuffer(size)
+@pytest.mark.parametrize("huge_pages", [True, False])
+def test_read_buffer_populate_keeps_bytes_written_before_and_during_it(size, huge_pages):
+    buf = _codec.ReadBuffer(size, huge_pages=huge_pages)
     view = memoryview(buf)
     data = np.random.default_rng(size + 1).integers(0, 256, size, dtype=np.uint8).tobytes()
     half = size // 2

@@ -202,19 +202,21 @@ py::object read_state(py::handle buffer, const Layout& l, py::list refs, py::obj
 // already faulted in (measured at 25 MiB: 3.96 ms with huge pages, each call
 // faulting and zeroing fresh ones, against safetensors' 2.17 ms from the heap).
 // Writable, like the bytearray it replaces.  Also the buffer ObjectStore.get
-// streams a download into (ReadBuffer(size) from Python): unlike bytearray(size)
-// it is not zero-filled first, which cost a 256 MiB recover from S3 ~75 ms of
-// memset and 65536 page faults before the download wrote a byte.
+// streams a download into (ReadBuffer(size, huge_pages=False) from Python, its
+// pages faulted in by populate() on a second thread meanwhile): unlike
+// bytearray(size) it is not zero-filled first, and nobody waits for its page
+// faults.  (Huge pages there were bimodal on a VM whose free 2 MB blocks are
+// reported to the host: a fresh one costs the host's faults for its 4 kB pages.)
 struct ReadBuffer {
     uint8_t* data = nullptr;
     size_t size = 0;
-    explicit ReadBuffer(size_t n) : size(n) {
+    explicit ReadBuffer(size_t n, bool huge_pages = true) : size(n) {
         // What a Python buffer can describe; also keeps the rounding below from wrapping.
         if (n > static_cast<size_t>(PY_SSIZE_T_MAX))
             throw std::length_error("ReadBuffer size " + std::to_string(n) + " exceeds PY_SSIZE_T_MAX");
         constexpr size_t kHuge = size_t{1} << 21;
         constexpr size_t kFresh = size_t{32} << 20;
-        const size_t align = n >= kFresh ? kHuge : 64;
+        const size_t align = n < kFresh ? 64 : huge_pages ? kHuge : 4096;
         const size_t rounded = (n + align - 1) / align * align;
         data = static_cast<uint8_t*>(std::aligned_alloc(align, rounded ? rounded : align));
         if (!data) throw std::bad_alloc();
@@ -247,7 +249,9 @@ struct ReadBuffer {
 };
 
 // ReadBuffer(size) from Python: an int in [0, PY_SSIZE_T_MAX]; MemoryError if it cannot be allocated.
-std::unique_ptr<ReadBuffer> make_read_buffer(py::handle size) {
+std::unique_ptr<ReadBuffer> make_read_buffer(py::handle size, py::handle huge_pages) {
+    if (!PyBool_Check(huge_pages.ptr()))
+        throw py::type_error(std::string("ReadBuffer huge_pages must be a bool, got ") + Py_TYPE(huge_pages.ptr())->tp_name);
     PyObject* o = size.ptr();
     if (PyBool_Check(o) || !PyIndex_Check(o))
         throw py::type_error(std::string("ReadBuffer size must be an int, got ") + Py_TYPE(o)->tp_name);
@@ -261,7 +265,7 @@ std::unique_ptr<ReadBuffer> make_read_buffer(py::handle size) {
         throw py::value_error("ReadBuffer size must be at most " + std::to_string(PY_SSIZE_T_MAX) + ", got " +
                               shown);
     try {
-        return std::make_unique<ReadBuffer>(static_cast<size_t>(n));
+        return std::make_unique<ReadBuffer>(static_cast<size_t>(n), huge_pages.ptr() == Py_True);
     } catch (const std::bad_alloc&) {
         PyErr_SetString(PyExc_MemoryError, ("cannot allocate a ReadBuffer of " + shown + " bytes").c_str());
         throw py::error_already_set();
@@ -480,10 +484,11 @@ PYBIND11_MODULE(_codec, m) {
     py::class_<ReadBuffer>(m, "ReadBuffer", py::buffer_protocol(),
                            "A writable, uninitialised byte buffer (huge-page backed from 32 MiB): the file "
                            "image read_verified returns, and what ObjectStore.get downloads into.")
-        .def(py::init(&make_read_buffer), py::arg("size"),
-             "ReadBuffer(size): size bytes, contents undefined until written (not zero-filled).  "
-             "TypeError unless size is an int, ValueError if it is negative or above PY_SSIZE_T_MAX, "
-             "MemoryError if it cannot be allocated.")
+        .def(py::init(&make_read_buffer), py::arg("size"), py::kw_only(), py::arg("huge_pages") = true,
+             "ReadBuffer(size, *, huge_pages=True): size bytes, contents undefined until written (not "
+             "zero-filled); from 32 MiB 2 MB-aligned and marked for transparent huge pages if huge_pages, "
+             "else page-aligned.  TypeError unless size is an int and huge_pages a bool, ValueError if size "
+             "is negative or above PY_SSIZE_T_MAX, MemoryError if it cannot be allocated.")
         .def_buffer([](ReadBuffer& b) {
             return py::buffer_info(b.data, 1, py::format_descriptor<uint8_t>::format(), 1,
                                    {static_cast<py::ssize_t>(b.size)}, {1});

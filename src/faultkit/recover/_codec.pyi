@@ -49,11 +49,13 @@ def dumps(state: Encoded, meta: Encoded, *, id: int = 0, chunk_size: int = ...) 
 class ReadBuffer:
     """A writable, uninitialised byte buffer (huge-page backed from 32 MiB): the file image
     read_verified returns, and what ObjectStore.get downloads into."""
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, huge_pages: bool = True) -> None:
         """``size`` bytes, contents undefined until written (not zero-filled).
 
-        TypeError unless ``size`` is an int, ValueError if it is negative or above
-        ``PY_SSIZE_T_MAX``, MemoryError if it cannot be allocated."""
+        From 32 MiB the buffer is 2 MB-aligned and marked for transparent huge
+        pages if ``huge_pages`` (else page-aligned, 4 kB pages).  TypeError unless
+        ``size`` is an int and ``huge_pages`` a bool, ValueError if ``size`` is
+        negative or above ``PY_SSIZE_T_MAX``, MemoryError if it cannot be allocated."""
     def __len__(self) -> int: ...
     def populate(self) -> bool:
         """Fault every whole page in, writable, without changing its bytes (Linux

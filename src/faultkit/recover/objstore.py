@@ -52,8 +52,14 @@ __all__ = ["ObjectStore", "LEASE_DURATION"]
 #: of it after the last renewal.
 LEASE_DURATION = 30.0
 #: Downloads of at least this many bytes fault their buffer in on a second thread while the
-#: body arrives (``ReadBuffer.populate``); the buffer is huge-page backed from 32 MiB.
+#: body arrives (``ReadBuffer.populate``).
 _POPULATE_MIN = 32 << 20
+#: Whether download buffers of 32 MiB and more ask for transparent huge pages.  No: measured
+#: on the reference VM (Firecracker, free page reporting of 2 MB blocks to the host), a fresh
+#: huge page's first touch costs the host's faults for all its 4 kB pages, and a freed one is
+#: reported at once, so 256 MiB recovers were bimodal (335-420 ms or 750-1430 ms); 4 kB pages
+#: faulted in by the populate thread gave 309-390 ms (docs/benchmarks.md, issue #16).
+_HUGE_PAGES = False
 #: Default multipart part size (bytes) and the largest object stored inline.
 PART_SIZE = 8 << 20
 _LEASE = ".lease"
@@ -630,9 +636,9 @@ class ObjectStore(Store):
         The writable buffer is a ``faultkit.recover._codec.ReadBuffer``: ``len()``
         and the buffer protocol (``memoryview(buf)``, ``bytes(buf)``,
         ``numpy.frombuffer``), not zero-filled before the download writes it;
-        from 32 MiB it is huge-page backed and a second thread faults its pages
-        in while the body arrives (``ReadBuffer.populate``), so the download's
-        copies rarely wait for a page fault.  ``FileNotFoundError`` if there is no such object;
+        from 32 MiB a second thread faults its pages in while the body arrives
+        (``ReadBuffer.populate``), so the download's copies rarely wait for a
+        page fault.  ``FileNotFoundError`` if there is no such object;
         ``CorruptCheckpointError`` if its pointer record is malformed or its
         data object is missing or of the wrong size.
         """
@@ -658,7 +664,7 @@ class ObjectStore(Store):
 
         def make_sink():
             if "buf" not in out:  # allocated once the size is checked; reused by a retry
-                buf = out["buf"] = _codec.ReadBuffer(size)
+                buf = out["buf"] = _codec.ReadBuffer(size, huge_pages=_HUGE_PAGES)
                 out["view"] = memoryview(buf)
                 if size >= _POPULATE_MIN:
                     # The page faults of a large buffer, taken by a thread while the body
