@@ -90,7 +90,7 @@ def test_read_buffer_constructor_rejects_bad_sizes(bad, exc, match):
 def test_read_buffer_huge_pages_must_be_a_bool(bad):
     with pytest.raises(TypeError, match=f"huge_pages must be a bool, got {type(bad).__name__}"):
         _codec.ReadBuffer(8, huge_pages=bad)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
         _codec.ReadBuffer(8, True)  # keyword-only
 
 
