@@ -425,3 +425,42 @@ def test_index_reads_only_the_table_of_contents(s3):
     assert reader.save({"w": w}, incremental=True).incremental  # chain resumed from the index
     exact_equal(reader.recover()["w"], w)
     reader.close()
+
+
+@pytest.mark.parametrize("size", [0, 70_000, 12 << 20, (33 << 20) + 5],
+                         ids=["empty", "inline", "pointer", "pointer-huge-pages"])
+def test_get_returns_a_writable_buffer_equal_to_what_was_put(s3, size):
+    st = ObjectStore(f"s3://{s3.bucket()}/get", **s3.options(renew=False, part_size=5 << 20))
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    lease = st.lock()
+    try:
+        assert st.put_atomic("obj", lambda f: f.write(data)) == size
+    finally:
+        lease.release()
+    kind, _, _ = st._head("obj")
+    assert kind == ("inline" if size <= 5 << 20 else "pointer")
+    buf = st.get("obj")
+    view = memoryview(buf)
+    assert len(buf) == size and not view.readonly
+    assert bytes(buf) == data
+    if size:
+        view[0] ^= 0xFF  # writable in place, and a private copy: the stored object is unchanged
+        view[-1] ^= 0xFF
+        assert bytes(view[1:-1]) == data[1:-1] and view[0] == data[0] ^ 0xFF
+        assert bytes(st.get("obj")) == data
+
+
+def test_recovered_arrays_are_writable_copies(s3):
+    url = f"s3://{s3.bucket()}/writable"
+    ck = ckpt(s3, url)
+    s = state(8)
+    ck.save(s)
+    ck.close()
+    reader = ckpt(s3, url)
+    got = reader.recover()
+    exact_equal(got, s)
+    assert got["w"].flags.writeable
+    got["w"][:10] = -1.0  # the buffer the download filled is the arrays' memory; writing it is safe
+    again = reader.recover()
+    exact_equal(again, s)
+    reader.close()

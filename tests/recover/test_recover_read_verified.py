@@ -1,5 +1,7 @@
 """The one-pass local read (read, then hash each chunk while in cache) detects what the old two passes did."""
 import os
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -51,3 +53,67 @@ def test_read_verified_rejects_a_truncated_file(tmp_path):
             _codec.read_verified(f.fileno(), 10)
     with pytest.raises(ValueError, match="fd must be"):
         _codec.read_verified(-1, 10)
+
+
+@pytest.mark.parametrize("huge_pages", [True, False])
+@pytest.mark.parametrize("size", [0, 1, 4097, (32 << 20) + 3])  # heap below 32 MiB, fresh pages above
+def test_read_buffer_constructor_gives_writable_bytes(size, huge_pages):
+    buf = _codec.ReadBuffer(size, huge_pages=huge_pages)
+    view = memoryview(buf)
+    assert len(buf) == size and view.nbytes == size and not view.readonly and view.format == "B"
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    view[:] = data
+    assert bytes(buf) == data
+    a = np.frombuffer(buf, np.uint8)
+    assert a.flags.writeable
+    if size:
+        a[-1] ^= 0xFF
+        assert memoryview(buf)[-1] == data[-1] ^ 0xFF
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (-1, ValueError, r"size must be >= 0, got -1$"),
+    (-(2 ** 80), ValueError, r"size must be >= 0, got -1208925819614629174706176"),
+    (2 ** 63, ValueError, r"size must be at most 9223372036854775807, got 9223372036854775808"),
+    (2 ** 80, ValueError, r"at most 9223372036854775807, got 1208925819614629174706176"),
+    (1.0, TypeError, r"size must be an int, got float"),
+    ("8", TypeError, r"size must be an int, got str"),
+    (None, TypeError, r"size must be an int, got NoneType"),
+    (True, TypeError, r"size must be an int, got bool"),
+])
+def test_read_buffer_constructor_rejects_bad_sizes(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        _codec.ReadBuffer(bad)
+
+
+@pytest.mark.parametrize("bad", [1, None, "yes"])
+def test_read_buffer_huge_pages_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match=f"huge_pages must be a bool, got {type(bad).__name__}"):
+        _codec.ReadBuffer(8, huge_pages=bad)
+    with pytest.raises(TypeError, match="incompatible constructor arguments"):
+        _codec.ReadBuffer(8, True)  # keyword-only
+
+
+def test_read_buffer_constructor_reports_an_impossible_allocation():
+    # 4 EiB: within PY_SSIZE_T_MAX, beyond any address space; no memory is touched.
+    with pytest.raises(MemoryError, match=r"cannot allocate a ReadBuffer of 4611686018427387904 bytes"):
+        _codec.ReadBuffer(2 ** 62)
+    assert len(_codec.ReadBuffer(np.int64(5))) == 5  # an __index__ int is an int
+
+
+@pytest.mark.parametrize("size", [0, 100, 5 << 20, (32 << 20) + 4097])
+@pytest.mark.parametrize("huge_pages", [True, False])
+def test_read_buffer_populate_keeps_bytes_written_before_and_during_it(size, huge_pages):
+    buf = _codec.ReadBuffer(size, huge_pages=huge_pages)
+    view = memoryview(buf)
+    data = np.random.default_rng(size + 1).integers(0, 256, size, dtype=np.uint8).tobytes()
+    half = size // 2
+    view[:half] = data[:half]
+    t = threading.Thread(target=buf.populate)  # as ObjectStore.get runs it: while the rest is written
+    t.start()
+    for p in range(half, size, 1 << 16):
+        view[p:p + (1 << 16)] = data[p:p + (1 << 16)]
+    t.join()
+    if sys.platform == "linux" and tuple(map(int, os.uname().release.split(".")[:2])) >= (5, 14):
+        assert buf.populate() is True  # MADV_POPULATE_WRITE exists: populating again changes nothing
+    assert bytes(buf) == data

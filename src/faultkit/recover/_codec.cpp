@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -200,14 +201,22 @@ py::object read_state(py::handle buffer, const Layout& l, py::list refs, py::obj
 // the heap, 64-byte aligned, where a recovery after a recovery reuses pages
 // already faulted in (measured at 25 MiB: 3.96 ms with huge pages, each call
 // faulting and zeroing fresh ones, against safetensors' 2.17 ms from the heap).
-// Writable, like the bytearray it replaces.
+// Writable, like the bytearray it replaces.  Also the buffer ObjectStore.get
+// streams a download into (ReadBuffer(size, huge_pages=False) from Python, its
+// pages faulted in by populate() on a second thread meanwhile): unlike
+// bytearray(size) it is not zero-filled first, and nobody waits for its page
+// faults.  (Huge pages there were bimodal on a VM whose free 2 MB blocks are
+// reported to the host: a fresh one costs the host's faults for its 4 kB pages.)
 struct ReadBuffer {
     uint8_t* data = nullptr;
     size_t size = 0;
-    explicit ReadBuffer(size_t n) : size(n) {
+    explicit ReadBuffer(size_t n, bool huge_pages = true) : size(n) {
+        // What a Python buffer can describe; also keeps the rounding below from wrapping.
+        if (n > static_cast<size_t>(PY_SSIZE_T_MAX))
+            throw std::length_error("ReadBuffer size " + std::to_string(n) + " exceeds PY_SSIZE_T_MAX");
         constexpr size_t kHuge = size_t{1} << 21;
         constexpr size_t kFresh = size_t{32} << 20;
-        const size_t align = n >= kFresh ? kHuge : 64;
+        const size_t align = n < kFresh ? 64 : huge_pages ? kHuge : 4096;
         const size_t rounded = (n + align - 1) / align * align;
         data = static_cast<uint8_t*>(std::aligned_alloc(align, rounded ? rounded : align));
         if (!data) throw std::bad_alloc();
@@ -215,10 +224,53 @@ struct ReadBuffer {
         if (align == kHuge) (void)madvise(data, rounded, MADV_HUGEPAGE);  // a hint only
 #endif
     }
+    // Fault every page in writable without writing them (Linux >= 5.14:
+    // MADV_POPULATE_WRITE; bytes already written are kept), so that a thread
+    // can take the page faults while another streams a download into the
+    // buffer.  False where unsupported or refused (a hint: the writes fault
+    // the pages in themselves then).
+    bool populate() const {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+        const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+        const uintptr_t lo = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+        const uintptr_t hi = (reinterpret_cast<uintptr_t>(data) + size) / page * page;  // whole pages only
+        if (hi <= lo) return true;
+        return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE) == 0;
+#else
+        return false;
+#endif
+    }
     ReadBuffer(const ReadBuffer&) = delete;
     ReadBuffer& operator=(const ReadBuffer&) = delete;
     ~ReadBuffer() { std::free(data); }
 };
+
+// ReadBuffer(size) from Python: an int in [0, PY_SSIZE_T_MAX]; MemoryError if it cannot be allocated.
+std::unique_ptr<ReadBuffer> make_read_buffer(py::handle size, py::handle huge_pages) {
+    if (!PyBool_Check(huge_pages.ptr()))
+        throw py::type_error(std::string("ReadBuffer huge_pages must be a bool, got ") + Py_TYPE(huge_pages.ptr())->tp_name);
+    PyObject* o = size.ptr();
+    if (PyBool_Check(o) || !PyIndex_Check(o))
+        throw py::type_error(std::string("ReadBuffer size must be an int, got ") + Py_TYPE(o)->tp_name);
+    py::object v = py::reinterpret_steal<py::object>(check(PyNumber_Index(o)));
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+    if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+    std::string shown = py::str(v).cast<std::string>();
+    if (overflow < 0 || (!overflow && n < 0)) throw py::value_error("ReadBuffer size must be >= 0, got " + shown);
+    if (overflow > 0 || static_cast<unsigned long long>(n) > static_cast<unsigned long long>(PY_SSIZE_T_MAX))
+        throw py::value_error("ReadBuffer size must be at most " + std::to_string(PY_SSIZE_T_MAX) + ", got " +
+                              shown);
+    try {
+        return std::make_unique<ReadBuffer>(static_cast<size_t>(n), huge_pages.ptr() == Py_True);
+    } catch (const std::bad_alloc&) {
+        PyErr_SetString(PyExc_MemoryError, ("cannot allocate a ReadBuffer of " + shown + " bytes").c_str());
+        throw py::error_already_set();
+    }
+}
 
 void pread_all(int fd, uint8_t* p, uint64_t n, uint64_t off) {
     constexpr uint64_t kMaxRead = 64u << 20;  // bounded calls, far below Linux's ~2 GiB cap
@@ -430,12 +482,22 @@ PYBIND11_MODULE(_codec, m) {
        "A whole checkpoint file image as bytes.");
 
     py::class_<ReadBuffer>(m, "ReadBuffer", py::buffer_protocol(),
-                           "A checkpoint file image read by read_verified (writable bytes, huge-page backed).")
+                           "A writable, uninitialised byte buffer (huge-page backed from 32 MiB): the file "
+                           "image read_verified returns, and what ObjectStore.get downloads into.")
+        .def(py::init(&make_read_buffer), py::arg("size"), py::kw_only(), py::arg("huge_pages") = true,
+             "ReadBuffer(size, *, huge_pages=True): size bytes, contents undefined until written (not "
+             "zero-filled); from 32 MiB 2 MB-aligned and marked for transparent huge pages if huge_pages, "
+             "else page-aligned.  TypeError unless size is an int and huge_pages a bool, ValueError if size "
+             "is negative or above PY_SSIZE_T_MAX, MemoryError if it cannot be allocated.")
         .def_buffer([](ReadBuffer& b) {
             return py::buffer_info(b.data, 1, py::format_descriptor<uint8_t>::format(), 1,
                                    {static_cast<py::ssize_t>(b.size)}, {1});
         })
-        .def("__len__", [](const ReadBuffer& b) { return b.size; });
+        .def("__len__", [](const ReadBuffer& b) { return b.size; })
+        .def("populate", &ReadBuffer::populate, py::call_guard<py::gil_scoped_release>(),
+             "Fault every whole page of the buffer in, writable, without changing its bytes (Linux "
+             "MADV_POPULATE_WRITE; releases the GIL), so a thread can take the page faults while another "
+             "writes the buffer.  False where unsupported or refused (then the writes fault them in).");
     m.def("read_verified", &read_verified, py::arg("fd"), py::arg("size"),
           "Read checkpoint file fd (size bytes) and verify every chunk stored in it, each hashed "
           "while in cache; returns (buffer, layout).  Raises CorruptCheckpointError, OSError.");

@@ -47,8 +47,19 @@ def write(fd: int, state: Encoded, meta: Encoded, *, id: int, chunk_size: int,
           ) -> Tuple[Dict[str, int], ChunkMap]: ...
 def dumps(state: Encoded, meta: Encoded, *, id: int = 0, chunk_size: int = ...) -> bytes: ...
 class ReadBuffer:
-    """A checkpoint file image read by read_verified (writable bytes, huge-page backed)."""
+    """A writable, uninitialised byte buffer (huge-page backed from 32 MiB): the file image
+    read_verified returns, and what ObjectStore.get downloads into."""
+    def __init__(self, size: int, *, huge_pages: bool = True) -> None:
+        """``size`` bytes, contents undefined until written (not zero-filled).
+
+        From 32 MiB the buffer is 2 MB-aligned and marked for transparent huge
+        pages if ``huge_pages`` (else page-aligned, 4 kB pages).  TypeError unless
+        ``size`` is an int and ``huge_pages`` a bool, ValueError if ``size`` is
+        negative or above ``PY_SSIZE_T_MAX``, MemoryError if it cannot be allocated."""
     def __len__(self) -> int: ...
+    def populate(self) -> bool:
+        """Fault every whole page in, writable, without changing its bytes (Linux
+        MADV_POPULATE_WRITE; releases the GIL).  False where unsupported or refused."""
 
 def read_verified(fd: int, size: int) -> Tuple[ReadBuffer, Layout]: ...
 def parse(buffer: Any) -> Layout: ...

@@ -41,6 +41,7 @@ import weakref
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, Union
 
 from faultkit.errors import CheckpointLockedError, CorruptCheckpointError, StoreError
+from faultkit.recover import _codec
 from faultkit.recover.store import Store, StoreLock, _NAME, _check_name
 
 __all__ = ["ObjectStore", "LEASE_DURATION"]
@@ -50,6 +51,15 @@ __all__ = ["ObjectStore", "LEASE_DURATION"]
 #: (a background thread) and before every commit that comes more than half
 #: of it after the last renewal.
 LEASE_DURATION = 30.0
+#: Downloads of at least this many bytes fault their buffer in on a second thread while the
+#: body arrives (``ReadBuffer.populate``).
+_POPULATE_MIN = 32 << 20
+#: Whether download buffers of 32 MiB and more ask for transparent huge pages.  No: measured
+#: on the reference VM (Firecracker, free page reporting of 2 MB blocks to the host), a fresh
+#: huge page's first touch costs the host's faults for all its 4 kB pages, and a freed one is
+#: reported at once, so 256 MiB recovers were bimodal (335-420 ms or 750-1430 ms); 4 kB pages
+#: faulted in by the populate thread gave 309-390 ms (docs/benchmarks.md, issue #16).
+_HUGE_PAGES = False
 #: Default multipart part size (bytes) and the largest object stored inline.
 PART_SIZE = 8 << 20
 _LEASE = ".lease"
@@ -621,16 +631,24 @@ class ObjectStore(Store):
             raise self._fail(f"reading {key}", e) from e
 
     def get(self, name: str, *, mmap: bool = False):
-        """The bytes of object ``name``: a writable ``bytearray``, or (``mmap=True``) a read-only map of a cached file.
+        """The bytes of object ``name``: a writable buffer, or (``mmap=True``) a read-only map of a cached file.
 
-        ``FileNotFoundError`` if there is no such object; ``CorruptCheckpointError``
-        if its pointer record is malformed or its data object is missing or of the wrong size.
+        The writable buffer is a ``faultkit.recover._codec.ReadBuffer``: ``len()``
+        and the buffer protocol (``memoryview(buf)``, ``bytes(buf)``,
+        ``numpy.frombuffer``), not zero-filled before the download writes it;
+        from 32 MiB a second thread faults its pages in while the body arrives
+        (``ReadBuffer.populate``), so the download's copies rarely wait for a
+        page fault.  ``FileNotFoundError`` if there is no such object;
+        ``CorruptCheckpointError`` if its pointer record is malformed or its
+        data object is missing or of the wrong size.
         """
         _check_name(name)
         kind, body, e_tag = self._head(name)
         if kind == "inline":
             if not mmap:
-                return bytearray(body)
+                buf = _codec.ReadBuffer(len(body))
+                memoryview(buf)[:] = memoryview(body).cast("B")
+                return buf
             return self._cache_put(name, f"i{e_tag}", len(body), lambda f: f.write(body))
         key, size, data_tag = body
         if mmap:
@@ -645,9 +663,18 @@ class ObjectStore(Store):
         out: dict = {}
 
         def make_sink():
-            if "buf" not in out:
-                out["buf"] = bytearray(size)
-                out["view"] = memoryview(out["buf"])
+            if "buf" not in out:  # allocated once the size is checked; reused by a retry
+                buf = out["buf"] = _codec.ReadBuffer(size, huge_pages=_HUGE_PAGES)
+                out["view"] = memoryview(buf)
+                if size >= _POPULATE_MIN:
+                    # The page faults of a large buffer, taken by a thread while the body
+                    # arrives, not by the sink's copies (the bytes are kept either way).
+                    t = threading.Thread(target=buf.populate, name="faultkit-populate", daemon=True)
+                    try:
+                        t.start()
+                        out["populate"] = t
+                    except RuntimeError:  # no thread to spare: the copies fault the pages in
+                        pass
             view, pos = out["view"], [0]
 
             def sink(chunk) -> None:
@@ -656,8 +683,12 @@ class ObjectStore(Store):
                 pos[0] += n
             return sink
 
-        self._fetch(name, key, size, make_sink)
-        return out.get("buf", bytearray())
+        try:
+            self._fetch(name, key, size, make_sink)
+        finally:
+            if "populate" in out:
+                out["populate"].join()
+        return out["buf"] if "buf" in out else _codec.ReadBuffer(0)
 
     def get_index(self, name: str):
         """A buffer of the object's size holding its header, META, TOC and footer (other bytes zero).
