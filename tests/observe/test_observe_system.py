@@ -93,14 +93,32 @@ def test_move_meter_estimates_a_nodes_exact_share_of_the_ring():
 
 
 def test_move_meter_counts_keys_left_without_a_node():
-    ring = fk.HashRing(["a", "b"])
+    ring = fk.HashRing(["a", "b", "c"])
     meter = MoveMeter(ring, probes=64)
     meter.measure(ring.nodes)
-    ring.mark_down_many(["a", "b"])
+    ring.mark_down_many(["a", "b", "c"])
     assert meter.measure(ring.nodes) == 1.0   # every key lost its node
     assert meter.measure(ring.nodes) == 0.0   # still none: nothing moved
-    ring.mark_up("a")
+    ring.mark_up("c")                         # "no node" is no node index, not even the last
     assert meter.measure(ring.nodes) == 1.0
+    ring = fk.HashRing(["a", "b"])
+    meter = MoveMeter(ring, probes=64)
+    ring.mark_down("b")
+    meter.measure(ring.nodes)                 # every key on a
+    ring.remove("a")                          # a's keys have no node left: all moved
+    assert meter.measure(ring.nodes) == 1.0
+
+
+def test_move_meter_probes_are_the_golden_ratio_sequence():
+    """Knuth's multiplicative spacing over 64 bits; its top 32 bits for a ketama ring (whose
+    keys hash to 32 bits); one probe is enough to measure; the Cluster's default is 4,096."""
+    golden = 0x9E3779B97F4A7C15
+    want = [i * golden % 2**64 for i in range(5)]
+    assert MoveMeter(fk.HashRing(["a"]), probes=5)._keys.tolist() == want
+    assert MoveMeter(fk.HashRing.ketama(["a"]), probes=5)._keys.tolist() == [k >> 32 for k in want]
+    one = MoveMeter(fk.HashRing(["a", "b"]), probes=1)
+    assert one.measure(["a", "b"]) is None and one.measure(["a", "b"]) == 0.0
+    assert fk.Cluster(["a"]).move_probes == 4096
 
 
 @pytest.mark.parametrize("kw, exc, match", [
