@@ -39,7 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                    faults=args.faults, detector=args.detector, interval=args.interval,
                    membership=args.membership, store=args.store, s3_endpoint=args.s3_endpoint,
                    keys=args.keys, seed=args.seed, json=args.json, plot=args.plot, keep=args.keep,
-                   unsafe=args.unsafe)
+                   unsafe=args.unsafe, netns=args.netns)
     try:
         opts.check()
     except (TypeError, ValueError) as e:
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=300.0, help="operations a second, half writes (default 300)")
     p.add_argument("--faults", default="default",
                    help="'default', 'none', or KIND@SECONDS[:TARGET],... with KIND kill, rack, pause, fast, "
-                        "stop, damage (e.g. kill@3:w1,rack@8:r2)")
+                        "stop, damage, partition (--netns) (e.g. kill@3:w1,rack@8:r2)")
     p.add_argument("--detector", default="phi", help="phi (default) or timeout")
     p.add_argument("--interval", type=float, default=0.2, help="heartbeat interval, seconds (default 0.2)")
     p.add_argument("--membership", default=None, metavar="etcd://HOST:PORT",
@@ -327,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report instead of the tables")
     p.add_argument("--plot", metavar="FILE.png", help="draw throughput and latency with the faults (matplotlib)")
     p.add_argument("--keep", action="store_true", help="keep the data directory and worker logs")
+    p.add_argument("--netns", action="store_true",
+                   help="run each rack on a host of its own (a network namespace; Linux, root), which "
+                        "the partition fault can cut off")
     p.add_argument("--unsafe", action="store_true",
                    help="acknowledge writes before journaling them and skip every catch-up: shows what the "
                         "read-back catches (lost writes, exit status 1)")

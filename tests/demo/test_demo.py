@@ -40,7 +40,7 @@ def check_report(r, *, min_acked):
     damage = next(f for f in rep["faults"] if f["kind"] == "damage")
     assert [d.split()[0] for d in damage["damaged"]] in (["checkpoint", "journal"], ["journal"]), damage
     (rec,) = damage["recovered"]
-    assert any("is damaged" in w for w in rec["recovered"]["damage"]), rec
+    assert any(w.startswith("journal segment") for w in rec["recovered"]["damage"]), rec
     assert rec["synced"]["unreached"] == 0, rec
     assert rep["leftover_processes"] == []
     assert rep["unexpected_exits"] == []      # no worker crashed: every exit was a fault's
@@ -103,10 +103,15 @@ def test_bad_options_are_refused_with_the_reason():
                     (dict(faults="kill@99"), r"inside the load's duration"),
                     (dict(faults="kill@5:w9"), r"'w9' is not a worker"),
                     (dict(faults="rack@5:w1"), r"'w1' is not a rack"),
+                    (dict(faults="partition@5:w1", netns=True), r"fault partition@5: 'w1' is not a rack"),
+                    (dict(faults="partition@5:r1"), r"fault partition needs --netns"),
+                    (dict(netns=True, membership="etcd://127.0.0.1:2379"), r"--netns runs on the static"),
                     (dict(faults="kill@5,pause@6"), r"too close"),
                     (dict(faults="kill"), r"expected KIND@SECONDS")]:
         with pytest.raises(ValueError, match=msg):
             Options(**kw).check()
+    with pytest.raises(TypeError, match="netns must be a bool, got 'yes'"):
+        Options(netns="yes").check()
 
 
 def test_the_cli_help_names_every_fault_kind():

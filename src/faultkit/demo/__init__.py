@@ -9,6 +9,7 @@ The parts, one purpose each (docs/demo.md walks through them):
 - :mod:`faultkit.demo.load`: the load generator and the read-back check;
 - :mod:`faultkit.demo.faults`: the fault schedule and the process supervisor;
 - :mod:`faultkit.demo.report`: the progress line, timeline, tables, JSON and plot;
+- :mod:`faultkit.demo.hosts`: ``--netns``: racks on hosts of their own (network namespaces), and partitions;
 - this module: the options and :func:`run`, which puts them together.
 """
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Options:
     acknowledge before journaling and serve reads without catching up; the
     front end keeps no record of missed writes and holds no restarted
     worker): the read-back then finds lost writes, and the exit status is 1.
+    ``netns`` runs each rack on a host of its own (a network namespace, root
+    only; :mod:`faultkit.demo.hosts`), which the ``partition`` fault can cut off.
     """
 
     workers: int = 6
@@ -61,6 +64,7 @@ class Options:
     plot: Optional[str] = None
     keep: bool = False
     unsafe: bool = False
+    netns: bool = False
 
     def check(self) -> "Options":
         """ValueError/TypeError naming the first bad option."""
@@ -78,8 +82,9 @@ class Options:
         number("interval", self.interval, 0.05, 5.0)
         integer("keys", self.keys, 1, 1_000_000)
         integer("seed", self.seed, 0, 2**63 - 1)
-        if not isinstance(self.unsafe, bool):
-            raise TypeError(f"unsafe must be a bool, got {self.unsafe!r}")
+        for flag in ("unsafe", "netns"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         if self.detector not in ("phi", "timeout"):
             raise ValueError(f"--detector must be 'phi' or 'timeout', got {self.detector!r}")
         if self.membership is not None and not _ETCD.match(self.membership):
@@ -103,6 +108,11 @@ class Options:
         rack_of = lambda n: f"r{int(n[1:]) * self.racks // self.workers}"  # Layout.rack
         self.schedule = parse_faults(self.faults, duration=self.duration, workers=names,
                                      racks=[f"r{i}" for i in range(self.racks)], seed=self.seed, rack_of=rack_of)
+        if self.netns and (self.membership or self.store):
+            raise ValueError("--netns runs on the static membership and local checkpoints: etcd and S3 "
+                             "servers on this host's 127.0.0.1 are out of the namespaces' reach")
+        if not self.netns and any(f.kind == "partition" for f in self.schedule):
+            raise ValueError("fault partition needs --netns (racks on hosts of their own, to cut one off)")
         return self
 
 
@@ -116,6 +126,12 @@ def run(opts: Options, out=None) -> dict:
     from faultkit.demo import report as rep
 
     opts.check()
+    hosts = None
+    if opts.netns:
+        from faultkit.demo.hosts import Hosts, netns_unusable
+        why = netns_unusable()
+        if why is not None:
+            raise RuntimeError(f"--netns: {why}")
     tmp = tempfile.mkdtemp(prefix="faultkit-demo-")
     sup: Optional[Supervisor] = None
     result: dict = {}
@@ -123,6 +139,10 @@ def run(opts: Options, out=None) -> dict:
     try:
         from faultkit.demo.common import Layout
         layout = Layout(opts.workers, opts.racks)
+        if opts.netns:
+            hosts = Hosts(layout.rack_names).create()
+            layout.hosts = {w: hosts.host(layout.rack(w)) for w in layout.names}
+            layout.hosts["front"] = hosts.host("front")
         cfg = {"layout": layout.to_json(), "dir": tmp, "key": secrets.token_hex(32), "interval": opts.interval,
                "detector": opts.detector, "checkpoint_every": 2.0, "etcd": None, "store": None,
                "unsafe": opts.unsafe}
@@ -140,14 +160,19 @@ def run(opts: Options, out=None) -> dict:
         config_path = os.path.join(tmp, "config.json")
         with open(config_path, "w") as f:
             json.dump(cfg, f)
-        sup = Supervisor(config_path, tmp)
+        sup = Supervisor(config_path, tmp, hosts=hosts, rack_of=layout.rack)
         progress = out or rep.Progress(sys.stderr if opts.json else sys.stdout)
+        if hosts is not None:
+            hosts.enter()  # this process is the front end's host from here on
         result = asyncio.run(_main(opts, layout, cfg, sup, progress))
     finally:
         if sup is not None:
             leftover = sup.reap_all(grace=0.0)
             result["leftover_processes"] = leftover
             result["worker_pids"] = sup.pids
+        if hosts is not None:
+            hosts.leave()
+            hosts.destroy()
         result["wall_seconds"] = round(time.monotonic() - t_start, 2)
         if not opts.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +206,7 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
     else:
         membership = fk.StaticMembership(layout.members())
     node = fk.Node("front", key=bytes.fromhex(cfg["key"]), membership=membership,
-                   bind=f"127.0.0.1:{layout.udp['front']}", domain=layout.path("front"),
+                   bind=f"{layout.host('front')}:{layout.udp['front']}", domain=layout.path("front"),
                    interval=opts.interval, detector=make_detector(opts.detector, opts.interval),
                    hold_restarted=not opts.unsafe)
     await node.start()
@@ -201,7 +226,9 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
     sync_task = asyncio.ensure_future(router.sync_loop())
     try:
         # Up: every worker answers and has caught up, and the Node hears everyone.
-        progress.say(f"faultkit demo: {opts.workers} workers in {opts.racks} racks on 127.0.0.1, "
+        where = (f"{opts.racks + 1} network namespaces (a host per rack, one for the front end)"
+                 if opts.netns else "127.0.0.1")
+        progress.say(f"faultkit demo: {opts.workers} workers in {opts.racks} racks on {where}, "
                      f"{PARTITIONS} partitions x 3 replicas (one per rack), writes acknowledged after 2 journals; "
                      f"{opts.detector} detector, {opts.interval:g} s heartbeats (dead within "
                      f"{node.detection_bound:.2f} s); membership {'etcd' if cfg['etcd'] else 'static'}, "
@@ -246,7 +273,8 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
             for f in faults:
                 if f.restarted is not None and f.routable is None and detection(f) is not None \
                         and all(router.in_sync(w) for w in f.workers) \
-                        and (f.kind == "pause" or all(router.incarnation.get(w) != f.inc_before.get(w)
+                        and (f.kind in ("pause", "partition")
+                             or all(router.incarnation.get(w) != f.inc_before.get(w)
                                                       for w in f.workers)):
                     f.routable = now
             for w in sup.check():

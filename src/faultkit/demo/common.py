@@ -65,17 +65,20 @@ def free_port(kind: int = socket.SOCK_STREAM, rng: Optional[random.Random] = Non
 
 @dataclass
 class Layout:
-    """Who runs where: worker names, their racks, failure-domain paths and 127.0.0.1 ports.
+    """Who runs where: worker names, their racks, failure-domain paths, hosts and ports.
 
     Workers are ``w0 .. w{n-1}``; ``w{i}`` sits in rack ``r{i * racks // n}``
     (so 6 workers in 3 racks are r0: w0 w1, r1: w2 w3, r2: w4 w5).  The front
     end is a member too (its own rack, so it never holds a replica).
+    ``hosts`` maps a name to its IPv4 address (default: every one on
+    127.0.0.1; with ``--netns``, one address per rack, see :mod:`.hosts`).
     """
 
     workers: int
     racks: int
     udp: dict = field(default_factory=dict)   # name -> port (heartbeats)
     tcp: dict = field(default_factory=dict)   # worker -> port (requests)
+    hosts: dict = field(default_factory=dict)  # name -> IPv4 address
 
     def __post_init__(self) -> None:
         if not self.udp:
@@ -101,6 +104,18 @@ class Layout:
     def names(self) -> list:
         return [f"w{i}" for i in range(self.workers)]
 
+    @property
+    def rack_names(self) -> list:
+        return [f"r{k}" for k in range(self.racks)]
+
+    def host(self, name: str) -> str:
+        """The address ``name`` (a worker, or ``"front"``) listens on."""
+        return self.hosts.get(name, "127.0.0.1")
+
+    def tcp_addr(self, name: str) -> tuple:
+        """``(host, port)`` of worker ``name``'s request server."""
+        return (self.host(name), self.tcp[name])
+
     def rack(self, name: str) -> str:
         """``"r<k>"``: the rack of worker ``name``."""
         return f"r{int(name[1:]) * self.racks // self.workers}"
@@ -124,15 +139,16 @@ class Layout:
         return [p for p in range(PARTITIONS) if name in self._placement[p]]
 
     def members(self) -> dict:
-        """The static membership: ``{name: ("127.0.0.1:udp", path)}``, the front included."""
-        return {n: (f"127.0.0.1:{self.udp[n]}", self.path(n)) for n in self.names + ["front"]}
+        """The static membership: ``{name: ("host:udp", path)}``, the front included."""
+        return {n: (f"{self.host(n)}:{self.udp[n]}", self.path(n)) for n in self.names + ["front"]}
 
     def to_json(self) -> dict:
-        return {"workers": self.workers, "racks": self.racks, "udp": self.udp, "tcp": self.tcp}
+        return {"workers": self.workers, "racks": self.racks, "udp": self.udp, "tcp": self.tcp,
+                "hosts": self.hosts}
 
     @classmethod
     def from_json(cls, d: dict) -> "Layout":
-        return cls(d["workers"], d["racks"], udp=d["udp"], tcp=d["tcp"])
+        return cls(d["workers"], d["racks"], udp=d["udp"], tcp=d["tcp"], hosts=d.get("hosts", {}))
 
 
 def make_detector(kind: str, interval: float) -> Any:

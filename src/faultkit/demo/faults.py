@@ -20,6 +20,8 @@ KINDS = {
     "pause": "SIGSTOP one worker, SIGCONT it later (a gray failure: alive but silent)",
     "fast": "SIGKILL one worker and start its warm spare at once, faster than the detector",
     "stop": "stop one worker gracefully (SIGTERM: it leaves); the supervisor starts it again",
+    "partition": "cut one rack's network link for a while (--netns only): its workers keep running, "
+                 "unheard, and miss the writes meanwhile",
     "damage": "SIGKILL one worker and damage its disk (a byte flipped in its newest checkpoint and one "
                "in its journal's records); it restarts from the checkpoint before, skipping the damaged "
                "records, and takes back what they held from its peers",
@@ -27,7 +29,7 @@ KINDS = {
 #: Seconds a killed or stopped worker stays down before its restart, and a
 #: paused one stays stopped: longer than detection (about 1 s at the demo's
 #: 0.2 s heartbeats), so the outage is seen and routed around first.
-DOWN_FOR = {"kill": 2.0, "rack": 2.5, "pause": 2.0, "stop": 1.5, "fast": 0.0, "damage": 2.0}
+DOWN_FOR = {"kill": 2.0, "rack": 2.5, "pause": 2.0, "stop": 1.5, "fast": 0.0, "damage": 2.0, "partition": 3.0}
 #: The default schedule, as fractions of the load's duration.
 DEFAULT_AT = (("kill", 0.12), ("rack", 0.28), ("pause", 0.46), ("fast", 0.62), ("stop", 0.76),
               ("damage", 0.9))
@@ -37,7 +39,7 @@ _SPEC = re.compile(r"^(?P<kind>[a-z]+)@(?P<at>[0-9]+(?:\.[0-9]*)?)s?(?::(?P<targ
 @dataclass
 class Fault:
     """One fault: ``kind`` at ``at`` seconds into the load, on ``target`` (a worker, or a
-    rack for ``rack``).  The rest is filled in as it happens (monotonic times)."""
+    rack for ``rack`` and ``partition``).  The rest is filled in as it happens (monotonic times)."""
 
     kind: str
     at: float
@@ -83,11 +85,14 @@ def parse_faults(spec: str, *, duration: float, workers: list, racks: list, seed
         if not 0 < at < duration:
             raise ValueError(f"fault {kind}@{at:g}: the time must be inside the load's duration (0, {duration:g}) s")
         if target is None:
-            pool = racks if kind == "rack" else [w for w in workers if rack_of(w) != last_rack] or workers
+            if kind in ("rack", "partition"):
+                pool = racks
+            else:
+                pool = [w for w in workers if rack_of(w) != last_rack] or workers
             target = rng.choice([t for t in pool if t != last_rack] or pool)
-        if kind == "rack":
+        if kind in ("rack", "partition"):
             if target not in racks:
-                raise ValueError(f"fault rack@{at:g}: {target!r} is not a rack (racks: {', '.join(racks)})")
+                raise ValueError(f"fault {kind}@{at:g}: {target!r} is not a rack (racks: {', '.join(racks)})")
             hit = [w for w in workers if rack_of(w) == target]
             last_rack = target
         else:
@@ -119,8 +124,9 @@ def flip_byte(path: str, lo: int, hi: int, rng: random.Random) -> int:
 def damage_disk(data: str, rng: random.Random) -> list:
     """Damage a stopped worker's data directory ``data`` as failing media would: one byte
     flipped inside its newest local checkpoint (the middle half: data, not the footer) and
-    one inside the records of its newest journal segment that holds any (durable records:
-    the segment is preallocated with zeros past them).  Returns what was changed."""
+    one in its newest journal segment: inside its records (durable ones: the segment is
+    preallocated with zeros past them), or in its header when it holds none yet (a
+    restart starts a new segment).  Returns what was changed."""
     done = []
     ckpt = os.path.join(data, "ckpt")
     names = sorted(n for n in os.listdir(ckpt) if re.fullmatch(r"ckpt-\d+\.fkc", n)) if os.path.isdir(ckpt) else []
@@ -131,13 +137,13 @@ def damage_disk(data: str, rng: random.Random) -> list:
         done.append(f"checkpoint {names[-1]}: byte {off}")
     wal = os.path.join(data, "wal")
     header = 64  # a segment's header (docs/FORMAT.md)
-    for name in sorted((n for n in os.listdir(wal) if re.fullmatch(r"wal-\d{20}\.fkj", n)), reverse=True):
-        path = os.path.join(wal, name)
+    names = sorted(n for n in os.listdir(wal) if re.fullmatch(r"wal-\d{20}\.fkj", n))
+    if names:
+        path = os.path.join(wal, names[-1])
         with open(path, "rb") as f:
             used = len(f.read().rstrip(b"\0"))
-        if used > header + 64:
-            done.append(f"journal {name}: byte {flip_byte(path, header + (used - header) // 4, used, rng)}")
-            break
+        lo, hi = (header + (used - header) // 4, used) if used > header + 64 else (0, header)
+        done.append(f"journal {names[-1]}: byte {flip_byte(path, lo, hi, rng)}")
     return done
 
 
@@ -150,10 +156,13 @@ class Supervisor:
     ``leftover`` lists any that would not die.
     """
 
-    def __init__(self, config_path: str, log_dir: str, env: Optional[dict] = None) -> None:
+    def __init__(self, config_path: str, log_dir: str, env: Optional[dict] = None, *,
+                 hosts: Any = None, rack_of: Optional[Callable[[str], str]] = None) -> None:
         self.config_path = config_path
         self.log_dir = log_dir
         self.env = env
+        self.hosts = hosts            # demo.hosts.Hosts with --netns: workers start on their rack's host
+        self.rack_of = rack_of
         self.procs: dict = {}          # worker -> current Popen
         self.spares: dict = {}         # worker -> warm spare Popen (standby)
         self.pids: dict = {}           # worker -> every PID it had
@@ -165,6 +174,8 @@ class Supervisor:
     def _popen(self, name: str, standby: bool) -> subprocess.Popen:
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
         cmd = [sys.executable, "-m", "faultkit.demo.worker", name, self.config_path]
+        if self.hosts is not None:
+            cmd = self.hosts.exec_prefix(self.rack_of(name)) + cmd  # exec: the PID stays the worker's
         if standby:
             cmd.append("--standby")
         try:
@@ -283,6 +294,12 @@ async def inject(fault: Fault, sup: Supervisor, t0: float, *, before: Callable[[
     await asyncio.sleep(max(0.0, t0 + fault.at - clock()))
     before(fault)
     fault.injected = clock()
+    if fault.kind == "partition":
+        sup.hosts.cut(fault.target)
+        await asyncio.sleep(max(0.0, fault.injected + DOWN_FOR[fault.kind] - clock()))
+        sup.hosts.heal(fault.target)
+        fault.restarted = clock()
+        return
     if fault.kind != "pause":
         sup.down.update(fault.workers)
     if fault.kind in ("kill", "rack", "fast", "damage"):

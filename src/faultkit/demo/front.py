@@ -56,7 +56,7 @@ class Router:
         self.node = node
         self.signal = signal
         self.clock = clock
-        self.conns = {w: Conn("127.0.0.1", layout.tcp[w]) for w in layout.names}
+        self.conns = {w: Conn(*layout.tcp_addr(w)) for w in layout.names}
         self.limiter = fk.TimeLimiter(RPC_TIMEOUT)
         self.breakers = {}
         for w in layout.names:
@@ -259,7 +259,7 @@ class Router:
                 since = self.behind.get(k)
                 if since is None:
                     return
-                peers = [["127.0.0.1", self.layout.tcp[x]] for x in self.layout.placement(p) if x != w]
+                peers = [list(self.layout.tcp_addr(x)) for x in self.layout.placement(p) if x != w]
                 self.stats["syncs"] += 1
                 msg = await asyncio.wait_for(self.conns[w].call({"op": "sync", "p": p, "since": since,
                                                                   "peers": peers}), 3.0)

@@ -117,7 +117,7 @@ def build(opts: Any, layout: Any, node: Any, router: Any, load: Any, faults: lis
         "settle_s": round(settled, 2), "router": dict(router.stats, hedge_delay_ms=_ms(router.hedge.current_delay())),
         "options": {k: getattr(opts, k) for k in ("workers", "racks", "duration", "rate", "faults", "detector",
                                                   "interval", "membership", "store", "keys", "seed",
-                                                  "unsafe")},
+                                                  "unsafe", "netns")},
         "detection_bound_s": round(node.detection_bound, 3),
     }
 

@@ -181,7 +181,7 @@ class Worker:
             tries += 1
             left = []
             for p in todo:
-                peers = [("127.0.0.1", self.layout.tcp[w]) for w in self.layout.placement(p) if w != self.name]
+                peers = [self.layout.tcp_addr(w) for w in self.layout.placement(p) if w != self.name]
                 answered, taken = await self.pull(p, 0, peers)
                 self.synced["pulled"] += taken
                 if answered == len(peers) or (answered and not damaged):
@@ -262,10 +262,10 @@ class Worker:
         else:
             membership = fk.StaticMembership(self.layout.members())
         self.node = fk.Node(self.name, key=bytes.fromhex(cfg["key"]), membership=membership,
-                            bind=f"127.0.0.1:{self.layout.udp[self.name]}",
+                            bind=f"{self.layout.host(self.name)}:{self.layout.udp[self.name]}",
                             domain=self.layout.path(self.name), interval=cfg["interval"],
                             detector=make_detector(cfg["detector"], cfg["interval"]))
-        server = await asyncio.start_server(self.serve_connection, "127.0.0.1", self.layout.tcp[self.name],
+        server = await asyncio.start_server(self.serve_connection, *self.layout.tcp_addr(self.name),
                                             reuse_address=True, limit=MAX_LINE)
         await self.node.start()
         log.info("%s: up, incarnation %d, recovered %s", self.name, self.node.incarnation, self.recovered)
