@@ -5,7 +5,7 @@ import asyncio
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from faultkit.contain import Retry, RetryBudget
 
@@ -180,6 +180,8 @@ def _sleep_ends(slept, starts, costs):
 @settings(max_examples=100, deadline=None)
 @given(st.floats(0.0, 1.0), st.integers(0, 5), st.integers(1, 10),
        st.lists(st.tuples(st.floats(0.0, 0.5), st.integers(0, 4)), max_size=200))
+# Found by CI: a retry allowed at t=1.5 by 8 requests stays in the window after 5 of them left.
+@example(0.125, 0, 2, [(0.0, 0)] * 4 + [(0.5, 0)] * 3 + [(0.0, 1), (0.5, 0)])
 def test_retries_never_exceed_the_budget(ratio, min_per_second, window, calls):
     c = clock_with_sleeps(0.0)
     budget = RetryBudget(ratio=ratio, min_per_second=min_per_second, window=window, clock=c)
@@ -189,11 +191,15 @@ def test_retries_never_exceed_the_budget(ratio, min_per_second, window, calls):
         c.t += gap
         f = Flaky(fails)
 
-        def fn(f=f):
+        def fn(f=f, tries=[0]):
             attempts.append(c.t)
-            # The budget over the last `window` s never holds more retries than its share.
-            m = budget.metrics()
-            assert m["retries"] <= ratio * m["requests"] + min_per_second * window
+            tries[0] += 1
+            if tries[0] > 1:
+                # A retry was just allowed: at that moment the budget over the last `window`
+                # s held no more retries than its share.  (Later, the requests that paid for
+                # it may leave the window before the retry does: not an overdraft.)
+                m = budget.metrics()
+                assert m["retries"] <= ratio * m["requests"] + min_per_second * window
             return f()
         try:
             r.call(fn)
