@@ -81,6 +81,43 @@ def test_truncate_uploads_before_deleting_and_prunes_the_archive_to_the_same_lsn
         j.close()
 
 
+class ListCounter:
+    """The real store, its ``list`` calls counted (each one is a LIST request to the server)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.lists = 0
+
+    def list(self):
+        self.lists += 1
+        return self._store.list()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_truncate_before_lists_the_archive_once(store, tmp_path):
+    """One listing serves both the upload of the closed segments and the pruning: what the
+    archive held before plus what was just uploaded (segments archived by an earlier call and
+    segments sent now are pruned alike)."""
+    counted = ListCounter(store)
+    j = fk.Journal(tmp_path / "a", fsync="never", segment_bytes=SEG, archive=counted)
+    try:
+        fill(j, 300)
+        segs = j.segments()
+        assert j.truncate_before(segs[2][0] + 1) == segs[2][0]
+        assert counted.lists == 1
+        assert sorted(n for n in store.list() if n.startswith("wal-")) == [
+            os.path.basename(p) for _, p, _ in segs[2:-1]]
+        fill(j, 300, start=300)
+        segs = j.segments()
+        assert j.truncate_before(segs[-2][0]) == segs[-2][0]  # every closed one but the last goes
+        assert counted.lists == 2
+        assert sorted(n for n in store.list() if n.startswith("wal-")) == [os.path.basename(segs[-2][1])]
+    finally:
+        j.close()
+
+
 def test_with_a_checkpointer_a_replacement_node_recovers_state_and_journal(s3, store, tmp_path):
     ck_url = store.url.replace("node-a", "ckpt")
     opts = s3.options(renew=False, backoff=0.01, max_backoff=0.05)

@@ -51,9 +51,11 @@ def _check_archive(archive: Any) -> None:
                         f"got {type(archive).__name__}")
 
 
-def _prune_archive(archive: Any, lsn: int) -> None:
-    """Delete the archived segments whose records all precede ``lsn`` (each has a successor at or before it)."""
-    firsts = sorted(int(m.group(1)) for m in map(_SEGMENT.match, archive.list()) if m)
+def _prune_archive(archive: Any, lsn: int, names) -> None:
+    """Delete the archived segments whose records all precede ``lsn`` (each has a successor at or before it).
+
+    ``names``: what ``archive`` holds (its listing), so the store is listed once per truncation."""
+    firsts = sorted(int(m.group(1)) for m in map(_SEGMENT.match, names) if m)
     for first, nxt in zip(firsts, firsts[1:]):
         if nxt > lsn:
             break
@@ -613,8 +615,8 @@ class Journal:
         self._check_writable()
         lsn = _lsn_arg("lsn", lsn, 1)
         if self.archive is not None:
-            self.archive_closed()
-            _prune_archive(self.archive, lsn)
+            _, held = self._archive_closed()
+            _prune_archive(self.archive, lsn, held)
         segs = self._segments()
         active = os.path.basename(self._writer.segment_path)
         removed = False
@@ -646,6 +648,10 @@ class Journal:
         self._check_writable()
         if self.archive is None:
             raise ValueError(f"journal {self.path!r} has no archive: Journal(..., archive=store)")
+        return self._archive_closed()[0]
+
+    def _archive_closed(self) -> Tuple[List[str], set]:
+        """:meth:`archive_closed`'s work: (the names uploaded, every name the archive now holds)."""
         active = os.path.basename(self._writer.segment_path)
         have = set(self.archive.list())
         sent = []
@@ -659,7 +665,7 @@ class Journal:
                     shutil.copyfileobj(src, f, 1 << 20)
             self.archive.put_atomic(name, write)
             sent.append(name)
-        return sent
+        return sent, have.union(sent)
 
     @classmethod
     def restore(cls, archive: Any, path: Union[str, "os.PathLike[str]"], **options: Any) -> "Journal":
