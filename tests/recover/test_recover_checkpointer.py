@@ -478,3 +478,28 @@ def test_recover_with_names_the_missing_records_exactly(tmp_path):
     finally:
         ck.close()
         j.close()
+
+
+def test_a_checkpoint_written_before_chains_resumes_as_a_full_base(tmp_path):
+    """Kills the mutant ``m.get("chain", 0)`` -> ``1`` in ``_resume_chain`` (docs/mutation.md):
+    checkpoints written before incremental chains resumed after a restart (2c8a950) have no
+    ``chain`` in their META; such a checkpoint is full, so the chain restarts from it at
+    position 0 and ``full_every=2`` still allows one incremental save on top of it."""
+    from faultkit.recover import _codec, codec
+
+    chunk = 1 << 16
+    a = np.zeros(4 * chunk // 8)
+    t = 1.5e9
+    image = _codec.dumps(codec.encode({"a": a}), codec.encode_meta({"time": t, "meta": None}),
+                         id=1, chunk_size=chunk)   # the META an older faultkit wrote: no "chain"
+    with open(tmp_path / "ckpt-000000000001.fkc", "wb") as f:
+        f.write(image)
+    with fk.Checkpointer(tmp_path, retain=2, full_every=2, chunk_size=chunk) as ck:
+        [old] = ck.list()
+        assert old.id == 1 and old.time == t and not old.incremental
+        a[0] = 1
+        info = ck.save({"a": a}, incremental=True)      # 2: chain position 1, references 1
+        assert info.incremental and info.written == chunk
+        exact_equal({"a": a}, ck.recover())
+        a[1] = 2
+        assert not ck.save({"a": a}, incremental=True).incremental  # 3: full_every=2 reached

@@ -550,3 +550,138 @@ def test_any_damage_is_reported_or_cut_never_returned(tmp_path, edits, cut):
         return
     # whatever replay returns is a prefix of what was appended, unchanged
     assert got == list(zip(range(1, len(got) + 1), recs[:len(got)]))
+
+
+# ---------------------------------------------------------------- mutants (docs/mutation.md)
+
+def test_the_pipe_fallback_is_non_blocking_and_acknowledges_appends(tmp_path, monkeypatch):
+    """Kills the mutants ``os.set_blocking(self.rfd, False)`` -> ``True`` (and the same for
+    ``wfd``) in ``_LoopWaiters``: where ``os.eventfd`` is missing (Python 3.9, not Linux) the
+    loop is woken through a pipe.  Both ends must be non-blocking: ``close`` drains the read end
+    once more after the last wakeup (a blocking read of the empty pipe never returns), and the
+    flusher writes to the write end holding the journal's mutex (a full blocking pipe would
+    stall every append).  Through the pipe, appends are acknowledged once durable and close
+    returns."""
+    monkeypatch.delattr(os, "eventfd")
+    seen = {}
+
+    async def main(j):
+        lsns = await asyncio.gather(*(j.append_async(b"p%d" % i) for i in range(50)))
+        assert j.durable_lsn >= max(lsns)
+        w = j._loops[asyncio.get_running_loop()]
+        seen.update(pipe=w.rfd != w.wfd, rfd=os.get_blocking(w.rfd), wfd=os.get_blocking(w.wfd))
+        if seen["rfd"] or seen["wfd"]:
+            os.set_blocking(w.rfd, False)  # let the close below return; the assertion reports it
+            os.set_blocking(w.wfd, False)
+        else:
+            late = j.append_async(b"late")
+            j.close()  # from the loop's thread: syncs, drains the pipe, resolves the waiter
+            assert late.done() and late.result() == 51
+        return lsns
+
+    j = Journal(tmp_path / "j", fsync="group")
+    try:
+        lsns = asyncio.run(main(j))
+    finally:
+        j.close()
+    assert seen == {"pipe": True, "rfd": False, "wfd": False}
+    assert sorted(lsns) == list(range(1, 51))
+    assert [lsn for lsn, _ in read_all(tmp_path / "j")] == list(range(1, 52))
+
+
+def test_a_damaged_last_header_is_set_aside_and_the_journal_continues_with_its_id(tmp_path):
+    """Kills the mutants of ``rest[-1][1]`` / ``rest[-1][0]`` (``-1`` -> ``-2``, ``1`` -> ``2``)
+    in ``_recover_tail``: after the damaged last segment is renamed aside, the journal id is
+    re-read from the header of the segment now last, under that segment's own name and LSN;
+    new records then carry that id and replay joins them to the older ones."""
+    path = tmp_path / "j"
+    with Journal(path, fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+    assert len(segs) >= 4
+    last_first, last_path, _ = segs[-1]
+    with open(last_path, "r+b") as f:
+        f.write(b"XXXX")  # the magic
+    with pytest.raises(CorruptJournalError, match="bad magic"):
+        Journal(path)
+    with pytest.warns(JournalWarning, match=r"bad magic.*renamed to wal-\d+\.fkj\.damaged"):
+        j = Journal(path, skip_corrupt=True, fsync="never", segment_bytes=4096)
+    try:
+        assert os.path.exists(last_path + ".damaged")
+        assert j.append(b"after") == last_first  # continues after the damaged segment's first LSN
+    finally:
+        j.close()
+    got = read_all(path)
+    assert [lsn for lsn, _ in got] == list(range(1, last_first + 1))
+    assert got[-1] == (last_first, b"after") and got[:-1] == list(zip(range(1, last_first), records(300)))
+
+    # the segment before is damaged too: skip_corrupt sets aside the last one only, and the
+    # error names the one it could not read (its path and first LSN)
+    path = tmp_path / "k"
+    with Journal(path, fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+    for _, where, _ in segs[-2:]:
+        with open(where, "r+b") as f:
+            f.write(b"XXXX")
+    with pytest.warns(JournalWarning, match="renamed to"):
+        with pytest.raises(CorruptJournalError, match="bad magic") as ei:
+            Journal(path, skip_corrupt=True, fsync="never", segment_bytes=4096)
+    assert (ei.value.segment, ei.value.lsn) == (segs[-2][1], segs[-2][0])
+
+
+def test_an_empty_journal_reports_its_first_and_next_lsn_when_closed_or_read_only(tmp_path):
+    """Kills the mutants ``segs[-1][0] if segs else 1`` (``-1`` -> ``-2``, ``1`` -> ``2``) in
+    ``next_lsn`` and ``self._writer is not None`` -> ``is None`` in ``first_lsn``: without a
+    writer and without records, the next LSN is the first LSN of the last (empty) segment, or 1
+    for a directory with no segment at all."""
+    (tmp_path / "empty").mkdir()
+    r = Journal(tmp_path / "empty", readonly=True)
+    assert (r.first_lsn, r.next_lsn, list(r.replay())) == (1, 1, [])
+    j = Journal(tmp_path / "j", first_lsn=500)
+    assert (j.first_lsn, j.next_lsn) == (500, 500)
+    j.close()
+    assert (j.first_lsn, j.next_lsn) == (500, 500)  # closed: read from the directory
+    r = Journal(tmp_path / "j", readonly=True)
+    assert (r.first_lsn, r.next_lsn, list(r.replay())) == (500, 500, [])
+
+
+def test_replay_from_a_truncated_lsn_names_the_oldest_stored_record(tmp_path):
+    """Kills the mutants ``segs[0][0]`` -> ``segs[1][0]`` / ``segs[0][1]`` in replay's
+    "were truncated" message: it names the first LSN still stored and the LSN asked for."""
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+        j.truncate_before(segs[-1][0])  # keep the active segment only
+        assert [s[0] for s in j.segments()] == [segs[-1][0]]
+        with pytest.raises(ValueError, match=rf"^records before LSN {segs[-1][0]} were truncated; "
+                                             rf"cannot replay from {segs[1][0]}$"):
+            list(j.replay(segs[1][0]))
+
+
+def test_a_segment_that_ends_before_the_next_one_starts_names_both_lsns(tmp_path):
+    """Kills the mutant ``segs[idx + 1][0]`` -> ``segs[idx + 2][0]`` in the message for a
+    segment that ends cleanly before the next segment's first LSN (its last records lost,
+    e.g. a middle segment cut short): the error names the first missing record and the LSN
+    the next segment starts at; ``skip_corrupt`` continues with that segment."""
+    recs = records(300)
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(recs)
+        segs = j.segments()
+    assert len(segs) >= 4
+    first, seg, size = segs[1]
+    nxt = segs[2][0]
+    whole = []  # end offset of each record of the segment
+    pos = _journal.SEGMENT_HEADER_SIZE
+    for r in recs[first - 1:nxt - 1]:
+        pos += _journal.frame_size(len(r))
+        whole.append(pos)
+    os.truncate(seg, whole[-3])  # its last two records are gone
+    missing = nxt - 2
+    with pytest.raises(CorruptJournalError, match=rf"record {missing} is damaged or missing \(at byte "
+                                                  rf"{whole[-3]}\) and the next segment starts at LSN {nxt}$") as ei:
+        read_all(tmp_path / "j")
+    assert ei.value.lsn == missing and ei.value.segment == seg
+    with pytest.warns(JournalWarning, match=f"next segment starts at LSN {nxt}"):
+        got = read_all(tmp_path / "j", skip_corrupt=True)
+    assert [lsn for lsn, _ in got] == list(range(1, missing)) + list(range(nxt, 301))
