@@ -310,7 +310,7 @@ class Journal:
                 if not skip_corrupt:
                     raise
                 # Set it aside (kept for inspection) and continue after its first LSN.
-                warnings.warn(f"{e}; renamed to {name}.damaged", JournalWarning, stacklevel=3)
+                warnings.warn(f"{e}; renamed to {name}.damaged", JournalWarning, stacklevel=4)
                 buf.close() if hasattr(buf, "close") else None
                 os.rename(where, where + ".damaged")
                 rest = self._segments()
@@ -330,7 +330,7 @@ class Journal:
                 if not skip_corrupt:
                     raise CorruptJournalError(msg, segment=where, lsn=nxt)
                 warnings.warn(msg + f"; records {nxt}..{reader.resume_lsn - 1} of this segment are skipped",
-                              JournalWarning, stacklevel=3)
+                              JournalWarning, stacklevel=4)
                 return reader.resume_lsn
         finally:
             if hasattr(buf, "close"):
