@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import threading
 import uuid
+import warnings
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -562,7 +563,7 @@ def test_the_pipe_fallback_is_non_blocking_and_acknowledges_appends(tmp_path, mo
     flusher writes to the write end holding the journal's mutex (a full blocking pipe would
     stall every append).  Through the pipe, appends are acknowledged once durable and close
     returns."""
-    monkeypatch.delattr(os, "eventfd")
+    monkeypatch.delattr(os, "eventfd", raising=False)  # absent already before Python 3.10
     seen = {}
 
     async def main(j):
@@ -682,6 +683,302 @@ def test_a_segment_that_ends_before_the_next_one_starts_names_both_lsns(tmp_path
                                                   rf"{whole[-3]}\) and the next segment starts at LSN {nxt}$") as ei:
         read_all(tmp_path / "j")
     assert ei.value.lsn == missing and ei.value.segment == seg
-    with pytest.warns(JournalWarning, match=f"next segment starts at LSN {nxt}"):
+    with pytest.warns(JournalWarning, match=f"next segment starts at LSN {nxt}") as rec:
         got = read_all(tmp_path / "j", skip_corrupt=True)
+    assert len(rec) == 1  # skipping resumes where the next segment starts: no second report
     assert [lsn for lsn, _ in got] == list(range(1, missing)) + list(range(nxt, 301))
+
+
+def test_the_default_segment_size_is_64_mib(tmp_path):
+    """Kills the mutants of ``DEFAULT_SEGMENT_BYTES = 64 << 20`` (``64`` -> ``65``, ``20`` ->
+    ``21``): the documented default, and the size a new segment is preallocated to."""
+    assert fk.recover.journal.DEFAULT_SEGMENT_BYTES == 64 * 1024 * 1024
+    with Journal(tmp_path / "j", fsync="never") as j:
+        assert j.segment_bytes == 64 * 1024 * 1024
+        [(_, seg, size)] = j.segments()
+        assert size == 64 * 1024 * 1024  # preallocated (sparse in never mode) until sealed
+
+
+def test_lsn_bounds_are_exact(tmp_path):
+    """Kills the mutants of ``minimum <= value < 2**63`` in ``_lsn_arg`` (``<`` -> ``<=``,
+    ``2`` -> ``3``, ``63`` -> ``64``) and of ``truncate_before``'s minimum (``1`` -> ``2``):
+    LSNs are in [1, 2**63) (they are signed 64-bit on disk), both ends exact."""
+    with Journal(tmp_path / "j", first_lsn=2**63 - 1, fsync="never") as j:
+        assert j.next_lsn == 2**63 - 1
+    with pytest.raises(ValueError, match=r"first_lsn must be in \[1, 2\*\*63\), got 9223372036854775808$"):
+        Journal(tmp_path / "k", first_lsn=2**63)
+    with Journal(tmp_path / "k", fsync="never") as j:
+        j.append(b"x")
+        assert j.truncate_before(1) == 1   # the smallest LSN: nothing precedes it
+        assert j.truncate_before(2**63 - 1) == 1
+        with pytest.raises(ValueError, match=r"^lsn must be in \[1, 2\*\*63\), got 9223372036854775808$"):
+            j.truncate_before(2**63)
+        with pytest.raises(ValueError, match=r"^lsn must be in \[1, 2\*\*63\), got 0$"):
+            j.truncate_before(0)
+        with pytest.raises(ValueError, match=r"^from_lsn must be in \[1, 2\*\*63\)"):
+            list(j.replay(2**63))
+
+
+def test_path_must_be_a_non_empty_str(tmp_path):
+    """Kills the mutant ``not isinstance(path, str) or not path`` -> ``and``: an empty str and
+    a bytes path are both refused, naming the value."""
+    with pytest.raises(TypeError, match=r"path must be a non-empty str or PathLike, got ''"):
+        Journal("")
+    with pytest.raises(TypeError, match=r"path must be a non-empty str or PathLike, got b'"):
+        Journal(os.fsencode(str(tmp_path / "b")))
+    assert not (tmp_path / "b").exists()
+
+
+def test_repr_names_path_mode_and_segment_size(tmp_path):
+    """Kills the mutant ``__repr__`` -> ``return None``."""
+    with Journal(tmp_path / "j", fsync="always", segment_bytes=8192) as j:
+        assert repr(j) == f"Journal({str(tmp_path / 'j')!r}, fsync='always', segment_bytes=8192)"
+
+
+def test_an_empty_segment_file_is_reported_and_reading_warns_nothing(tmp_path):
+    """Kills the mutants in ``_map``: ``return b""`` -> ``return None`` (a zero-length segment
+    file cannot be mapped; it is reported as a header too short, not a TypeError) and
+    ``buffering=0`` -> ``1`` (line buffering of a binary file: a RuntimeWarning at every read)."""
+    recs, seg = small_journal(tmp_path / "j")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_all(tmp_path / "j") == list(zip(range(1, 7), recs))
+        os.truncate(seg, 0)
+        with pytest.raises(CorruptJournalError, match="shorter than its header") as ei:
+            read_all(tmp_path / "j")
+    assert ei.value.segment == seg and ei.value.lsn == 1
+
+
+def test_reopening_a_torn_journal_cuts_the_tail_and_writes_the_documented_seal(tmp_path):
+    """Kills the mutants ``status == NEXT_END`` -> ``!=`` and ``nxt - 1`` -> ``nxt + 1`` in
+    ``_recover_tail``: a writer opening a journal with a torn tail cuts the segment after its
+    last whole record and writes a seal there (docs/FORMAT.md: kind 0xFFFF, length 0, LSN =
+    the next LSN, durable LSN = the last valid record), so the file ends with that seal."""
+    import struct
+
+    recs, seg = small_journal(tmp_path / "j", n=5)
+    end = _journal.SEGMENT_HEADER_SIZE + sum(_journal.frame_size(len(r)) for r in recs[:4])
+    with open(seg, "r+b") as f:  # record 5 torn: half of it, then stale bytes
+        f.seek(end + 20)
+        f.write(b"\xa5" * 40)
+        f.truncate(end + 60)
+    head = open(seg, "rb").read(end)
+    with Journal(tmp_path / "j", fsync="group") as j:
+        assert j.next_lsn == 5
+    data = open(seg, "rb").read()
+    assert len(data) == end + _journal.RECORD_HEADER_SIZE and data[:end] == head
+    lsn, durable, length, kind = struct.unpack_from("<QQIH", data, end + 8)
+    assert (lsn, durable, length, kind) == (5, 4, 0, 0xFFFF)
+    assert read_all(tmp_path / "j") == list(zip(range(1, 5), recs[:4]))
+
+
+def test_append_many_of_state_records_and_one_sync_for_a_mixed_batch(tmp_path):
+    """Kills the mutants ``all(type(r) is bytes ...)`` -> ``is not`` (a batch of state records
+    only would go to the bytes-only native path) and ``wait=False`` -> ``True`` in
+    ``append_many`` (one wait per run of one kind instead of one for the batch): a mixed
+    batch in group mode costs one sync."""
+    with Journal(tmp_path / "j", fsync="group") as j:
+        assert j.append_many([{"a": 1}, {"b": 2}]) == 2
+        before = j.syncs
+        assert j.append_many([b"c", {"d": 3}, b"e", {"f": 4}, b"g"]) == 7
+        assert j.syncs == before + 1 and j.durable_lsn == 7
+    assert [r for _, r in read_all(tmp_path / "j")] == [{"a": 1}, {"b": 2}, b"c", {"d": 3}, b"e", {"f": 4}, b"g"]
+
+
+class _Opaque:
+    def __init__(self, v):
+        self.v = v
+
+
+def test_lsn_state_of_a_writer_a_closed_and_a_read_only_journal(tmp_path):
+    """Kills the mutants ``sync`` -> ``return None``, ``last + 1`` -> ``last - 1`` / ``last +
+    2`` and ``replay(raw=True)`` -> ``raw=False`` in ``next_lsn``, ``else 0`` -> ``else 1`` in
+    ``durable_lsn`` and ``syncs``: a read-only journal's next LSN follows its last record (even
+    one whose state no longer decodes: it is not decoded), its durable LSN and sync count are 0."""
+    from faultkit.recover import register_type, unregister_type
+
+    def refuse(state):
+        raise ValueError("this reader cannot rebuild _Opaque")
+
+    register_type(_Opaque, lambda o: o.v, refuse, name="test.journal.Opaque")
+    try:
+        with Journal(tmp_path / "j", fsync="never") as j:
+            j.append_many([b"a", b"b"])
+            j.append(_Opaque(3))
+            assert j.sync() == 3 == j.durable_lsn
+        r = Journal(tmp_path / "j", readonly=True)
+        assert (r.next_lsn, r.durable_lsn, r.syncs, r.first_lsn) == (4, 0, 0, 1)
+        assert (j.next_lsn, j.durable_lsn, j.syncs) == (4, 0, 0)  # closed: like a reader
+        with pytest.raises(CorruptJournalError, match="record 3 does not decode"):
+            list(r.replay())
+    finally:
+        unregister_type(_Opaque)
+
+
+def test_a_skip_corrupt_warning_points_at_the_callers_line(tmp_path):
+    """Kills the mutants ``stacklevel=3`` -> ``4`` in replay's warning (it is attributed to
+    the line that iterates the replay, not to a frame above it) and ``segs[idx + 1][0]`` ->
+    ``segs[idx + 1][1]`` / ``segs[idx - 1][0]`` after a damaged header (skipping resumes at
+    the next segment's first LSN, so the gap is reported once)."""
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+    with open(segs[1][1], "r+b") as f:
+        f.write(b"XXXX")
+    r = Journal(tmp_path / "j", readonly=True)
+    with pytest.warns(JournalWarning, match="bad magic") as rec:
+        got = list(r.replay(skip_corrupt=True))
+    assert rec[0].filename == __file__
+    assert len(rec) == 1  # skipping resumes where the next segment starts: no second report
+    assert [lsn for lsn, _ in got] == list(range(1, segs[1][0])) + list(range(segs[2][0], 301))
+
+
+@pytest.mark.parametrize("mode", ["group", "never"])
+def test_truncation_syncs_the_directory_only_when_it_removed_a_segment_in_a_durable_mode(
+        tmp_path, monkeypatch, mode):
+    """Kills the mutants ``removed = False`` -> ``True``, ``removed = True`` -> ``False``,
+    ``removed and mode != NEVER`` -> ``or`` and ``!=`` -> ``==`` in ``truncate_before``: the
+    unlinks are made durable (a directory fsync) in the durable modes, once, and only when a
+    segment was removed; never mode leaves it to the OS."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    with Journal(tmp_path / "j", fsync=mode, segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+        monkeypatch.setattr(os, "fsync", fsync)
+        assert j.truncate_before(segs[0][0] + 1) == segs[0][0]  # nothing to remove
+        assert synced == []
+        assert j.truncate_before(segs[2][0]) == segs[2][0]       # removes two
+        assert synced == ([str(tmp_path / "j")] if mode == "group" else [])
+        monkeypatch.undo()
+
+
+def _break_segment_fd(path):
+    """Point this process's descriptor of segment ``path`` at /dev/null: later writes vanish
+    and fdatasync fails with EINVAL, as it fails with EIO on a failing disk."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        want = os.path.realpath(path)
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:
+                continue
+            if target == want:
+                os.dup2(null, int(name))
+                return
+        raise AssertionError(f"no descriptor of {path}")
+    finally:
+        os.close(null)
+
+
+def test_async_waiters_partial_wakeup_failed_sync_and_close_in_the_loop(tmp_path):
+    """Kills the mutants in ``_LoopWaiters``: ``err and q`` -> ``or`` (a wakeup that finds
+    some records not durable yet, e.g. after another caller's sync, would fail them), ``if not
+    fut.done()`` -> ``if fut.done()`` in the error path (a failed sync must fail every waiting
+    append, and leave a cancelled one alone), and ``if not self.loop.is_closed()`` -> ``if
+    ...is_closed()`` in ``detach`` (a journal closed inside a running loop must stop watching
+    its descriptor).  ``on_durable`` is called directly where the loop's reader would call it,
+    so no flusher sync can race the check."""
+    async def partial(j):
+        loop = asyncio.get_running_loop()
+        fa = j.append_async(b"a")   # schedules the kick; it has not run
+        w = j._loops[loop]
+        assert j.sync() == 1         # another caller's sync: 1 durable, the eventfd written
+        fb = j.append_async(b"b")
+        w.on_durable()
+        assert fa.result() == 1 and not fb.done()
+        assert await fb == 2
+        rfd = w.rfd
+        j.close()                    # in the loop's thread: detached at once
+        assert not loop.remove_reader(rfd)
+
+    j = Journal(tmp_path / "j", fsync="group")
+    try:
+        asyncio.run(partial(j))
+    finally:
+        j.close()
+
+    async def failing(j):
+        futs = [j.append_async(b"w%d" % i) for i in range(3)]
+        futs[1].cancel()             # a caller that gave up: left alone
+        _break_segment_fd(j.segments()[-1][1])
+        with pytest.raises(OSError) as ei:
+            j.sync()
+        assert ei.value.errno == errno.EINVAL
+        for _ in range(2):           # the loop reads the wakeup the failed sync wrote
+            await asyncio.sleep(0)
+        assert futs[1].cancelled()
+        for lsn, f in ((1, futs[0]), (3, futs[2])):
+            assert f.done() and isinstance(f.exception(), OSError)
+            assert f.exception().errno == errno.EINVAL
+            assert f"journal sync failed, record {lsn} is not acknowledged" in str(f.exception())
+        with pytest.raises(OSError):
+            j.append(b"later")
+
+    j = Journal(tmp_path / "k", fsync="group")
+    try:
+        asyncio.run(failing(j))
+    finally:
+        try:
+            j.close()
+        except OSError:
+            pass
+
+
+def test_opening_past_a_damaged_last_segment_names_the_skipped_records_at_the_callers_line(tmp_path):
+    """Kills the mutants of ``records {nxt}..{reader.resume_lsn - 1}`` (``- 1`` -> ``+ 1`` /
+    ``- 2``) in the warning of a writer opening past a damaged last segment, and checks that
+    both of ``_recover_tail``'s warnings point at the line that opened the journal (they were
+    attributed to ``Journal.__init__``; found by the ``stacklevel`` mutants)."""
+    recs, seg = small_journal(tmp_path / "j", n=6)
+    with open(seg, "r+b") as f:  # record 1's payload: records 2..6 were written after it was durable
+        f.seek(_journal.SEGMENT_HEADER_SIZE + 40)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.warns(JournalWarning, match=r"record 1 is damaged .*; records 1\.\.6 of this segment are "
+                                            r"skipped$") as rec:
+        j = Journal(tmp_path / "j", skip_corrupt=True, segment_bytes=4096)
+    j.close()
+    assert rec[0].filename == __file__
+    with open(j.segments()[-1][1], "r+b") as f:  # the segment that reopening started
+        f.write(b"XXXX")
+    with pytest.warns(JournalWarning, match="renamed to") as rec:
+        j = Journal(tmp_path / "j", skip_corrupt=True, segment_bytes=4096)
+    j.close()
+    assert rec[0].filename == __file__
+
+
+def test_a_missing_segment_names_the_missing_records_exactly(tmp_path):
+    """Kills the mutants of ``{max(first, expected) - 1}`` (``- 1`` -> ``+ 1`` / ``- 2``) in
+    replay's message for segments that do not connect."""
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+    os.unlink(segs[1][1])
+    with pytest.raises(CorruptJournalError, match=rf"records {segs[1][0]}\.\.{segs[2][0] - 1} are missing$"):
+        read_all(tmp_path / "j")
+
+
+def test_a_new_journal_id_may_use_all_64_bits(tmp_path, monkeypatch):
+    """Kills the mutants ``secrets.randbits(64)`` -> ``randbits(65)`` (a new journal, and a
+    journal whose only segment was set aside as damaged, draw a new id): the id is a u64 on
+    disk, and the largest one works."""
+    import secrets
+
+    monkeypatch.setattr(secrets, "randbits", lambda k: (1 << k) - 1)
+    with Journal(tmp_path / "j", fsync="never") as j:
+        j.append(b"a")
+    seg = j.segments()[0][1]
+    with open(seg, "r+b") as f:
+        f.write(b"XXXX")
+    with pytest.warns(JournalWarning, match="renamed to"):
+        with Journal(tmp_path / "j", fsync="never", skip_corrupt=True) as j:
+            assert j.append(b"b") == 1
+    assert read_all(tmp_path / "j") == [(1, b"b")]
