@@ -120,16 +120,19 @@ class _LoopWaiters:
                                                    "is not acknowledged"))
 
     def detach(self, closed: bool) -> None:
-        """Stop watching (in the loop's thread); fail what is still waiting if the journal closed."""
+        """Stop watching (in the loop's thread, or after the loop closed); fail what still waits.
+
+        ``closed``: the journal closed (else the loop did, and its records may still become durable)."""
         self.writer.remove_notify_fd(self.wfd)
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.rfd)
         finally:
             self.on_durable()
+            why = "Journal closed" if closed else "its event loop closed"
             for lsn, fut in self.queue:
                 if not fut.done():
-                    fut.set_exception(ValueError(f"Journal closed while record {lsn} waited to be durable"))
+                    fut.set_exception(ValueError(f"{why} while record {lsn} waited to be durable"))
             self.queue.clear()
             os.close(self.rfd)
             if self.wfd != self.rfd:
