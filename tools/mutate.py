@@ -57,7 +57,8 @@ PRESETS = {
         ("src/faultkit/contain/timelimit.py", ["tests/contain/test_hedge_stack.py",
                                                 "tests/contain/test_breaker_faults.py"]),
         ("src/faultkit/balance/bounded.py", ["tests/balance/test_balance.py"]),
-        ("src/faultkit/recover/journal.py", ["tests/recover/test_recover_journal.py"]),
+        ("src/faultkit/recover/journal.py", ["tests/recover/test_recover_journal.py",
+                                             "tests/recover/test_recover_journal_archive.py"]),
     ],
 }
 PRESETS["all"] = PRESETS["policies"] + PRESETS["contain"]

@@ -247,8 +247,9 @@ def test_damage_in_the_middle_names_segment_and_lsn_and_skip_goes_to_the_next_se
     with pytest.raises(CorruptJournalError, match=f"record {first + 2} is damaged") as ei:
         read_all(tmp_path / "j")
     assert ei.value.segment == seg and ei.value.lsn == first + 2
-    with pytest.warns(JournalWarning, match=f"record {first + 2} is damaged"):
+    with pytest.warns(JournalWarning, match=f"record {first + 2} is damaged") as rec:
         got = read_all(tmp_path / "j", skip_corrupt=True)
+    assert len(rec) == 1  # skipping resumes at the next segment's first LSN: reported once
     lsns = [lsn for lsn, _ in got]
     assert lsns == list(range(1, first + 2)) + list(range(segs[2][0], 201))
     assert all(recs[lsn - 1] == r for lsn, r in got)
@@ -309,7 +310,8 @@ def test_a_newer_format_version_is_refused_by_name(tmp_path):
         h[56:64] = struct.pack("<Q", hash64(bytes(h[:56])))
         f.seek(0)
         f.write(h)
-    with pytest.raises(CorruptJournalError, match=r"format version 2\.0, newer than this reader"):
+    with pytest.raises(CorruptJournalError, match=r"format version 2\.0, newer than this reader \(1\.0\); "
+                                                  r"upgrade faultkit to read it$"):
         read_all(tmp_path / "j")
 
 
@@ -967,9 +969,9 @@ def test_a_missing_segment_names_the_missing_records_exactly(tmp_path):
 
 
 def test_a_new_journal_id_may_use_all_64_bits(tmp_path, monkeypatch):
-    """Kills the mutants ``secrets.randbits(64)`` -> ``randbits(65)`` (a new journal, and a
-    journal whose only segment was set aside as damaged, draw a new id): the id is a u64 on
-    disk, and the largest one works."""
+    """Kills the mutants ``secrets.randbits(64)`` -> ``randbits(65)`` and ``randbits(64) or 1``
+    -> ``and 1`` (a new journal, and a journal whose only segment was set aside as damaged,
+    draw a new id): the id is the u64 drawn, and the largest one works."""
     import secrets
 
     monkeypatch.setattr(secrets, "randbits", lambda k: (1 << k) - 1)
@@ -982,3 +984,55 @@ def test_a_new_journal_id_may_use_all_64_bits(tmp_path, monkeypatch):
         with Journal(tmp_path / "j", fsync="never", skip_corrupt=True) as j:
             assert j.append(b"b") == 1
     assert read_all(tmp_path / "j") == [(1, b"b")]
+    with open(seg, "rb") as f:  # the new segment's header carries the id drawn (docs/FORMAT.md: offset 16)
+        assert int.from_bytes(f.read(24)[16:], "little") == (1 << 64) - 1
+
+
+def test_a_truncation_during_replay_is_reported_as_truncation(tmp_path):
+    """Kills the mutants ``idx == start`` -> ``!=`` and ``from_lsn >= first`` -> ``>`` in
+    replay: the segments are listed when ``replay`` is called, so a truncation before the
+    iteration reaches the first segment is reported as ``ValueError`` (records truncated),
+    including a replay from exactly that segment's first LSN (the default)."""
+    with Journal(tmp_path / "j", fsync="never", segment_bytes=4096) as j:
+        j.append_many(records(300))
+        segs = j.segments()
+        it = j.replay()                   # from segs[0][0], exactly the first segment's first LSN
+        j.truncate_before(segs[1][0])
+        with pytest.raises(ValueError, match=rf"^records before LSN {segs[0][0]} were truncated during replay$"):
+            list(it)
+        it = j.replay(segs[1][0] + 3)     # inside a segment
+        j.truncate_before(segs[2][0])
+        with pytest.raises(ValueError, match=rf"^records before LSN {segs[1][0] + 3} were truncated during"):
+            list(it)
+
+
+def test_a_waiter_of_an_event_loop_that_closed_is_failed_when_the_journal_notices(tmp_path):
+    """Kills the mutants ``if not fut.done()`` -> ``if fut.done()`` in ``detach`` and
+    ``detach(False)`` -> ``detach(True)`` in ``_attach``: an ``append_async`` whose loop
+    stopped and closed before its sync was even requested is failed, naming the loop (not the
+    journal) as the cause, when another loop attaches; its record is made durable all the same."""
+    j = Journal(tmp_path / "j", fsync="group")
+    try:
+        loop = asyncio.new_event_loop()
+        box = {}
+
+        def orphan():
+            box["fut"] = j.append_async(b"orphan")  # its kick is scheduled for the next iteration
+            loop.stop()                            # which never comes
+
+        loop.call_soon(orphan)
+        loop.run_forever()
+        loop.close()
+        fut = box["fut"]
+        assert not fut.done() and j.durable_lsn == 0
+
+        async def later():
+            return await j.append_async(b"later")
+
+        assert asyncio.run(later()) == 2
+        assert j.durable_lsn == 2
+        with pytest.raises(ValueError, match=r"^its event loop closed while record 1 waited to be durable$"):
+            fut.result()
+    finally:
+        j.close()
+    assert [r for _, r in read_all(tmp_path / "j")] == [b"orphan", b"later"]

@@ -1,6 +1,7 @@
 """Journal segments archived to a real S3 server (moto, a subprocess), and restored on a
 replacement node: nothing acknowledged up to the last archived segment is lost."""
 import os
+import stat
 
 import pytest
 
@@ -31,6 +32,8 @@ def fill(j, n, start=0):
 
 
 def test_closed_segments_are_archived_once_and_restored_on_an_empty_disk(store, tmp_path):
+    """Also kills the mutant ``0o644`` -> ``0o645`` in restore: restored segments get the
+    permissions of any file the process creates (rw-r--r-- under its umask, never executable)."""
     j = fk.Journal(tmp_path / "a", fsync="always", segment_bytes=SEG, archive=store)
     lsns = fill(j, 200)
     segs = j.segments()
@@ -43,6 +46,10 @@ def test_closed_segments_are_archived_once_and_restored_on_an_empty_disk(store, 
 
     replacement = fk.Journal.restore(store, tmp_path / "b", fsync="always", segment_bytes=SEG)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        for _, path, _ in replacement.segments()[:-1]:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o644 & ~umask, path
         got = list(replacement.replay())
         assert [lsn for lsn, _ in got] == list(range(1, last_archived + 1))
         assert got[-1][1] == f"record {last_archived - 1:05d} ".encode() * 4
