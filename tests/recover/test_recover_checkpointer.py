@@ -503,3 +503,184 @@ def test_a_checkpoint_written_before_chains_resumes_as_a_full_base(tmp_path):
         exact_equal({"a": a}, ck.recover())
         a[1] = 2
         assert not ck.save({"a": a}, incremental=True).incremental  # 3: full_every=2 reached
+
+
+# ---------------------------------------------------------------- mutants of a full run (docs/mutation.md)
+
+def _write_checkpoint(directory, cid, head, state=None, chunk_size=None):
+    """A checkpoint file as a writer with META ``head`` would leave it (older writers, foreign files)."""
+    from faultkit.recover import _codec, codec
+
+    image = _codec.dumps(codec.encode({"x": 1} if state is None else state), codec.encode_meta(head),
+                         id=cid, chunk_size=chunk_size or fk.recover.checkpointer.DEFAULT_CHUNK_SIZE)
+    with open(os.path.join(directory, f"ckpt-{cid:012d}.fkc"), "wb") as f:
+        f.write(image)
+
+
+def test_save_lsn_bounds_are_exact(tmp_path):
+    """Kills the mutants of ``0 <= lsn < 2**63`` in ``_lsn_value`` (``<`` -> ``<=``, ``2`` ->
+    ``3``, ``63`` -> ``64``): the LSN a checkpoint covers is in [0, 2**63)."""
+    with fk.Checkpointer(tmp_path) as ck:
+        assert ck.save({"a": 1}, lsn=2**63 - 1).lsn == 2**63 - 1
+        assert ck.save({"a": 1}, lsn=0).lsn == 0
+        with pytest.raises(ValueError, match=r"^lsn must be in \[0, 2\*\*63\), got 9223372036854775808$"):
+            ck.save({"a": 1}, lsn=2**63)
+        assert [c.lsn for c in ck.list()] == [2**63 - 1, 0]
+
+
+def test_checkpoint_info_is_immutable():
+    """Kills the mutant ``dataclass(frozen=True)`` -> ``frozen=False``: a CheckpointInfo
+    handed out (``list``, ``last_recovered``) cannot be changed by its holder, and hashes."""
+    import dataclasses
+
+    info = fk.recover.CheckpointInfo(1, 2.0, 3, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.id = 5
+    assert hash(info) == hash(fk.recover.CheckpointInfo(1, 2.0, 3, 4))
+
+
+def test_stats_count_saves_failures_bytes_time_recoveries_and_fallbacks(tmp_path):
+    """Kills the mutants of the ``stats`` counters (each initial ``0`` -> ``1``, ``+= 1`` ->
+    ``+= 2``, ``perf_counter() - t0`` -> ``+ t0``, the fallbacks' ``skipped = 0``), checked
+    against what the calls returned."""
+    import time
+
+    ck = fk.Checkpointer(tmp_path / "ck", retain=5)
+    assert ck.stats == {"saves": 0, "save_failures": 0, "bytes_written": 0, "save_seconds": 0.0,
+                        "recoveries": 0, "recover_fallbacks": 0}
+    t0 = time.perf_counter()
+    infos = [ck.save({"a": np.arange(1000 * i)}) for i in range(1, 4)]
+    elapsed = time.perf_counter() - t0
+    other = fk.Checkpointer(tmp_path / "ck")  # a second writer: its save fails on the lock
+    with pytest.raises(fk.CheckpointLockedError):
+        other.save({"a": 0})
+    assert other.stats["save_failures"] == 1 and other.stats["saves"] == 0
+    st = ck.stats
+    assert (st["saves"], st["save_failures"], st["bytes_written"]) == (3, 0, sum(i.size for i in infos))
+    assert 0 < st["save_seconds"] <= elapsed
+    with open(os.path.join(tmp_path / "ck", f"ckpt-{infos[-1].id:012d}.fkc"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")   # the newest is corrupt: recovery falls back one
+    with pytest.warns(fk.CheckpointWarning):
+        exact_equal(ck.recover(), {"a": np.arange(2000)})
+    exact_equal(ck.load(infos[0].id), {"a": np.arange(1000)})
+    assert (ck.stats["recoveries"], ck.stats["recover_fallbacks"]) == (1, 1)
+    ck.close()
+    other.close()
+
+
+def test_constructor_defaults_and_checks(tmp_path):
+    """Kills the mutants of ``fsync=True`` -> ``False`` (the default LocalStore syncs), of
+    ``store_options is not None and not isinstance(...)`` (drop ``not``: a dict for a local
+    path is refused for the right reason) and of the chunk size check (``or`` -> ``and``,
+    ``<=`` -> ``<``, ``1 << 12`` / ``1 << 30`` off by one): a power of two in [4096, 2**30]."""
+    assert fk.Checkpointer(tmp_path / "a").store.fsync is True
+    with pytest.raises(TypeError, match="store_options applies only to an object-store URL path"):
+        fk.Checkpointer(tmp_path / "b", store_options={})
+    with pytest.raises(TypeError, match="store_options must be a dict or None, got list"):
+        fk.Checkpointer(tmp_path / "b", store_options=[])
+    for good in (4096, 1 << 20, 1 << 30):
+        assert fk.Checkpointer(tmp_path / "c", chunk_size=good).chunk_size == good
+    for bad in (2048, 3 * 4096, (1 << 30) + 4096, 1 << 31):
+        with pytest.raises(ValueError, match=rf"chunk_size must be a power of two in \[4096, 2\*\*30\], got {bad}$"):
+            fk.Checkpointer(tmp_path / "c", chunk_size=bad)
+
+
+def test_defaults_of_save_recover_load_and_recover_with(tmp_path):
+    """Kills the mutants of the keyword defaults: ``save(incremental=False)``,
+    ``recover(mmap=False)``, ``load(mmap=False)`` and ``recover_with(mmap=False, verify=True,
+    skip_corrupt=False)`` flipped: by default a save is full, states are private copies
+    (writeable arrays), a damaged chunk is detected and a damaged journal record raises."""
+    a = np.arange(1 << 16, dtype=np.int64)
+    with fk.Journal(tmp_path / "wal", fsync="never", segment_bytes=4096) as j:
+        with fk.Checkpointer(tmp_path / "ck", retain=3, chunk_size=4096) as ck:
+            first = ck.save({"a": a})
+            assert not ck.save({"a": a}).incremental      # a second save is full unless asked
+            assert ck.recover()["a"].flags.writeable
+            assert ck.load(first.id)["a"].flags.writeable
+            ck.save({"a": a}, lsn=j.append(b"r0"))
+            j.append_many([b"r%d" % i for i in range(1, 200)])
+            state, recs = ck.recover_with(j)
+            assert state["a"].flags.writeable and [lsn for lsn, _ in recs] == list(range(2, 201))
+        segs = j.segments()
+    with open(segs[1][1], "r+b") as f:  # a durable record of the second segment damaged
+        f.seek(fk.recover._journal.SEGMENT_HEADER_SIZE + 40)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    r = fk.Journal(tmp_path / "wal", readonly=True)
+    ck = fk.Checkpointer(tmp_path / "ck")
+    with pytest.raises(fk.CorruptJournalError, match="is damaged"):
+        ck.recover_with(r)
+    newest = sorted(n for n in os.listdir(tmp_path / "ck") if n.endswith(".fkc"))[-1]
+    with open(tmp_path / "ck" / newest, "r+b") as f:  # a chunk of the array: found by verification
+        f.seek(-4000, 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.warns(fk.CheckpointWarning, match="skipping checkpoint"):
+        with pytest.warns(fk.JournalWarning, match="is damaged"):
+            ck.recover_with(r, skip_corrupt=True)
+    assert ck.last_recovered.lsn is None  # fell back past the damaged one
+
+
+def test_old_and_foreign_meta_sections(tmp_path):
+    """Kills the mutants in ``_info_of`` and ``_resume_chain`` about META contents:
+    ``not isinstance(m, dict) or ...`` -> ``and`` (a META that is not a dict, or whose time is
+    not a float, is malformed: left out of ``list``), the lsn check's ``or`` -> ``and`` (a
+    negative LSN is malformed), ``m.get("time", 0.0)`` -> ``1.0`` and ``written`` ``0`` ->
+    ``1`` (a META without time lists with time 0.0, nothing written), and ``isinstance(chain,
+    int) and 0 <= chain`` -> ``or`` (a foreign ``chain`` does not resume a chain, nor break
+    the save)."""
+    d = tmp_path / "ck"
+    d.mkdir()
+    _write_checkpoint(d, 1, {"meta": "no time"})                 # listed, time 0.0
+    _write_checkpoint(d, 2, ["not", "a", "dict"])                # malformed
+    _write_checkpoint(d, 3, {"time": "noon", "meta": None})      # malformed
+    _write_checkpoint(d, 4, {"time": 1.0, "meta": None, "lsn": -1})  # malformed
+    _write_checkpoint(d, 5, {"time": 2.0, "meta": None, "chain": "x"})
+    ck = fk.Checkpointer(d, retain=10, full_every=2)
+    infos = ck.list()
+    assert [c.id for c in infos] == [1, 5]
+    assert (infos[0].time, infos[0].written, infos[0].meta) == (0.0, 0, "no time")
+    info = ck.save({"x": 2}, incremental=True)   # chain "x": not resumed, a full save
+    assert not info.incremental and info.id == 6
+    ck.close()
+
+
+def test_recover_with_a_checkpoint_covering_the_last_record(tmp_path):
+    """Kills the mutant ``journal.next_lsn < start`` -> ``<=`` in ``recover_with``: a
+    checkpoint taken after the last record leaves nothing to replay, which is not an error."""
+    with fk.Journal(tmp_path / "wal", fsync="never") as j:
+        lsn = j.append_many([b"a", b"b"])
+        with fk.Checkpointer(tmp_path / "ck") as ck:
+            ck.save({"n": 2}, lsn=lsn)
+            assert ck.recover_with(j) == ({"n": 2}, [])
+
+
+def test_a_corrupt_only_checkpoint_warns_once_at_the_callers_line(tmp_path):
+    """Kills the mutants ``vanished = False`` -> ``True`` (every pass would rescan and warn
+    again, up to 100 times) and ``stacklevel=3`` -> ``4`` (the warning names the caller's line)."""
+    with fk.Checkpointer(tmp_path) as ck:
+        info = ck.save({"a": 1})
+    with open(os.path.join(tmp_path, f"ckpt-{info.id:012d}.fkc"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    ck = fk.Checkpointer(tmp_path)
+    with pytest.warns(fk.CheckpointWarning, match="skipping checkpoint") as rec:
+        with pytest.raises(fk.NoCheckpointError, match=r"\(1 corrupt skipped\)"):
+            ck.recover()
+    assert len(rec) == 1 and rec[0].filename == __file__
+
+
+def test_close_waits_for_pending_async_saves_and_they_commit_in_order(tmp_path):
+    """Kills the mutants ``executor.shutdown(wait=True)`` -> ``False`` in ``close`` (pending
+    ``save_async`` writes complete before close returns) and ``ThreadPoolExecutor(1)`` -> ``2``
+    (one worker: saves commit in the order they were made, so the newest id holds the newest
+    state)."""
+    ck = fk.Checkpointer(tmp_path, retain=100)
+    futs = [ck.save_async({"i": i, "a": np.full(50_000, i)}) for i in range(30)]
+    ck.close()
+    assert all(f.done() for f in futs)
+    assert [f.result().id for f in futs] == list(range(1, 31))
+    assert fk.Checkpointer(tmp_path).recover()["i"] == 29

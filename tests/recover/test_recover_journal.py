@@ -729,6 +729,9 @@ def test_path_must_be_a_non_empty_str(tmp_path):
     with pytest.raises(TypeError, match=r"path must be a non-empty str or PathLike, got b'"):
         Journal(os.fsencode(str(tmp_path / "b")))
     assert not (tmp_path / "b").exists()
+    for bad in ("", os.fsencode(str(tmp_path))):  # a reader checks the same (it makes no store)
+        with pytest.raises(TypeError, match=r"path must be a non-empty str or PathLike"):
+            Journal(bad, readonly=True)
 
 
 def test_repr_names_path_mode_and_segment_size(tmp_path):
