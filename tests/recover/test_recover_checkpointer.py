@@ -684,3 +684,42 @@ def test_close_waits_for_pending_async_saves_and_they_commit_in_order(tmp_path):
     assert all(f.done() for f in futs)
     assert [f.result().id for f in futs] == list(range(1, 31))
     assert fk.Checkpointer(tmp_path).recover()["i"] == 29
+
+
+def test_the_largest_checkpoint_id_is_listed(tmp_path):
+    """Kills the mutant ``_MAX_ID = 2**63 - 1`` -> ``- 2``: ids are in [1, 2**63 - 1), so
+    2**63 - 2 is the largest canonical one (its successor still fits the format)."""
+    _write_checkpoint(tmp_path, 2**63 - 2, {"time": 1.0, "meta": None}, state={"big": True})
+    ck = fk.Checkpointer(tmp_path)
+    assert [c.id for c in ck.list()] == [2**63 - 2]
+    assert ck.recover() == {"big": True}
+
+
+def test_a_foreign_directory_is_skipped_with_its_reason(tmp_path):
+    """Kills the mutant ``e.strerror or e`` -> ``and`` in ``_reason``: the warning gives the
+    error's name, code and the system's message, then the path."""
+    with fk.Checkpointer(tmp_path) as ck:
+        ck.save({"a": 1})
+    os.mkdir(tmp_path / "ckpt-000000000002.fkc")
+    with pytest.warns(fk.CheckpointWarning,
+                      match=r"a directory, not a checkpoint file \(IsADirectoryError EISDIR: Is a directory\) \["):
+        assert fk.Checkpointer(tmp_path).recover() == {"a": 1}
+
+
+def test_verify_none_is_the_old_spelling_of_true(tmp_path):
+    """Kills the mutant ``verify = True`` -> ``False`` for ``verify=None``: it still hashes
+    every chunk, so a damaged array chunk makes recovery fall back."""
+    a = np.arange(1 << 16, dtype=np.int64)
+    with fk.Checkpointer(tmp_path, chunk_size=4096) as ck:
+        ck.save({"a": a})
+        ck.save({"a": a + 1})
+    with open(tmp_path / "ckpt-000000000002.fkc", "r+b") as f:
+        f.seek(-4000, 2)   # inside the array's data, not the framing
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    ck = fk.Checkpointer(tmp_path)
+    with pytest.warns(fk.CheckpointWarning, match="skipping checkpoint"):
+        exact_equal(ck.recover(verify=None), {"a": a})
+    with pytest.raises(fk.CorruptCheckpointError):
+        ck.load(2, verify=None)
