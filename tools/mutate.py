@@ -47,7 +47,10 @@ PRESETS = {
         ("src/faultkit/recover/checkpointer.py", ["tests/recover/test_recover_checkpointer.py",
                                                   "tests/recover/test_recover_hardening.py",
                                                   "tests/recover/test_recover_recycle.py",
-                                                  "tests/recover/test_recover_journal.py"]),
+                                                  "tests/recover/test_recover_journal.py",
+                                                  "tests/recover/test_recover_read_verified.py",
+                                                  "tests/recover/test_recover_tracking.py",
+                                                  "tests/recover/test_recover_objstore.py"]),
     ],
     "all": [],  # filled below: policies + contain
     "contain": [

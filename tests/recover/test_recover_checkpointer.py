@@ -723,3 +723,25 @@ def test_verify_none_is_the_old_spelling_of_true(tmp_path):
         exact_equal(ck.recover(verify=None), {"a": a})
     with pytest.raises(fk.CorruptCheckpointError):
         ck.load(2, verify=None)
+
+
+def test_a_store_without_path_or_url_names_checkpoints_by_name():
+    """Kills the mutant ``isinstance(url, str) and not path`` -> ``or`` in ``_where_name``: a
+    store that is neither a directory nor an object-store URL names entries by their name."""
+    ck = fk.Checkpointer(MemoryStore())
+    ck.save({"a": 1})
+    with pytest.raises(fk.NoCheckpointError, match=r"^no checkpoint 9 \(ckpt-000000000009\.fkc\)$"):
+        ck.load(9)
+    ck.store.objects["ckpt-000000000002.fkc"] = b"not a checkpoint"
+    with pytest.warns(fk.CheckpointWarning, match=r"^skipping checkpoint ckpt-000000000002\.fkc: "):
+        assert ck.recover() == {"a": 1}
+
+
+def test_incremental_saves_to_a_store_without_file_descriptors_are_full():
+    """Kills the mutant ``self._base_checked = True`` -> ``False`` in ``_resume_chain``: the
+    chain is looked for once; a store whose files have no descriptor gets whole images, so
+    later incremental saves of the same Checkpointer stay full (and say so)."""
+    ck = fk.Checkpointer(MemoryStore(), retain=5)
+    infos = [ck.save({"a": np.arange(10_000) + i}, incremental=True) for i in range(3)]
+    assert [i.incremental for i in infos] == [False, False, False]
+    exact_equal(ck.recover(), {"a": np.arange(10_000) + 2})
