@@ -1039,3 +1039,35 @@ def test_a_waiter_of_an_event_loop_that_closed_is_failed_when_the_journal_notice
     finally:
         j.close()
     assert [r for _, r in read_all(tmp_path / "j")] == [b"orphan", b"later"]
+
+
+def test_recover_with_skips_damage_in_a_read_only_journal_when_told_to(tmp_path):
+    """``recover_with(skip_corrupt=True)`` on a read-only journal with a damaged durable record
+    after the checkpoint warns and skips to the next segment, as documented; it raised,
+    because the read-only journal's ``next_lsn`` (checked first) replayed without skipping
+    (found by the mutant ``skip_corrupt=False`` -> ``True``, which no test could tell apart).
+    Without ``skip_corrupt`` the damage is raised, and ``next_lsn`` is after the last valid
+    record whatever the damage before it."""
+    with Journal(tmp_path / "wal", fsync="never", segment_bytes=4096) as j:
+        ck = fk.Checkpointer(tmp_path / "ck")
+        ck.save({"n": 0}, lsn=j.append(b"r0"))
+        ck.close()
+        j.append_many([b"r%d" % i for i in range(1, 400)])
+        segs = j.segments()
+    assert len(segs) >= 3
+    with open(segs[1][1], "r+b") as f:  # the second record of the second segment
+        f.seek(_journal.SEGMENT_HEADER_SIZE + 40)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    r = Journal(tmp_path / "wal", readonly=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert r.next_lsn == 401
+    ck = fk.Checkpointer(tmp_path / "ck")
+    with pytest.raises(CorruptJournalError, match=f"record {segs[1][0] + 1} is damaged"):
+        ck.recover_with(r)
+    with pytest.warns(JournalWarning, match=f"record {segs[1][0] + 1} is damaged") as rec:
+        state, recs = ck.recover_with(r, skip_corrupt=True)
+    assert len(rec) == 1 and state == {"n": 0}
+    assert [lsn for lsn, _ in recs] == list(range(2, segs[1][0] + 1)) + list(range(segs[2][0], 401))

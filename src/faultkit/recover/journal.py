@@ -462,11 +462,12 @@ class Journal:
         if self._writer is not None:
             return self._writer.next_lsn
         last = 0
-        for lsn, _ in self.replay(raw=True):
+        segs = self._segments()
+        # After the last valid record: damage before it is replay's to report, not this property's.
+        for lsn, _ in self._replay(segs, segs[0][0] if segs else 1, True, True, quiet=True):
             last = lsn
         if last:
             return last + 1
-        segs = self._segments()
         return segs[-1][0] if segs else 1
 
     @property
@@ -520,7 +521,7 @@ class Journal:
         from_lsn = _lsn_arg("from_lsn", from_lsn, 1)
         return self._replay(segs, from_lsn, bool(skip_corrupt), bool(raw))
 
-    def _replay(self, segs, from_lsn: int, skip: bool, raw: bool):
+    def _replay(self, segs, from_lsn: int, skip: bool, raw: bool, quiet: bool = False):
         if not segs:
             return
         if from_lsn < segs[0][0]:
@@ -534,7 +535,8 @@ class Journal:
         def damaged(err: CorruptJournalError) -> None:
             if not skip:
                 raise err
-            warnings.warn(f"{err}; skipping to the next segment", JournalWarning, stacklevel=3)
+            if not quiet:
+                warnings.warn(f"{err}; skipping to the next segment", JournalWarning, stacklevel=3)
 
         for idx in range(start, len(segs)):
             first, name = segs[idx]
