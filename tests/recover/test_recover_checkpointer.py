@@ -745,3 +745,39 @@ def test_incremental_saves_to_a_store_without_file_descriptors_are_full():
     infos = [ck.save({"a": np.arange(10_000) + i}, incremental=True) for i in range(3)]
     assert [i.incremental for i in infos] == [False, False, False]
     exact_equal(ck.recover(), {"a": np.arange(10_000) + 2})
+
+
+class _PrunedAtEveryListing(LocalStore):
+    """A real directory where another process commits checkpoint 2 before each listing and its
+    retention deletes it right after (done here, on the real file): every pass of a recovery
+    lists it and then finds it gone."""
+
+    def __init__(self, path, image):
+        super().__init__(path)
+        self.image = image
+        self.listings = 0
+
+    def list(self):
+        self.listings += 1
+        where = os.path.join(self.path, "ckpt-000000000002.fkc")
+        if self.listings % 2:            # the pass's listing: committed ...
+            with open(where, "wb") as f:
+                f.write(self.image)
+            names = super().list()
+            os.unlink(where)             # ... and pruned before the reader gets to it
+            return names
+        return super().list()            # the check "is it still listed?": no
+
+
+def test_recovery_gives_up_after_100_passes_against_a_writer_pruning_at_every_listing(tmp_path):
+    """Kills the mutant ``_RESCANS = 100`` -> ``101``: recovery lists again when what it chose
+    vanished, at most 100 times (two listings each), then reports no checkpoint instead of
+    looping for as long as the writer keeps pruning."""
+    with fk.Checkpointer(tmp_path, retain=2) as ck:
+        ck.save({"n": 1})
+        ck.save({"n": 2})
+    image = (tmp_path / "ckpt-000000000002.fkc").read_bytes()
+    store = _PrunedAtEveryListing(tmp_path, image)
+    with pytest.raises(fk.NoCheckpointError):
+        fk.Checkpointer(store).recover()
+    assert store.listings == 2 * 100
