@@ -9,9 +9,10 @@ Each mutant changes one operator or constant of the module (a comparison's
 direction or strictness, ``and``/``or``, a dropped ``not``, ``+``/``-``, a
 number off by one, ``True``/``False``, a returned value dropped),
 the module's tests run against it (stopping at the first failure), and the
-mutant is *killed* if they fail (or *caught by timeout* if they hang).  The file is
-mutated in place and restored after every mutant, whatever happens: run it in a
-scratch worktree, never in the tree you are editing.  Survivors are printed with their line, to be read: each is
+mutant is *killed* if they fail (or *caught by timeout* if they hang).  Mutants are
+written into temporary copies of ``src/`` (the checkout's files are only read), but
+the tests are read from the checkout as they run: edit them elsewhere (or run from a
+copy of the checkout) during a long run.  Survivors are printed with their line, to be read: each is
 either a missing test or an equivalent mutant (one no test could tell apart),
 and docs/mutation.md lists the equivalent ones with the reason.
 """
@@ -46,7 +47,10 @@ PRESETS = {
         ("src/faultkit/recover/checkpointer.py", ["tests/recover/test_recover_checkpointer.py",
                                                   "tests/recover/test_recover_hardening.py",
                                                   "tests/recover/test_recover_recycle.py",
-                                                  "tests/recover/test_recover_journal.py"]),
+                                                  "tests/recover/test_recover_journal.py",
+                                                  "tests/recover/test_recover_read_verified.py",
+                                                  "tests/recover/test_recover_tracking.py",
+                                                  "tests/recover/test_recover_objstore.py"]),
     ],
     "all": [],  # filled below: policies + contain
     "contain": [
@@ -56,7 +60,8 @@ PRESETS = {
         ("src/faultkit/contain/timelimit.py", ["tests/contain/test_hedge_stack.py",
                                                 "tests/contain/test_breaker_faults.py"]),
         ("src/faultkit/balance/bounded.py", ["tests/balance/test_balance.py"]),
-        ("src/faultkit/recover/journal.py", ["tests/recover/test_recover_journal.py"]),
+        ("src/faultkit/recover/journal.py", ["tests/recover/test_recover_journal.py",
+                                             "tests/recover/test_recover_journal_archive.py"]),
     ],
 }
 PRESETS["all"] = PRESETS["policies"] + PRESETS["contain"]

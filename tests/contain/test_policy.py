@@ -275,3 +275,43 @@ def test_the_span_stops_at_the_first_failure_past_the_window():
         policy.on_event(Event(s, "alive", "dead", t))
     last = policy.refusals[-1].reason
     assert last.startswith("3 services failed within 10 s: ") and "r0h3" not in last
+
+
+# ---------------------------------------------------------------- mutants of a full run (docs/mutation.md)
+
+def test_default_hold_is_envoys_30_seconds_and_repr_names_the_settings():
+    """Kills the mutants ``DEFAULT_HOLD = 30.0`` -> ``31.0`` (Envoy's base_ejection_time, as
+    documented) and ``__repr__`` -> ``return None``."""
+    d = fleet()
+    policy = IsolationPolicy(d, clock=Clock())
+    assert policy.hold == 30.0 == fk.contain.policy.DEFAULT_HOLD
+    d.isolate("eu/az0/r2")
+    assert repr(policy) == "IsolationPolicy(level='rack', min_failed=2, window=10, isolated=[])"
+
+
+def test_a_domain_isolated_by_someone_else_is_not_adopted_by_the_policy():
+    """Kills the mutant ``_is_isolated_domain`` -> ``return None``: failures in a domain that
+    is already isolated (by an operator, through FailureDomains) make no decision, and the
+    policy does not restore what it did not isolate."""
+    d = fleet()
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, hold=5.0, clock=Clock())
+    d.isolate("eu/az0/r1")
+    assert policy.on_event(Event("r1h0", "alive", "dead", 1.0)) == []
+    assert policy.on_event(Event("r1h1", "alive", "dead", 2.0)) == []
+    for s in ("r1h0", "r1h1"):
+        policy.on_event(Event(s, "dead", "alive", 3.0))
+    assert policy.tick(100.0) == [] and policy.decisions == []
+    assert d.isolated == ["eu/az0/r1"]
+
+
+def test_the_reason_lists_exactly_the_burst():
+    """Kills the mutant ``j = i + m`` -> ``i - m`` in ``_correlated``: the services named are
+    those of the first window holding ``min_failed`` failures, not later ones (events may
+    arrive out of time order: here the later failures are known first)."""
+    d = fleet(racks=4, hosts=5)
+    policy = IsolationPolicy(d, min_failed=2, window=10.0, clock=Clock())
+    for s, at in (("r0h2", 50.0), ("r0h3", 70.0), ("r0h4", 90.0), ("r0h0", 0.0)):
+        assert policy.on_event(Event(s, "alive", "dead", at)) == []  # no two within 10 s yet
+    [decision] = policy.on_event(Event("r0h1", "alive", "dead", 1.0))
+    assert decision.action == "isolate" and decision.domain == "eu/az0/r0"
+    assert decision.reason == "2 services failed within 10 s: r0h0, r0h1"

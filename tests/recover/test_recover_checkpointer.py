@@ -478,3 +478,306 @@ def test_recover_with_names_the_missing_records_exactly(tmp_path):
     finally:
         ck.close()
         j.close()
+
+
+def test_a_checkpoint_written_before_chains_resumes_as_a_full_base(tmp_path):
+    """Kills the mutant ``m.get("chain", 0)`` -> ``1`` in ``_resume_chain`` (docs/mutation.md):
+    checkpoints written before incremental chains resumed after a restart (2c8a950) have no
+    ``chain`` in their META; such a checkpoint is full, so the chain restarts from it at
+    position 0 and ``full_every=2`` still allows one incremental save on top of it."""
+    from faultkit.recover import _codec, codec
+
+    chunk = 1 << 16
+    a = np.zeros(4 * chunk // 8)
+    t = 1.5e9
+    image = _codec.dumps(codec.encode({"a": a}), codec.encode_meta({"time": t, "meta": None}),
+                         id=1, chunk_size=chunk)   # the META an older faultkit wrote: no "chain"
+    with open(tmp_path / "ckpt-000000000001.fkc", "wb") as f:
+        f.write(image)
+    with fk.Checkpointer(tmp_path, retain=2, full_every=2, chunk_size=chunk) as ck:
+        [old] = ck.list()
+        assert old.id == 1 and old.time == t and not old.incremental
+        a[0] = 1
+        info = ck.save({"a": a}, incremental=True)      # 2: chain position 1, references 1
+        assert info.incremental and info.written == chunk
+        exact_equal({"a": a}, ck.recover())
+        a[1] = 2
+        assert not ck.save({"a": a}, incremental=True).incremental  # 3: full_every=2 reached
+
+
+# ---------------------------------------------------------------- mutants of a full run (docs/mutation.md)
+
+def _write_checkpoint(directory, cid, head, state=None, chunk_size=None):
+    """A checkpoint file as a writer with META ``head`` would leave it (older writers, foreign files)."""
+    from faultkit.recover import _codec, codec
+
+    image = _codec.dumps(codec.encode({"x": 1} if state is None else state), codec.encode_meta(head),
+                         id=cid, chunk_size=chunk_size or fk.recover.checkpointer.DEFAULT_CHUNK_SIZE)
+    with open(os.path.join(directory, f"ckpt-{cid:012d}.fkc"), "wb") as f:
+        f.write(image)
+
+
+def test_save_lsn_bounds_are_exact(tmp_path):
+    """Kills the mutants of ``0 <= lsn < 2**63`` in ``_lsn_value`` (``<`` -> ``<=``, ``2`` ->
+    ``3``, ``63`` -> ``64``): the LSN a checkpoint covers is in [0, 2**63)."""
+    with fk.Checkpointer(tmp_path) as ck:
+        assert ck.save({"a": 1}, lsn=2**63 - 1).lsn == 2**63 - 1
+        assert ck.save({"a": 1}, lsn=0).lsn == 0
+        with pytest.raises(ValueError, match=r"^lsn must be in \[0, 2\*\*63\), got 9223372036854775808$"):
+            ck.save({"a": 1}, lsn=2**63)
+        assert [c.lsn for c in ck.list()] == [2**63 - 1, 0]
+
+
+def test_checkpoint_info_is_immutable():
+    """Kills the mutant ``dataclass(frozen=True)`` -> ``frozen=False``: a CheckpointInfo
+    handed out (``list``, ``last_recovered``) cannot be changed by its holder, and hashes."""
+    import dataclasses
+
+    info = fk.recover.CheckpointInfo(1, 2.0, 3, 4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.id = 5
+    assert hash(info) == hash(fk.recover.CheckpointInfo(1, 2.0, 3, 4))
+
+
+def test_stats_count_saves_failures_bytes_time_recoveries_and_fallbacks(tmp_path):
+    """Kills the mutants of the ``stats`` counters (each initial ``0`` -> ``1``, ``+= 1`` ->
+    ``+= 2``, ``perf_counter() - t0`` -> ``+ t0``, the fallbacks' ``skipped = 0``), checked
+    against what the calls returned."""
+    import time
+
+    ck = fk.Checkpointer(tmp_path / "ck", retain=5)
+    assert ck.stats == {"saves": 0, "save_failures": 0, "bytes_written": 0, "save_seconds": 0.0,
+                        "recoveries": 0, "recover_fallbacks": 0}
+    t0 = time.perf_counter()
+    infos = [ck.save({"a": np.arange(1000 * i)}) for i in range(1, 4)]
+    elapsed = time.perf_counter() - t0
+    other = fk.Checkpointer(tmp_path / "ck")  # a second writer: its save fails on the lock
+    with pytest.raises(fk.CheckpointLockedError):
+        other.save({"a": 0})
+    assert other.stats["save_failures"] == 1 and other.stats["saves"] == 0
+    st = ck.stats
+    assert (st["saves"], st["save_failures"], st["bytes_written"]) == (3, 0, sum(i.size for i in infos))
+    assert 0 < st["save_seconds"] <= elapsed
+    with open(os.path.join(tmp_path / "ck", f"ckpt-{infos[-1].id:012d}.fkc"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")   # the newest is corrupt: recovery falls back one
+    with pytest.warns(fk.CheckpointWarning):
+        exact_equal(ck.recover(), {"a": np.arange(2000)})
+    exact_equal(ck.load(infos[0].id), {"a": np.arange(1000)})
+    assert (ck.stats["recoveries"], ck.stats["recover_fallbacks"]) == (1, 1)
+    ck.close()
+    other.close()
+
+
+def test_constructor_defaults_and_checks(tmp_path):
+    """Kills the mutants of ``fsync=True`` -> ``False`` (the default LocalStore syncs), of
+    ``store_options is not None and not isinstance(...)`` (drop ``not``: a dict for a local
+    path is refused for the right reason) and of the chunk size check (``or`` -> ``and``,
+    ``<=`` -> ``<``, ``1 << 12`` / ``1 << 30`` off by one): a power of two in [4096, 2**30]."""
+    assert fk.Checkpointer(tmp_path / "a").store.fsync is True
+    with pytest.raises(TypeError, match="store_options applies only to an object-store URL path"):
+        fk.Checkpointer(tmp_path / "b", store_options={})
+    with pytest.raises(TypeError, match="store_options must be a dict or None, got list"):
+        fk.Checkpointer(tmp_path / "b", store_options=[])
+    for good in (4096, 1 << 20, 1 << 30):
+        assert fk.Checkpointer(tmp_path / "c", chunk_size=good).chunk_size == good
+    for bad in (2048, 3 * 4096, (1 << 30) + 4096, 1 << 31):
+        with pytest.raises(ValueError, match=rf"chunk_size must be a power of two in \[4096, 2\*\*30\], got {bad}$"):
+            fk.Checkpointer(tmp_path / "c", chunk_size=bad)
+
+
+def test_defaults_of_save_recover_load_and_recover_with(tmp_path):
+    """Kills the mutants of the keyword defaults: ``save(incremental=False)``,
+    ``recover(mmap=False)``, ``load(mmap=False)`` and ``recover_with(mmap=False, verify=True,
+    skip_corrupt=False)`` flipped: by default a save is full, states are private copies
+    (writeable arrays), a damaged chunk is detected and a damaged journal record raises."""
+    a = np.arange(1 << 16, dtype=np.int64)
+    with fk.Journal(tmp_path / "wal", fsync="never", segment_bytes=4096) as j:
+        with fk.Checkpointer(tmp_path / "ck", retain=3, chunk_size=4096) as ck:
+            first = ck.save({"a": a})
+            assert not ck.save({"a": a}).incremental      # a second save is full unless asked
+            assert ck.recover()["a"].flags.writeable
+            assert ck.load(first.id)["a"].flags.writeable
+            ck.save({"a": a}, lsn=j.append(b"r0"))
+            j.append_many([b"r%d" % i for i in range(1, 200)])
+            state, recs = ck.recover_with(j)
+            assert state["a"].flags.writeable and [lsn for lsn, _ in recs] == list(range(2, 201))
+        segs = j.segments()
+    with open(segs[1][1], "r+b") as f:  # a durable record of the second segment damaged
+        f.seek(fk.recover._journal.SEGMENT_HEADER_SIZE + 40)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    r = fk.Journal(tmp_path / "wal", readonly=True)
+    ck = fk.Checkpointer(tmp_path / "ck")
+    with pytest.raises(fk.CorruptJournalError, match="is damaged"):
+        ck.recover_with(r)
+    newest = sorted(n for n in os.listdir(tmp_path / "ck") if n.endswith(".fkc"))[-1]
+    with open(tmp_path / "ck" / newest, "r+b") as f:  # a chunk of the array: found by verification
+        f.seek(-4000, 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.warns(fk.CheckpointWarning, match="skipping checkpoint"):
+        with pytest.warns(fk.JournalWarning, match="is damaged"):
+            ck.recover_with(r, skip_corrupt=True)
+    assert ck.last_recovered.lsn is None  # fell back past the damaged one
+
+
+def test_old_and_foreign_meta_sections(tmp_path):
+    """Kills the mutants in ``_info_of`` and ``_resume_chain`` about META contents:
+    ``not isinstance(m, dict) or ...`` -> ``and`` (a META that is not a dict, or whose time is
+    not a float, is malformed: left out of ``list``), the lsn check's ``or`` -> ``and`` (a
+    negative LSN is malformed), ``m.get("time", 0.0)`` -> ``1.0`` and ``written`` ``0`` ->
+    ``1`` (a META without time lists with time 0.0, nothing written), and ``isinstance(chain,
+    int) and 0 <= chain`` -> ``or`` (a foreign ``chain`` does not resume a chain, nor break
+    the save)."""
+    d = tmp_path / "ck"
+    d.mkdir()
+    _write_checkpoint(d, 1, {"meta": "no time"})                 # listed, time 0.0
+    _write_checkpoint(d, 2, ["not", "a", "dict"])                # malformed
+    _write_checkpoint(d, 3, {"time": "noon", "meta": None})      # malformed
+    _write_checkpoint(d, 4, {"time": 1.0, "meta": None, "lsn": -1})  # malformed
+    _write_checkpoint(d, 5, {"time": 2.0, "meta": None, "chain": "x"})
+    ck = fk.Checkpointer(d, retain=10, full_every=2)
+    infos = ck.list()
+    assert [c.id for c in infos] == [1, 5]
+    assert (infos[0].time, infos[0].written, infos[0].meta) == (0.0, 0, "no time")
+    info = ck.save({"x": 2}, incremental=True)   # chain "x": not resumed, a full save
+    assert not info.incremental and info.id == 6
+    ck.close()
+
+
+def test_recover_with_a_checkpoint_covering_the_last_record(tmp_path):
+    """Kills the mutant ``journal.next_lsn < start`` -> ``<=`` in ``recover_with``: a
+    checkpoint taken after the last record leaves nothing to replay, which is not an error."""
+    with fk.Journal(tmp_path / "wal", fsync="never") as j:
+        lsn = j.append_many([b"a", b"b"])
+        with fk.Checkpointer(tmp_path / "ck") as ck:
+            ck.save({"n": 2}, lsn=lsn)
+            assert ck.recover_with(j) == ({"n": 2}, [])
+
+
+def test_a_corrupt_only_checkpoint_warns_once_at_the_callers_line(tmp_path):
+    """Kills the mutants ``vanished = False`` -> ``True`` (every pass would rescan and warn
+    again, up to 100 times) and ``stacklevel=3`` -> ``4`` (the warning names the caller's line)."""
+    with fk.Checkpointer(tmp_path) as ck:
+        info = ck.save({"a": 1})
+    with open(os.path.join(tmp_path, f"ckpt-{info.id:012d}.fkc"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    ck = fk.Checkpointer(tmp_path)
+    with pytest.warns(fk.CheckpointWarning, match="skipping checkpoint") as rec:
+        with pytest.raises(fk.NoCheckpointError, match=r"\(1 corrupt skipped\)"):
+            ck.recover()
+    assert len(rec) == 1 and rec[0].filename == __file__
+
+
+def test_close_waits_for_pending_async_saves_and_they_commit_in_order(tmp_path):
+    """Kills the mutants ``executor.shutdown(wait=True)`` -> ``False`` in ``close`` (pending
+    ``save_async`` writes complete before close returns) and ``ThreadPoolExecutor(1)`` -> ``2``
+    (one worker: saves commit in the order they were made, so the newest id holds the newest
+    state)."""
+    ck = fk.Checkpointer(tmp_path, retain=100)
+    futs = [ck.save_async({"i": i, "a": np.full(50_000, i)}) for i in range(30)]
+    ck.close()
+    assert all(f.done() for f in futs)
+    assert [f.result().id for f in futs] == list(range(1, 31))
+    assert fk.Checkpointer(tmp_path).recover()["i"] == 29
+
+
+def test_the_largest_checkpoint_id_is_listed(tmp_path):
+    """Kills the mutant ``_MAX_ID = 2**63 - 1`` -> ``- 2``: ids are in [1, 2**63 - 1), so
+    2**63 - 2 is the largest canonical one (its successor still fits the format)."""
+    _write_checkpoint(tmp_path, 2**63 - 2, {"time": 1.0, "meta": None}, state={"big": True})
+    ck = fk.Checkpointer(tmp_path)
+    assert [c.id for c in ck.list()] == [2**63 - 2]
+    assert ck.recover() == {"big": True}
+
+
+def test_a_foreign_directory_is_skipped_with_its_reason(tmp_path):
+    """Kills the mutant ``e.strerror or e`` -> ``and`` in ``_reason``: the warning gives the
+    error's name, code and the system's message, then the path."""
+    with fk.Checkpointer(tmp_path) as ck:
+        ck.save({"a": 1})
+    os.mkdir(tmp_path / "ckpt-000000000002.fkc")
+    with pytest.warns(fk.CheckpointWarning,
+                      match=r"a directory, not a checkpoint file \(IsADirectoryError EISDIR: Is a directory\) \["):
+        assert fk.Checkpointer(tmp_path).recover() == {"a": 1}
+
+
+def test_verify_none_is_the_old_spelling_of_true(tmp_path):
+    """Kills the mutant ``verify = True`` -> ``False`` for ``verify=None``: it still hashes
+    every chunk, so a damaged array chunk makes recovery fall back."""
+    a = np.arange(1 << 16, dtype=np.int64)
+    with fk.Checkpointer(tmp_path, chunk_size=4096) as ck:
+        ck.save({"a": a})
+        ck.save({"a": a + 1})
+    with open(tmp_path / "ckpt-000000000002.fkc", "r+b") as f:
+        f.seek(-4000, 2)   # inside the array's data, not the framing
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    ck = fk.Checkpointer(tmp_path)
+    with pytest.warns(fk.CheckpointWarning, match="skipping checkpoint"):
+        exact_equal(ck.recover(verify=None), {"a": a})
+    with pytest.raises(fk.CorruptCheckpointError):
+        ck.load(2, verify=None)
+
+
+def test_a_store_without_path_or_url_names_checkpoints_by_name():
+    """Kills the mutant ``isinstance(url, str) and not path`` -> ``or`` in ``_where_name``: a
+    store that is neither a directory nor an object-store URL names entries by their name."""
+    ck = fk.Checkpointer(MemoryStore())
+    ck.save({"a": 1})
+    with pytest.raises(fk.NoCheckpointError, match=r"^no checkpoint 9 \(ckpt-000000000009\.fkc\)$"):
+        ck.load(9)
+    ck.store.objects["ckpt-000000000002.fkc"] = b"not a checkpoint"
+    with pytest.warns(fk.CheckpointWarning, match=r"^skipping checkpoint ckpt-000000000002\.fkc: "):
+        assert ck.recover() == {"a": 1}
+
+
+def test_incremental_saves_to_a_store_without_file_descriptors_are_full():
+    """Kills the mutant ``self._base_checked = True`` -> ``False`` in ``_resume_chain``: the
+    chain is looked for once; a store whose files have no descriptor gets whole images, so
+    later incremental saves of the same Checkpointer stay full (and say so)."""
+    ck = fk.Checkpointer(MemoryStore(), retain=5)
+    infos = [ck.save({"a": np.arange(10_000) + i}, incremental=True) for i in range(3)]
+    assert [i.incremental for i in infos] == [False, False, False]
+    exact_equal(ck.recover(), {"a": np.arange(10_000) + 2})
+
+
+class _PrunedAtEveryListing(LocalStore):
+    """A real directory where another process commits checkpoint 2 before each listing and its
+    retention deletes it right after (done here, on the real file): every pass of a recovery
+    lists it and then finds it gone."""
+
+    def __init__(self, path, image):
+        super().__init__(path)
+        self.image = image
+        self.listings = 0
+
+    def list(self):
+        self.listings += 1
+        where = os.path.join(self.path, "ckpt-000000000002.fkc")
+        if self.listings % 2:            # the pass's listing: committed ...
+            with open(where, "wb") as f:
+                f.write(self.image)
+            names = super().list()
+            os.unlink(where)             # ... and pruned before the reader gets to it
+            return names
+        return super().list()            # the check "is it still listed?": no
+
+
+def test_recovery_gives_up_after_100_passes_against_a_writer_pruning_at_every_listing(tmp_path):
+    """Kills the mutant ``_RESCANS = 100`` -> ``101``: recovery lists again when what it chose
+    vanished, at most 100 times (two listings each), then reports no checkpoint instead of
+    looping for as long as the writer keeps pruning."""
+    with fk.Checkpointer(tmp_path, retain=2) as ck:
+        ck.save({"n": 1})
+        ck.save({"n": 2})
+    image = (tmp_path / "ckpt-000000000002.fkc").read_bytes()
+    store = _PrunedAtEveryListing(tmp_path, image)
+    with pytest.raises(fk.NoCheckpointError):
+        fk.Checkpointer(store).recover()
+    assert store.listings == 2 * 100

@@ -1,6 +1,7 @@
 """Journal segments archived to a real S3 server (moto, a subprocess), and restored on a
 replacement node: nothing acknowledged up to the last archived segment is lost."""
 import os
+import stat
 
 import pytest
 
@@ -31,6 +32,8 @@ def fill(j, n, start=0):
 
 
 def test_closed_segments_are_archived_once_and_restored_on_an_empty_disk(store, tmp_path):
+    """Also kills the mutant ``0o644`` -> ``0o645`` in restore: restored segments get the
+    permissions of any file the process creates (rw-r--r-- under its umask, never executable)."""
     j = fk.Journal(tmp_path / "a", fsync="always", segment_bytes=SEG, archive=store)
     lsns = fill(j, 200)
     segs = j.segments()
@@ -43,6 +46,10 @@ def test_closed_segments_are_archived_once_and_restored_on_an_empty_disk(store, 
 
     replacement = fk.Journal.restore(store, tmp_path / "b", fsync="always", segment_bytes=SEG)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        for _, path, _ in replacement.segments()[:-1]:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o644 & ~umask, path
         got = list(replacement.replay())
         assert [lsn for lsn, _ in got] == list(range(1, last_archived + 1))
         assert got[-1][1] == f"record {last_archived - 1:05d} ".encode() * 4
@@ -77,6 +84,43 @@ def test_truncate_uploads_before_deleting_and_prunes_the_archive_to_the_same_lsn
         # uploaded before the local delete; the archive pruned to the same point
         assert archived[0] == os.path.basename(segs[2][1])
         assert archived == [os.path.basename(p) for _, p, _ in segs[2:-1]]
+    finally:
+        j.close()
+
+
+class ListCounter:
+    """The real store, its ``list`` calls counted (each one is a LIST request to the server)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.lists = 0
+
+    def list(self):
+        self.lists += 1
+        return self._store.list()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_truncate_before_lists_the_archive_once(store, tmp_path):
+    """One listing serves both the upload of the closed segments and the pruning: what the
+    archive held before plus what was just uploaded (segments archived by an earlier call and
+    segments sent now are pruned alike)."""
+    counted = ListCounter(store)
+    j = fk.Journal(tmp_path / "a", fsync="never", segment_bytes=SEG, archive=counted)
+    try:
+        fill(j, 300)
+        segs = j.segments()
+        assert j.truncate_before(segs[2][0] + 1) == segs[2][0]
+        assert counted.lists == 1
+        assert sorted(n for n in store.list() if n.startswith("wal-")) == [
+            os.path.basename(p) for _, p, _ in segs[2:-1]]
+        fill(j, 300, start=300)
+        segs = j.segments()
+        assert j.truncate_before(segs[-2][0]) == segs[-2][0]  # every closed one but the last goes
+        assert counted.lists == 2
+        assert sorted(n for n in store.list() if n.startswith("wal-")) == [os.path.basename(segs[-2][1])]
     finally:
         j.close()
 

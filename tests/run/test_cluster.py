@@ -292,3 +292,37 @@ def test_heartbeat_many_is_heartbeat_in_order_and_all_or_nothing():
         with pytest.raises(error, match=match):
             bulk.heartbeat_many(*args)
         assert {n: (bulk.state(n), bulk.detector.last_heartbeat(n)) for n in names} == before
+
+
+# ---------------------------------------------------------------- mutants of a full run (docs/mutation.md)
+
+def test_constructor_messages_name_the_culprits_and_the_policy_must_share_the_domains():
+    """Kills the mutants ``names.count(n) > 1`` -> ``>= 1`` (the duplicate is named, not the
+    first node), ``missing[:5]`` -> ``[:6]`` (at most five missing nodes are listed) and
+    ``domains is None or policy.domains is not domains`` -> ``and`` (a policy over other
+    domains is refused)."""
+    with pytest.raises(ValueError, match=r"^node 'b' is listed twice$"):
+        Cluster(["a", "b", "c", "b"])
+    d = fk.FailureDomains()
+    d.assign("a", "eu/z0/r0/h0")
+    with pytest.raises(ValueError, match=r"^nodes without a failure domain: \['m0', 'm1', 'm2', 'm3', 'm4'\]$"):
+        Cluster(["a"] + [f"m{i}" for i in range(6)], domains=d)
+    other = fk.FailureDomains()
+    other.assign("a", "eu/z0/r0/h0")
+    with pytest.raises(ValueError, match="policy must be built over the cluster's domains"):
+        Cluster(["a"], domains=d, policy=fk.IsolationPolicy(other))
+
+
+def test_membership_listener_registration_and_repr():
+    """Kills the mutants ``add_listener`` -> ``return None`` (it returns ``fn``, so it works as
+    a decorator), ``__contains__``'s ``return False`` -> ``True`` for an unhashable value, and
+    ``__repr__`` -> ``return None``."""
+    c = timeout_cluster(["a", "b", "c"])
+
+    @c.add_listener
+    def seen(ev):
+        pass
+
+    assert seen is not None and callable(seen)
+    assert [] not in c and "a" in c and "z" not in c
+    assert repr(c) == "Cluster(3 nodes, 0 unroutable, balancer=HashRing, detector=TimeoutDetector)"

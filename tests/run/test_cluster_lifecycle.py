@@ -423,3 +423,59 @@ def test_manual_ejection_reaches_routing_at_once():
     assert not c.is_routable("n7") and all(c.route(k) != "n7" for k in owned)  # before any tick
     assert c.eject("n7", now=2.0) is None                # already ejected: nothing to apply
     assert not c.is_routable("n7")
+
+
+def test_on_join_fires_once_per_node_and_only_for_a_node_heard():
+    """Kills the mutant ``ev.new in (ALIVE, RESTARTED) and ev.name not in self._heard`` ->
+    ``or`` in ``tick``: a node that dies without ever being heard does not join, and a node
+    that comes back after being suspected does not join twice."""
+    joined = []
+    c = cluster(["a", "b"], on_join=lambda e: joined.append((e.name, e.old, e.new)))
+    c.heartbeat("a", 1.0)
+    c.tick(1.0)
+    c.heartbeat("a", 4.0)
+    evs = c.tick(5.0)                 # b never heard: dead at the join timeout
+    assert ("b", "joining", "dead") in [(e.name, e.old, e.new) for e in evs]
+    c.tick(7.0)                       # a silent since 4: suspect (suspect_after=2 s)
+    assert c.state("a") == "suspect"
+    c.heartbeat("a", 7.5)
+    c.tick(7.5)                       # back alive: not a second join
+    assert c.state("a") == "alive"
+    assert joined == [("a", "joining", "alive")]
+
+
+def test_hold_takes_a_node_out_of_routing_until_release():
+    """Kills the mutants ``if not self._held[i]`` (drop ``not``) and ``self._held[i] = True``
+    -> ``False`` in ``hold``: a held node is unroutable at once, and routable after release."""
+    c = cluster(["a", "b", "c"])
+    beat(c, 1.0)
+    c.tick(1.0)
+    assert c.unroutable() == []
+    c.hold("b")
+    assert c.unroutable() == ["b"] and not c.is_routable("b")
+    assert "b" not in {c.route(k) for k in KEYS[:300]}
+    c.release("b")
+    assert c.unroutable() == [] and c.is_routable("b")
+
+
+def test_add_node_joins_at_its_own_time_refuses_a_taken_service_and_places_it_at_once():
+    """Kills the mutants ``self.clock() if now is None else now`` (``is`` -> ``is not``: the
+    join timeout counts from ``now``), ``assign(node, path, strict=True)`` -> ``False`` (a
+    service the domains already place elsewhere is not silently moved) and ``cached[0] is p``
+    -> ``is not p`` in ``_placement_table`` (replicas see a node added after the first call)."""
+    nodes = fleet()
+    c = cluster(nodes)
+    beat(c, 1.0)
+    c.tick(1.0)
+    before = [c.replicas(k, 3) for k in KEYS[:500]]
+    assert all("new" not in r for r in before)
+    c.add_node("new", "eu/z9/r0/h0", now=100.0)
+    beat(c, 104.0, skip=("new",))
+    c.tick(104.0)
+    assert c.state("new") == "joining"        # 4 s after it was added, within the join timeout
+    after = [c.replicas(k, 3) for k in KEYS[:500]]
+    assert any("new" in r for r in after)     # a rack of its own: often among 3 racks
+    c.domains.assign("outsider", "eu/z0/r0/h9")  # a service of the domains, no node
+    with pytest.raises(ValueError, match="already assigned"):
+        c.add_node("outsider", "eu/z9/r1/h0")
+    assert "outsider" not in c and c.domains.domain_of("outsider", "host") == "eu/z0/r0/h9"

@@ -51,9 +51,11 @@ def _check_archive(archive: Any) -> None:
                         f"got {type(archive).__name__}")
 
 
-def _prune_archive(archive: Any, lsn: int) -> None:
-    """Delete the archived segments whose records all precede ``lsn`` (each has a successor at or before it)."""
-    firsts = sorted(int(m.group(1)) for m in map(_SEGMENT.match, archive.list()) if m)
+def _prune_archive(archive: Any, lsn: int, names) -> None:
+    """Delete the archived segments whose records all precede ``lsn`` (each has a successor at or before it).
+
+    ``names``: what ``archive`` holds (its listing), so the store is listed once per truncation."""
+    firsts = sorted(int(m.group(1)) for m in map(_SEGMENT.match, names) if m)
     for first, nxt in zip(firsts, firsts[1:]):
         if nxt > lsn:
             break
@@ -118,16 +120,19 @@ class _LoopWaiters:
                                                    "is not acknowledged"))
 
     def detach(self, closed: bool) -> None:
-        """Stop watching (in the loop's thread); fail what is still waiting if the journal closed."""
+        """Stop watching (in the loop's thread, or after the loop closed); fail what still waits.
+
+        ``closed``: the journal closed (else the loop did, and its records may still become durable)."""
         self.writer.remove_notify_fd(self.wfd)
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.rfd)
         finally:
             self.on_durable()
+            why = "Journal closed" if closed else "its event loop closed"
             for lsn, fut in self.queue:
                 if not fut.done():
-                    fut.set_exception(ValueError(f"Journal closed while record {lsn} waited to be durable"))
+                    fut.set_exception(ValueError(f"{why} while record {lsn} waited to be durable"))
             self.queue.clear()
             os.close(self.rfd)
             if self.wfd != self.rfd:
@@ -308,7 +313,7 @@ class Journal:
                 if not skip_corrupt:
                     raise
                 # Set it aside (kept for inspection) and continue after its first LSN.
-                warnings.warn(f"{e}; renamed to {name}.damaged", JournalWarning, stacklevel=3)
+                warnings.warn(f"{e}; renamed to {name}.damaged", JournalWarning, stacklevel=4)
                 buf.close() if hasattr(buf, "close") else None
                 os.rename(where, where + ".damaged")
                 rest = self._segments()
@@ -328,7 +333,7 @@ class Journal:
                 if not skip_corrupt:
                     raise CorruptJournalError(msg, segment=where, lsn=nxt)
                 warnings.warn(msg + f"; records {nxt}..{reader.resume_lsn - 1} of this segment are skipped",
-                              JournalWarning, stacklevel=3)
+                              JournalWarning, stacklevel=4)
                 return reader.resume_lsn
         finally:
             if hasattr(buf, "close"):
@@ -457,11 +462,12 @@ class Journal:
         if self._writer is not None:
             return self._writer.next_lsn
         last = 0
-        for lsn, _ in self.replay(raw=True):
+        segs = self._segments()
+        # After the last valid record: damage before it is replay's to report, not this property's.
+        for lsn, _ in self._replay(segs, segs[0][0] if segs else 1, True, True, quiet=True):
             last = lsn
         if last:
             return last + 1
-        segs = self._segments()
         return segs[-1][0] if segs else 1
 
     @property
@@ -526,7 +532,7 @@ class Journal:
         from_lsn = _lsn_arg("from_lsn", from_lsn, 1)
         return self._replay(segs, from_lsn, bool(skip_corrupt), bool(raw))
 
-    def _replay(self, segs, from_lsn: int, skip: bool, raw: bool):
+    def _replay(self, segs, from_lsn: int, skip: bool, raw: bool, quiet: bool = False):
         if not segs:
             return
         if from_lsn < segs[0][0]:
@@ -540,7 +546,8 @@ class Journal:
         def damaged(err: CorruptJournalError) -> None:
             if not skip:
                 raise err
-            warnings.warn(f"{err}; skipping to the next segment", JournalWarning, stacklevel=3)
+            if not quiet:
+                warnings.warn(f"{err}; skipping to the next segment", JournalWarning, stacklevel=3)
 
         for idx in range(start, len(segs)):
             first, name = segs[idx]
@@ -624,8 +631,8 @@ class Journal:
         self._check_writable()
         lsn = _lsn_arg("lsn", lsn, 1)
         if self.archive is not None:
-            self.archive_closed()
-            _prune_archive(self.archive, lsn)
+            _, held = self._archive_closed()
+            _prune_archive(self.archive, lsn, held)
         segs = self._segments()
         active = os.path.basename(self._writer.segment_path)
         removed = False
@@ -657,6 +664,10 @@ class Journal:
         self._check_writable()
         if self.archive is None:
             raise ValueError(f"journal {self.path!r} has no archive: Journal(..., archive=store)")
+        return self._archive_closed()[0]
+
+    def _archive_closed(self) -> Tuple[List[str], set]:
+        """:meth:`archive_closed`'s work: (the names uploaded, every name the archive now holds)."""
         active = os.path.basename(self._writer.segment_path)
         have = set(self.archive.list())
         sent = []
@@ -670,7 +681,7 @@ class Journal:
                     shutil.copyfileobj(src, f, 1 << 20)
             self.archive.put_atomic(name, write)
             sent.append(name)
-        return sent
+        return sent, have.union(sent)
 
     @classmethod
     def restore(cls, archive: Any, path: Union[str, "os.PathLike[str]"], **options: Any) -> "Journal":
