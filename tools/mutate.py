@@ -60,6 +60,7 @@ PRESETS = {
         ("src/faultkit/contain/timelimit.py", ["tests/contain/test_hedge_stack.py",
                                                 "tests/contain/test_breaker_faults.py"]),
         ("src/faultkit/balance/bounded.py", ["tests/balance/test_balance.py"]),
+        ("src/faultkit/balance/moves.py", ["tests/observe/test_observe_system.py"]),
         ("src/faultkit/recover/journal.py", ["tests/recover/test_recover_journal.py",
                                              "tests/recover/test_recover_journal_archive.py"]),
     ],

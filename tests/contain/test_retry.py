@@ -190,8 +190,9 @@ def test_retries_never_exceed_the_budget(ratio, min_per_second, window, calls):
     for gap, fails in calls:
         c.t += gap
         f = Flaky(fails)
+        tries = [0]
 
-        def fn(f=f, tries=[0]):
+        def fn(f=f, tries=tries):
             attempts.append(c.t)
             tries[0] += 1
             if tries[0] > 1:
