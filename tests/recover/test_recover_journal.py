@@ -97,6 +97,16 @@ def test_a_record_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path):
     assert [r for _, r in read_all(tmp_path / "j")] == [b"small", big, b"after"]
 
 
+def test_native_helpers_refuse_none_for_a_buffer():
+    """None is not an empty buffer: the framing and parsing helpers refuse it by name."""
+    with pytest.raises(TypeError, match="Argument 'data' must not be None"):
+        _journal.frame(0, 1, 0, 0, None)
+    with pytest.raises(TypeError, match="Argument 'buffer' must not be None"):
+        _journal.parse_segment_header(None)
+    with pytest.raises(TypeError, match="Argument 'buffer' must not be None"):
+        _journal.SegmentReader(None, 0, 1)
+
+
 def test_bad_arguments_name_the_value(tmp_path):
     with pytest.raises(ValueError, match="fsync must be one of"):
         Journal(tmp_path / "a", fsync="sometimes")

@@ -64,7 +64,7 @@ def segment_header(uint64_t journal_id, uint64_t first_lsn):
     return out
 
 
-def parse_segment_header(const uint8_t[::1] buffer):
+def parse_segment_header(const uint8_t[::1] buffer not None):
     """``(status, major, minor, journal_id, first_lsn)`` of the header at the start of ``buffer``."""
     cdef SegmentHeader h
     cdef int st = cjournal.parse_segment_header(&buffer[0] if buffer.shape[0] else NULL,
@@ -72,7 +72,7 @@ def parse_segment_header(const uint8_t[::1] buffer):
     return st, h.major, h.minor, h.journal_id, h.first_lsn
 
 
-def frame(uint64_t seed, uint64_t lsn, uint64_t durable, uint16_t kind, const uint8_t[::1] data):
+def frame(uint64_t seed, uint64_t lsn, uint64_t durable, uint16_t kind, const uint8_t[::1] data not None):
     """One framed record as bytes (the writer frames in place; this serves seals and tests)."""
     cdef size_t n = <size_t>data.shape[0]
     if n > cjournal.MAX_RECORD:
@@ -102,7 +102,7 @@ cdef class SegmentReader:
     cdef public uint64_t resume_lsn
     cdef public uint64_t last_durable
 
-    def __init__(self, const uint8_t[::1] buffer, uint64_t seed, uint64_t expected):
+    def __init__(self, const uint8_t[::1] buffer not None, uint64_t seed, uint64_t expected):
         if buffer.shape[0] < <Py_ssize_t>cjournal.SEGMENT_HEADER_SIZE:
             raise ValueError(f"a segment image needs at least {cjournal.SEGMENT_HEADER_SIZE} bytes")
         self.buf = buffer
