@@ -87,6 +87,10 @@ class _IsolationGate:
     def mark_up_many(self, nodes: Iterable[Hashable]) -> None:
         self._cluster._set_isolated(nodes, False)
 
+    def distribution(self) -> dict:
+        # FailureDomains.blast_radius: the keyspace each node serves now.
+        return self._cluster.balancer.distribution()
+
 
 class Cluster:
     """A service's peers with failure detection, containment, load balancing and recovery.

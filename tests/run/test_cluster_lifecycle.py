@@ -479,3 +479,57 @@ def test_add_node_joins_at_its_own_time_refuses_a_taken_service_and_places_it_at
     with pytest.raises(ValueError, match="already assigned"):
         c.add_node("outsider", "eu/z9/r1/h0")
     assert "outsider" not in c and c.domains.domain_of("outsider", "host") == "eu/z0/r0/h9"
+
+
+@pytest.mark.parametrize("balancer", [fk.HashRing, fk.Maglev, fk.Rendezvous])
+def test_a_cluster_can_start_empty_grow_and_shrink_back_to_nothing(balancer):
+    """A service that learns its peers later (etcd, a receiver) starts with none; the
+    routing-change meter counts every key as moved when the first node comes or the last goes."""
+    c = Cluster([], balancer=balancer([]), clock=lambda: 0.0)
+    assert c.nodes == [] and c.routing_stats["measured"] == 0
+    with pytest.raises(LookupError, match="empty|no points"):
+        c.route("k")
+    c.add_node("a", now=0.0)
+    assert c.route("k") == "a" and c.routing_stats["last_moved_keyspace"] == 1.0
+    c.add_node("b", now=0.0)
+    assert 0.0 < c.routing_stats["last_moved_keyspace"] < 1.0
+    c.remove_node("a")
+    c.remove_node("b")
+    assert c.nodes == [] and c.routing_stats["last_moved_keyspace"] == 1.0
+    assert c.routing_stats["measured"] == 4
+
+
+def test_a_cluster_with_domains_and_no_node_left_has_no_replica():
+    c = cluster({"a": "eu/z0/r0/h0"})
+    c.remove_node("a")
+    with pytest.raises(fk.NoLiveNodeError, match="no routable node"):
+        c.replicas("k", 1)
+
+
+def test_blast_radius_through_a_cluster_is_the_share_its_balancer_routes_to_the_domain_now():
+    nodes = fleet(zones=2, racks=2, hosts=2)
+    c = cluster(nodes, policy=False)
+    beat(c, 0.0)
+    c.tick(0.0)
+    dist = c.balancer.distribution()
+    z0 = c.domains.blast_radius("eu/z0")
+    assert z0.share == pytest.approx(sum(v for n, v in dist.items() if nodes[n].startswith("eu/z0/")))
+    assert 0.3 < z0.share < 0.7
+    c.domains.isolate("eu/z0/r0")
+    assert c.domains.blast_radius("eu/z0/r0").share == 0.0
+    assert c.domains.blast_radius("eu").share == pytest.approx(1.0)
+
+
+def test_replicas_follow_a_node_the_domains_move_to_another_rack():
+    """Kills ``cached[0] is p`` -> ``is not p`` in ``_placement_table``: the cluster's table
+    is rebuilt when the domains' placement changes without a membership change."""
+    nodes = {f"n{r}{h}": f"eu/z0/r{r}/h{h}" for r in range(4) for h in range(2)}
+    c = cluster(nodes)
+    beat(c, 0.0)
+    c.tick(0.0)
+    before = {k: c.replicas(k, 4) for k in KEYS[:300]}
+    assert all(len({nodes[n].rsplit("/", 1)[0] for n in r}) == 4 for r in before.values())
+    c.domains.assign("n01", "eu/z0/r9/h1")   # a fifth rack, of one node
+    after = {k: c.replicas(k, 4) for k in KEYS[:300]}
+    assert after == {k: c.placement(k, 4) for k in KEYS[:300]}
+    assert any("n01" in r and "n00" in r for r in after.values())  # no longer rack-mates

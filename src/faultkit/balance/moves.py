@@ -11,8 +11,8 @@ at most ``sqrt(f * (1 - f) / probes)`` for a moved fraction ``f`` (0.0016 for
 ``f = 0.01`` with the default 4,096 probes).
 
 A key counts as moved when its node changed, when its node was removed, and
-when no node serves it before or after (every node down) but one did on the
-other side.  Nodes are compared by name, so a membership change that renumbers
+when no node serves it before or after (every node down, or none in the
+balancer) but one did on the other side.  Nodes are compared by name, so a membership change that renumbers
 the nodes is measured correctly.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from faultkit.errors import NoLiveNodeError
+from faultkit.errors import EmptyRingError, NoLiveNodeError
 
 __all__ = ["MoveMeter", "DEFAULT_PROBES"]
 
@@ -61,7 +61,7 @@ class MoveMeter:
     def _lookup(self) -> np.ndarray:
         try:
             return np.asarray(self.balancer.get_many(self._keys), dtype=np.int64)
-        except NoLiveNodeError:
+        except (NoLiveNodeError, EmptyRingError):  # every node down, or none at all
             return np.full(self.probes, _NONE, dtype=np.int64)
 
     @property
