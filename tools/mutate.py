@@ -43,7 +43,8 @@ PRESETS = {
     "policies": [
         ("src/faultkit/contain/policy.py", ["tests/contain/test_policy.py", "tests/contain/test_domains.py",
                                             "tests/run/test_cluster.py"]),
-        ("src/faultkit/cluster.py", ["tests/run/test_cluster.py", "tests/run/test_cluster_lifecycle.py"]),
+        ("src/faultkit/cluster.py", ["tests/run/test_cluster.py", "tests/run/test_cluster_lifecycle.py",
+                                     "tests/observe/test_observe_system.py"]),
         ("src/faultkit/recover/checkpointer.py", ["tests/recover/test_recover_checkpointer.py",
                                                   "tests/recover/test_recover_hardening.py",
                                                   "tests/recover/test_recover_recycle.py",

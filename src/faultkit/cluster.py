@@ -209,7 +209,9 @@ class Cluster:
                     f"IsolationPolicy(..., failed_states={failed!r}) so both agree")
         if domains is not None:
             domains._level(spread)  # ValueError for an unknown level
-        if isinstance(move_probes, bool) or not isinstance(move_probes, int) or move_probes < 0:
+        if isinstance(move_probes, bool) or not isinstance(move_probes, int):
+            raise TypeError(f"move_probes must be an int, not {type(move_probes).__name__}")
+        if move_probes < 0:
             raise ValueError(f"move_probes must be an int >= 0, got {move_probes!r}")
 
         if outliers is None:

@@ -207,6 +207,9 @@ def test_cluster_move_probes_option():
     assert 0.1 < c.routing_stats["last_moved_keyspace"] < 0.45   # about a quarter moved to d
     with pytest.raises(ValueError, match="move_probes must be an int >= 0, got -1"):
         fk.Cluster(["a"], move_probes=-1)
+    for bad in (True, 1.5, "4096", None):
+        with pytest.raises(TypeError, match=f"move_probes must be an int, not {type(bad).__name__}"):
+            fk.Cluster(["a"], move_probes=bad)
 
 
 def test_decision_records_and_logged_decisions(caplog):
