@@ -46,6 +46,36 @@ def test_read_verified_detects_a_flipped_byte(tmp_path, where):
         ck.load(cid)
 
 
+def _native_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc (Linux)")
+@pytest.mark.parametrize("damage", [None, "second chunk", "last chunk", "truncated"])
+def test_a_large_image_read_while_a_thread_faults_its_pages_in(tmp_path, damage):
+    """From 32 MiB read_verified faults the buffer's pages in on a second thread while it
+    reads: the bytes are the file's, and a damaged image fails with that thread joined."""
+    a = (np.arange((36 << 20) // 8, dtype=np.uint64) * 0x9E3779B97F4A7C15)
+    ck, cid, path = _save(tmp_path, {"a": a})
+    size = os.path.getsize(path)
+    if damage in ("second chunk", "last chunk"):
+        with open(path, "r+b") as f:  # 1 MiB chunks; the TOC after the last one is a few kB
+            f.seek((1 << 20) + 5 if damage == "second chunk" else size - (1 << 19))
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x01]))
+    if damage == "truncated":
+        os.truncate(path, size - (3 << 20))
+    threads = _native_threads()
+    if damage is None:
+        out = ck.load(cid)
+        assert np.array_equal(out["a"], a) and out["a"].flags.writeable
+    else:
+        with pytest.raises(CorruptCheckpointError, match="checksum mismatch|truncated|out of bounds"):
+            ck.load(cid)
+    assert _native_threads() == threads  # the page-faulting thread was joined
+
+
 def test_read_verified_rejects_a_truncated_file(tmp_path):
     ck, cid, path = _save(tmp_path, {"a": np.arange(1000)})
     with open(path, "rb") as f:

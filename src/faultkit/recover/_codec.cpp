@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "_codec_common.h"
@@ -208,6 +209,7 @@ py::object read_state(py::handle buffer, const Layout& l, py::list refs, py::obj
 // faults.  (Huge pages there were bimodal on a VM whose free 2 MB blocks are
 // reported to the host: a fresh one costs the host's faults for its 4 kB pages.)
 struct ReadBuffer {
+    static constexpr size_t kFresh = size_t{32} << 20;  // from here: fresh pages, huge if asked
     uint8_t* data = nullptr;
     size_t size = 0;
     explicit ReadBuffer(size_t n, bool huge_pages = true) : size(n) {
@@ -215,7 +217,6 @@ struct ReadBuffer {
         if (n > static_cast<size_t>(PY_SSIZE_T_MAX))
             throw std::length_error("ReadBuffer size " + std::to_string(n) + " exceeds PY_SSIZE_T_MAX");
         constexpr size_t kHuge = size_t{1} << 21;
-        constexpr size_t kFresh = size_t{32} << 20;
         const size_t align = n < kFresh ? 64 : huge_pages ? kHuge : 4096;
         const size_t rounded = (n + align - 1) / align * align;
         data = static_cast<uint8_t*>(std::aligned_alloc(align, rounded ? rounded : align));
@@ -293,12 +294,33 @@ void pread_all(int fd, uint8_t* p, uint64_t n, uint64_t off) {
 // cache (a chunk is 1 MiB by default), instead of reading 256 MiB and then
 // reading it all again from memory to hash it.  Returns (buffer, layout);
 // read_state(buffer, layout, ..., verify=False) then skips the re-hash of
-// local chunks (referenced chunks are still hashed there).
+// local chunks (referenced chunks are still hashed there).  A buffer of 32 MiB
+// and more keeps its huge pages and has them faulted in by a second thread
+// meanwhile: 256 MiB, medians on this VM, 50 -> 49 ms when freed memory was
+// reused at once and 582-591 -> 289-399 ms when it had been reported to the
+// host first, as at a restart (4 kB pages with the same thread: 117 and 133 ms;
+// docs/benchmarks.md, "read_verified's page faults").
 py::tuple read_verified(int fd, uint64_t size) {
     if (fd < 0) throw py::value_error("fd must be >= 0, got " + std::to_string(fd));
     auto buf = std::make_unique<ReadBuffer>(static_cast<size_t>(size));
     Layout l = guarded([&] {
         py::gil_scoped_release nogil;
+        // A fresh (large) buffer's pages are faulted in by a second thread
+        // while this one reads and hashes: joined before the buffer is
+        // returned or freed, on every path.
+        struct Populator {
+            std::thread t;
+            ~Populator() {
+                if (t.joinable()) t.join();
+            }
+        } pop;
+        if (size >= ReadBuffer::kFresh) {
+            try {
+                pop.t = std::thread([&buf] { (void)buf->populate(); });
+            } catch (const std::system_error&) {
+                // No thread to spare: the reads fault the pages in themselves.
+            }
+        }
         uint8_t* d = buf->data;
         if (size < kHeaderSize + kFooterSize) {
             pread_all(fd, d, size, 0);
