@@ -1,5 +1,7 @@
 """Checkpointer: save/recover/list/load, retention, locking, mmap, incremental, async, stores."""
+import concurrent.futures
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -684,6 +686,31 @@ def test_close_waits_for_pending_async_saves_and_they_commit_in_order(tmp_path):
     assert all(f.done() for f in futs)
     assert [f.result().id for f in futs] == list(range(1, 31))
     assert fk.Checkpointer(tmp_path).recover()["i"] == 29
+
+
+def test_async_saves_run_one_at_a_time_in_call_order(tmp_path):
+    """Kills ``ThreadPoolExecutor(1)`` -> ``2`` in ``save_async`` deterministically: while the
+    first save is held inside its commit, the second has not started (with two workers it
+    would, and then race the third for the lock: out of order)."""
+    ck = fk.Checkpointer(tmp_path, retain=10)
+    commit, entered, held, release = ck._commit, [], threading.Event(), threading.Event()
+
+    def holding_commit(enc, *args):
+        entered.append(len(entered))
+        if len(entered) == 1:
+            held.set()
+            assert release.wait(30)
+        return commit(enc, *args)
+
+    ck._commit = holding_commit
+    futs = [ck.save_async({"i": i}) for i in range(3)]
+    assert held.wait(30)
+    done, _ = concurrent.futures.wait(futs[1:], timeout=0.3)  # bounded: nothing may finish
+    assert entered == [0] and not done
+    release.set()
+    assert [f.result(30).id for f in futs] == [1, 2, 3] and entered == [0, 1, 2]
+    ck.close()
+    assert fk.Checkpointer(tmp_path).recover() == {"i": 2}
 
 
 def test_the_largest_checkpoint_id_is_listed(tmp_path):
