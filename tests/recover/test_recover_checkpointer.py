@@ -703,13 +703,16 @@ def test_async_saves_run_one_at_a_time_in_call_order(tmp_path):
         return commit(enc, *args)
 
     ck._commit = holding_commit
-    futs = [ck.save_async({"i": i}) for i in range(3)]
-    assert held.wait(30)
-    done, _ = concurrent.futures.wait(futs[1:], timeout=0.3)  # bounded: nothing may finish
-    assert entered == [0] and not done
-    release.set()
-    assert [f.result(30).id for f in futs] == [1, 2, 3] and entered == [0, 1, 2]
-    ck.close()
+    try:
+        futs = [ck.save_async({"i": i}) for i in range(3)]
+        assert held.wait(30)
+        done, _ = concurrent.futures.wait(futs[1:], timeout=0.3)  # bounded: nothing may finish
+        assert entered == [0] and not done
+        release.set()
+        assert [f.result(30).id for f in futs] == [1, 2, 3] and entered == [0, 1, 2]
+    finally:
+        release.set()
+        ck.close()
     assert fk.Checkpointer(tmp_path).recover() == {"i": 2}
 
 

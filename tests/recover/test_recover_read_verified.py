@@ -47,7 +47,7 @@ def test_read_verified_detects_a_flipped_byte(tmp_path, where):
 
 
 def _native_threads():
-    return len(os.listdir("/proc/self/task"))
+    return set(os.listdir("/proc/self/task"))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc (Linux)")
@@ -73,7 +73,7 @@ def test_a_large_image_read_while_a_thread_faults_its_pages_in(tmp_path, damage)
     else:
         with pytest.raises(CorruptCheckpointError, match="checksum mismatch|truncated|out of bounds"):
             ck.load(cid)
-    assert _native_threads() == threads  # the page-faulting thread was joined
+    assert _native_threads() <= threads  # the page-faulting thread was joined (others may end)
 
 
 def test_read_verified_rejects_a_truncated_file(tmp_path):

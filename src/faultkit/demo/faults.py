@@ -13,6 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from faultkit.recover._journal import SEGMENT_HEADER_SIZE
+from faultkit.recover.checkpointer import _FILE as _CHECKPOINT
+from faultkit.recover.journal import _SEGMENT
+
 #: The kinds of fault, and what each does to its target.
 KINDS = {
     "kill": "SIGKILL one worker; the supervisor restarts it",
@@ -129,15 +133,16 @@ def damage_disk(data: str, rng: random.Random) -> list:
     restart starts a new segment).  Returns what was changed."""
     done = []
     ckpt = os.path.join(data, "ckpt")
-    names = sorted(n for n in os.listdir(ckpt) if re.fullmatch(r"ckpt-\d+\.fkc", n)) if os.path.isdir(ckpt) else []
+    names = sorted((n for n in os.listdir(ckpt) if _CHECKPOINT.match(n)),
+                   key=lambda n: int(_CHECKPOINT.match(n).group(1))) if os.path.isdir(ckpt) else []
     if names:
         path = os.path.join(ckpt, names[-1])
         size = os.path.getsize(path)
         off = flip_byte(path, size // 4, max(size // 4 + 1, 3 * size // 4), rng)
         done.append(f"checkpoint {names[-1]}: byte {off}")
     wal = os.path.join(data, "wal")
-    header = 64  # a segment's header (docs/FORMAT.md)
-    names = sorted(n for n in os.listdir(wal) if re.fullmatch(r"wal-\d{20}\.fkj", n))
+    header = SEGMENT_HEADER_SIZE
+    names = sorted(n for n in os.listdir(wal) if _SEGMENT.match(n))  # fixed-width LSNs
     if names:
         path = os.path.join(wal, names[-1])
         with open(path, "rb") as f:

@@ -306,21 +306,23 @@ py::tuple read_verified(int fd, uint64_t size) {
     Layout l = guarded([&] {
         py::gil_scoped_release nogil;
         // A fresh (large) buffer's pages are faulted in by a second thread
-        // while this one reads and hashes: joined before the buffer is
-        // returned or freed, on every path.
+        // while this one reads and hashes, started once the framing parses (a
+        // damaged file fails without faulting in the whole buffer first) and
+        // joined before the buffer is returned or freed, on every path.
         struct Populator {
             std::thread t;
             ~Populator() {
                 if (t.joinable()) t.join();
             }
         } pop;
-        if (size >= ReadBuffer::kFresh) {
+        auto start_populating = [&] {
+            if (size < ReadBuffer::kFresh) return;
             try {
                 pop.t = std::thread([&buf] { (void)buf->populate(); });
-            } catch (const std::system_error&) {
+            } catch (const std::exception&) {
                 // No thread to spare: the reads fault the pages in themselves.
             }
-        }
+        };
         uint8_t* d = buf->data;
         if (size < kHeaderSize + kFooterSize) {
             pread_all(fd, d, size, 0);
@@ -332,6 +334,7 @@ py::tuple read_verified(int fd, uint64_t size) {
         uint64_t data_end = size - kFooterSize;
         if (toc >= kHeaderSize && toc <= data_end) pread_all(fd, d + toc, data_end - toc, toc);
         Layout lay = parse_layout(d, size, false);  // the framing; contents not yet read
+        start_populating();
         const uint64_t cs = lay.header.chunk_size;
         uint64_t at = kHeaderSize;  // everything before `at` is read
         for (size_t i = 0; i < lay.sections.size(); ++i) {
@@ -400,6 +403,7 @@ PYBIND11_MODULE(_codec, m) {
     m.attr("FORMAT_VERSION") = py::make_tuple(kVersionMajor, kVersionMinor);
     m.attr("DEFAULT_CHUNK_SIZE") = kDefaultChunkSize;
     m.attr("MAX_DEPTH") = kMaxDepth;
+    m.attr("FRESH_BYTES") = ReadBuffer::kFresh;
 
     py::class_<Encoded>(m, "Encoded", "An encoded state tree plus its blobs, ready to write.")
         .def_property_readonly("tree_size", [](const Encoded& e) { return e.tree.size(); })

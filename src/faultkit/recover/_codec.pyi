@@ -3,6 +3,8 @@ from typing import Any, Dict, List, Optional, Tuple
 FORMAT_VERSION: Tuple[int, int]
 DEFAULT_CHUNK_SIZE: int
 MAX_DEPTH: int
+#: From this many bytes a ReadBuffer takes fresh pages (huge if asked) rather than the heap's.
+FRESH_BYTES: int
 
 class Encoded:
     @property

@@ -51,9 +51,6 @@ __all__ = ["ObjectStore", "LEASE_DURATION"]
 #: (a background thread) and before every commit that comes more than half
 #: of it after the last renewal.
 LEASE_DURATION = 30.0
-#: Downloads of at least this many bytes fault their buffer in on a second thread while the
-#: body arrives (``ReadBuffer.populate``).
-_POPULATE_MIN = 32 << 20
 #: Whether download buffers of 32 MiB and more ask for transparent huge pages.  No: measured
 #: on the reference VM (Firecracker, free page reporting of 2 MB blocks to the host), a fresh
 #: huge page's first touch costs the host's faults for all its 4 kB pages, and a freed one is
@@ -666,7 +663,7 @@ class ObjectStore(Store):
             if "buf" not in out:  # allocated once the size is checked; reused by a retry
                 buf = out["buf"] = _codec.ReadBuffer(size, huge_pages=_HUGE_PAGES)
                 out["view"] = memoryview(buf)
-                if size >= _POPULATE_MIN:
+                if size >= _codec.FRESH_BYTES:  # fresh pages: not yet faulted in
                     # The page faults of a large buffer, taken by a thread while the body
                     # arrives, not by the sink's copies (the bytes are kept either way).
                     t = threading.Thread(target=buf.populate, name="faultkit-populate", daemon=True)
