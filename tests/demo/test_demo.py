@@ -142,6 +142,18 @@ def test_fault_schedule_default_none_and_explicit():
 
 
 @pytest.mark.slow
+def test_a_fault_that_ends_after_the_load_still_brings_its_worker_back():
+    """A kill 1 s before the load ends restarts its worker 1 s after it (its fault task is
+    awaited, not cancelled with the load): the worker catches up and is routable again."""
+    r = run_demo("--duration", "8", "--rate", "100", "--faults", "pause@3:w1,kill@7:w3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert rep["lost_acknowledged_writes"] == 0
+    for f in rep["faults"]:
+        assert f["routable_after_s"] is not None, f
+
+
+@pytest.mark.slow
 def test_unsafe_demo_loses_writes_and_says_so():
     """The check is not vacuous: with --unsafe (acknowledged from memory, no catch-up, no
     record of missed writes, no hold) restarts lose acknowledged writes, the read-back

@@ -184,7 +184,7 @@ def run(opts: Options, out=None) -> dict:
 async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) -> dict:
     import faultkit as fk
     from faultkit.demo.common import PARTITIONS, make_detector, partition_of
-    from faultkit.demo.faults import detection, inject
+    from faultkit.demo.faults import DOWN_FOR, detection, inject
     from faultkit.demo.front import Router
     from faultkit.demo.load import Load
     from faultkit.demo import report as rep
@@ -292,8 +292,11 @@ async def _main(opts: Options, layout: Any, cfg: dict, sup: Any, progress: Any) 
                 last_print = now
                 progress.line(rep.progress_text(now - t0, load, router, faults))
         await load_task
-        for t in fault_tasks:
-            if not t.done():
+        # A fault injected near the end still brings its workers back (a restart, a SIGCONT):
+        # wait for that, bounded, before settling; only a fault stuck past the bound is cancelled.
+        if fault_tasks:
+            _, stuck = await asyncio.wait(fault_tasks, timeout=max(DOWN_FOR.values()) + 10.0)
+            for t in stuck:
                 t.cancel()
         errors = [t.exception() for t in fault_tasks if t.done() and not t.cancelled() and t.exception()]
         if errors:
